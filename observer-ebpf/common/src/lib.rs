@@ -1,0 +1,164 @@
+//! The ABI shared by the kernel programs and the userspace observer.
+//!
+//! Every struct here crosses the kernel/user boundary as raw bytes (a global, a map
+//! value or a ring-buffer record), so each is `#[repr(C)]`, has no implicit padding
+//! and is defined exactly once: both sides import it from this crate.
+#![no_std]
+
+/// Field offsets inside the Go runtime's `g`, `m` and `p` structs, resolved per
+/// binary (from DWARF) and handed to the kernel programs before they load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoOffsets {
+    /// `g.goid` (goroutine id, 8 bytes).
+    pub g_goid: u64,
+    /// `g.m` (pointer to the M running this g).
+    pub g_m: u64,
+    /// `m.id` (int64).
+    pub m_id: u64,
+    /// `m.procid` (the OS thread id, uint64).
+    pub m_procid: u64,
+    /// `m.p` (puintptr to the P held by this M, 0 when none).
+    pub m_p: u64,
+    /// `p.id` (int32).
+    pub p_id: u64,
+}
+
+/// Read-only configuration of the kernel programs, written into the global
+/// [`CONFIG_GLOBAL`] at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Thread-group id (the pid users see) of the traced process.
+    pub target_tgid: u32,
+    /// Offsets of `sig` and `pid` in the `signal:signal_generate` record, read from
+    /// the tracepoint's format file in tracefs.
+    pub signal_sig_offset: u32,
+    pub signal_pid_offset: u32,
+    pub _pad: u32,
+    pub offsets: GoOffsets,
+}
+
+/// Name of the global that holds the [`Config`] in the eBPF object.
+pub const CONFIG_GLOBAL: &str = "CONFIG";
+
+/// Indices into the per-CPU `COUNTERS` array. Counters are cumulative; userspace
+/// sums the CPUs and takes differences between reads, so nothing is ever reset
+/// (a reset would race with the probes).
+pub mod counter {
+    /// `runtime.schedule` calls (one per scheduling round on an M).
+    pub const SCHEDULE: u32 = 0;
+    /// `runtime.execute` calls (a goroutine starts a run slice).
+    pub const EXECUTE: u32 = 1;
+    /// `runtime.gopark` calls (a goroutine blocks).
+    pub const GOPARK: u32 = 2;
+    /// `runtime.entersyscall` + `runtime.entersyscallblock` calls.
+    pub const SYSCALL_ENTER: u32 = 3;
+    /// `runtime.exitsyscall` calls.
+    pub const SYSCALL_EXIT: u32 = 4;
+    /// exitsyscall calls matched with an earlier entersyscall on the same thread.
+    pub const SYSCALL_PAIRS: u32 = 5;
+    /// Total nanoseconds between matched enter and exit.
+    pub const SYSCALL_NS: u32 = 6;
+    /// SIGURG signals sent by the target to one of its own threads.
+    pub const PREEMPT: u32 = 7;
+    /// Ring-buffer records lost because the buffer was full.
+    pub const DROPPED: u32 = 8;
+    /// Total nanoseconds of finished run slices (execute → next schedule).
+    pub const RUN_NS: u32 = 9;
+    /// Times `m.procid` read through the resolved offsets was compared with the
+    /// kernel's thread id ...
+    pub const OFFSET_CHECKS: u32 = 10;
+    /// ... and did not match: the offsets are wrong for this binary.
+    pub const OFFSET_MISMATCHES: u32 = 11;
+    /// `bpf_probe_read_user` failures (a pointer chase into target memory failed).
+    pub const READ_ERRORS: u32 = 12;
+    /// Number of slots in the array.
+    pub const COUNT: u32 = 16;
+}
+
+/// Wait reasons are a `uint8` in every supported Go version.
+pub const MAX_WAIT_REASONS: u32 = 256;
+
+/// Per-goroutine totals, kept in an LRU hash keyed by goid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineStats {
+    /// Nanoseconds spent running (sum of finished run slices).
+    pub run_ns: u64,
+    /// Run slices started (`runtime.execute` with this g).
+    pub runs: u64,
+    /// `runtime.gopark` calls by this g.
+    pub parks: u64,
+    /// Matched syscalls (entersyscall → exitsyscall) by this g.
+    pub syscalls: u64,
+    /// Nanoseconds in those syscalls.
+    pub syscall_ns: u64,
+    /// SIGURG preemption signals sent while this g was running.
+    pub preemptions: u64,
+}
+
+/// The goroutine an OS thread runs, or ran last, keyed by thread id: set by
+/// `runtime.execute`; the next `runtime.schedule` on that thread marks it stopped.
+/// It is kept after that because sysmon sets the preempt flag before it sends
+/// SIGURG: a goroutine that notices the flag at a function call may already be in
+/// `schedule` when the signal is generated, and is still the one preempted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Running {
+    pub goid: u64,
+    /// `bpf_ktime_get_ns` when the run slice started.
+    pub since_ns: u64,
+    /// When `schedule` ended the slice; 0 while it runs.
+    pub stopped_ns: u64,
+    pub m_id: i64,
+    pub p_id: i32,
+    pub _pad: u32,
+}
+
+/// Kinds of ring-buffer records.
+pub mod event_kind {
+    /// Async preemption: the runtime sent SIGURG to one of its threads.
+    pub const PREEMPT: u32 = 1;
+}
+
+/// One ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// One of [`event_kind`].
+    pub kind: u32,
+    /// Thread the event concerns (for PREEMPT: the signalled thread).
+    pub tid: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the event.
+    pub ts_ns: u64,
+    /// Goroutine concerned, 0 when unknown.
+    pub goid: u64,
+    /// For PREEMPT: how long `goid` had been running, 0 when unknown.
+    pub ran_ns: u64,
+    /// M id (-1 when unknown).
+    pub m_id: i64,
+    /// P id (-1 when unknown).
+    pub p_id: i32,
+    /// For PREEMPT: the thread that sent the signal (sysmon or a GC worker).
+    pub sender_tid: u32,
+    /// Bits of [`event_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`Event::flags`].
+pub mod event_flags {
+    /// PREEMPT: the goroutine had already left its run slice (it was in
+    /// `schedule`) when the signal was generated.
+    pub const STOPPED: u32 = 1;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are #[repr(C)], Copy, made only of integers, without padding.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::GoroutineStats {}
+    unsafe impl aya::Pod for super::Running {}
+    unsafe impl aya::Pod for super::Event {}
+}

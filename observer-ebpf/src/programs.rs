@@ -1,0 +1,277 @@
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, tracepoint, uprobe},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, TracePointContext},
+};
+use gobpf_sched_common::{
+    Config, Event, GoOffsets, GoroutineStats, MAX_WAIT_REASONS, Running, counter, event_flags,
+    event_kind,
+};
+
+/// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    target_tgid: 0,
+    signal_sig_offset: 0,
+    signal_pid_offset: 0,
+    _pad: 0,
+    offsets: GoOffsets {
+        g_goid: 0,
+        g_m: 0,
+        m_id: 0,
+        m_procid: 0,
+        m_p: 0,
+        p_id: 0,
+    },
+};
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// gopark calls by wait reason (the reason byte is the index).
+#[map]
+static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS, 0);
+
+/// Totals per goroutine id. LRU: a program with millions of short-lived
+/// goroutines evicts the oldest instead of failing inserts.
+#[map]
+static GOROUTINES: LruHashMap<u64, GoroutineStats> = LruHashMap::with_max_entries(65536, 0);
+
+/// Thread id → goroutine running on it (see `Running`).
+#[map]
+static RUNNING: LruHashMap<u32, Running> = LruHashMap::with_max_entries(16384, 0);
+
+/// Thread id → time of its pending entersyscall. A goroutine in a syscall keeps its
+/// M (thread) until exitsyscall, so the thread id pairs enter and exit.
+#[map]
+static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Submit without waking the reader: userspace drains on a timer, which costs the
+/// probe nothing (a wakeup per record costs ~1.4 µs, see shared/NOTES.md).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const SIGURG: i32 = 23;
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a plain global in .rodata; volatile stops the compiler from
+    // folding the zero initialiser the loader replaces.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+#[inline(always)]
+fn add(index: u32, value: u64) {
+    // Per-CPU slot and BPF programs do not migrate mid-run: a plain add is exact.
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *slot += value };
+    }
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Reads a `T` at `addr` in the target's memory, counting failures.
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Option<T> {
+    match unsafe { bpf_probe_read_user(addr as *const T) } {
+        Ok(value) => Some(value),
+        Err(_) => {
+            add(counter::READ_ERRORS, 1);
+            None
+        }
+    }
+}
+
+/// The current goroutine: R14 holds `g` in Go's register ABI (amd64, Go ≥ 1.17).
+#[inline(always)]
+fn current_g(ctx: &ProbeContext) -> u64 {
+    unsafe { (*ctx.regs).r14 }
+}
+
+#[inline(always)]
+fn goid_of(g: u64, offsets: &GoOffsets) -> Option<u64> {
+    read_user::<u64>(g + offsets.g_goid)
+}
+
+/// Adds `value` to one field of a goroutine's totals, creating the entry if needed.
+/// A plain add is exact: each field has one writer at a time. A goroutine runs on
+/// one thread at a time and the runtime orders its transitions, so the probes that
+/// fire for it never overlap; the one probe on another thread (the SIGURG
+/// tracepoint, on sysmon) writes only `preemptions`.
+#[inline(always)]
+fn add_goroutine(goid: u64, field: fn(&mut GoroutineStats) -> &mut u64, value: u64) {
+    let mut entry = GOROUTINES.get_ptr_mut(&goid);
+    if entry.is_none() {
+        let _ = GOROUTINES.insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64);
+        entry = GOROUTINES.get_ptr_mut(&goid);
+    }
+    if let Some(stats) = entry {
+        *field(unsafe { &mut *stats }) += value;
+    }
+}
+
+/// `runtime.schedule()`: runs on the M's g0 whenever the current goroutine stops
+/// running (park, yield, preemption, exit). Closes the run slice open on this thread.
+#[uprobe]
+pub fn go_schedule(_ctx: ProbeContext) -> u32 {
+    add(counter::SCHEDULE, 1);
+    let tid = current_tid();
+    if let Some(running) = RUNNING.get_ptr_mut(&tid) {
+        let running = unsafe { &mut *running };
+        if running.stopped_ns == 0 {
+            let now = unsafe { bpf_ktime_get_ns() };
+            let ran = now.saturating_sub(running.since_ns);
+            running.stopped_ns = now;
+            add(counter::RUN_NS, ran);
+            add_goroutine(running.goid, |s| &mut s.run_ns, ran);
+        }
+    }
+    0
+}
+
+/// `runtime.execute(gp *g, inheritTime bool)`: gp (in RAX) starts running on this M.
+#[uprobe]
+pub fn go_execute(ctx: ProbeContext) -> u32 {
+    add(counter::EXECUTE, 1);
+    let offsets = config().offsets;
+    let gp = unsafe { (*ctx.regs).rax };
+    let Some(goid) = goid_of(gp, &offsets) else {
+        return 0;
+    };
+    let tid = current_tid();
+    let mut running = Running {
+        goid,
+        since_ns: unsafe { bpf_ktime_get_ns() },
+        stopped_ns: 0,
+        m_id: -1,
+        p_id: -1,
+        _pad: 0,
+    };
+    // execute runs on g0, whose g.m is this thread's M and m.p the P just acquired.
+    if let Some(m) = read_user::<u64>(current_g(&ctx) + offsets.g_m) {
+        running.m_id = read_user::<i64>(m + offsets.m_id).unwrap_or(-1);
+        if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
+            // Self-check of the offsets against the kernel's own thread id.
+            add(counter::OFFSET_CHECKS, 1);
+            if procid != tid as u64 {
+                add(counter::OFFSET_MISMATCHES, 1);
+            }
+        }
+        if let Some(p) = read_user::<u64>(m + offsets.m_p)
+            && p != 0
+        {
+            running.p_id = read_user::<i32>(p + offsets.p_id).unwrap_or(-1);
+        }
+    }
+    let _ = RUNNING.insert(&tid, &running, 0);
+    add_goroutine(goid, |s| &mut s.runs, 1);
+    0
+}
+
+/// `runtime.gopark(unlockf, lock, reason waitReason, ...)`: the current goroutine
+/// blocks; the reason (a uint8) is the third argument, in RCX.
+#[uprobe]
+pub fn go_gopark(ctx: ProbeContext) -> u32 {
+    add(counter::GOPARK, 1);
+    let reason = unsafe { (*ctx.regs).rcx } as u32 & 0xff;
+    if let Some(slot) = PARKS.get_ptr_mut(reason) {
+        unsafe { *slot += 1 };
+    }
+    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
+        add_goroutine(goid, |s| &mut s.parks, 1);
+    }
+    0
+}
+
+/// `runtime.entersyscall` and `runtime.entersyscallblock`.
+#[uprobe]
+pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
+    add(counter::SYSCALL_ENTER, 1);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
+    0
+}
+
+/// `runtime.exitsyscall`: pairs with the entersyscall on this thread.
+#[uprobe]
+pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
+    add(counter::SYSCALL_EXIT, 1);
+    let tid = current_tid();
+    let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {
+        return 0; // entered before we attached
+    };
+    let _ = SYSCALL_START.remove(&tid);
+    let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(entered);
+    add(counter::SYSCALL_PAIRS, 1);
+    add(counter::SYSCALL_NS, took);
+    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
+        add_goroutine(goid, |s| &mut s.syscalls, 1);
+        add_goroutine(goid, |s| &mut s.syscall_ns, took);
+    }
+    0
+}
+
+/// `signal:signal_generate`, kept to SIGURG sent by a thread of the target (sysmon's
+/// `preemptone`, or the GC suspending a goroutine) to a thread of the target.
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(cfg.signal_sig_offset as usize) }) else {
+        return 0;
+    };
+    let sender = bpf_get_current_pid_tgid();
+    if sig != SIGURG || (sender >> 32) as u32 != cfg.target_tgid {
+        return 0;
+    }
+    let Ok(tid) = (unsafe { ctx.read_at::<i32>(cfg.signal_pid_offset as usize) }) else {
+        return 0;
+    };
+    let tid = tid as u32;
+    add(counter::PREEMPT, 1);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut event = Event {
+        kind: event_kind::PREEMPT,
+        tid,
+        ts_ns: now,
+        goid: 0,
+        ran_ns: 0,
+        m_id: -1,
+        p_id: -1,
+        sender_tid: sender as u32,
+        flags: 0,
+        _pad: 0,
+    };
+    if let Some(running) = unsafe { RUNNING.get(&tid) } {
+        event.goid = running.goid;
+        let until = if running.stopped_ns == 0 {
+            now
+        } else {
+            event.flags |= event_flags::STOPPED;
+            running.stopped_ns
+        };
+        event.ran_ns = until.saturating_sub(running.since_ns);
+        event.m_id = running.m_id;
+        event.p_id = running.p_id;
+        add_goroutine(running.goid, |s| &mut s.preemptions, 1);
+    }
+    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
+        add(counter::DROPPED, 1);
+    }
+    0
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible: bpf_probe_read_user is a GPL-only helper.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,177 @@
+//! Turns cumulative snapshots into what happened over a span of time (one interval,
+//! or the whole run).
+
+use std::collections::BTreeMap;
+
+use gobpf_sched_common::{Event, GoroutineStats, counter, event_flags};
+use serde::Serialize;
+
+use crate::{collect::Snapshot, wait_reasons};
+
+/// Scheduler activity over a span of time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// `runtime.schedule` calls.
+    pub schedule: u64,
+    /// Run slices started (`runtime.execute`).
+    pub run_slices: u64,
+    /// Time goroutines spent running in finished run slices.
+    pub run_ns: u64,
+    /// Parks by wait reason (names from the binary).
+    pub gopark: BTreeMap<String, u64>,
+    pub gopark_total: u64,
+    /// Matched entersyscall → exitsyscall pairs, and the time between.
+    pub syscalls: u64,
+    pub syscall_ns: u64,
+    pub syscalls_entered: u64,
+    pub syscalls_exited: u64,
+    /// SIGURG async preemptions.
+    pub preemptions: u64,
+    /// Ring-buffer records lost.
+    pub dropped: u64,
+    /// Offset self-checks (m.procid against the kernel's thread id) and failures.
+    pub offset_checks: u64,
+    pub offset_mismatches: u64,
+    pub read_errors: u64,
+    /// The busiest goroutines (by run time, then scheduling events).
+    pub top_goroutines: Vec<GoroutineRow>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GoroutineRow {
+    pub goid: u64,
+    pub run_ns: u64,
+    pub runs: u64,
+    pub parks: u64,
+    pub syscalls: u64,
+    pub syscall_ns: u64,
+    pub preemptions: u64,
+}
+
+impl Stats {
+    /// What happened between `before` and `after`; `top` goroutines are listed.
+    pub fn between(before: &Snapshot, after: &Snapshot, reasons: &[String], top: usize) -> Self {
+        let delta = |index| after.counter(index).saturating_sub(before.counter(index));
+        let mut gopark = BTreeMap::new();
+        for (reason, &count) in after.parks.iter().enumerate() {
+            let count = count.saturating_sub(before.parks.get(reason).copied().unwrap_or(0));
+            if count > 0 {
+                *gopark
+                    .entry(wait_reasons::name(reasons, reason))
+                    .or_insert(0) += count;
+            }
+        }
+        Self {
+            schedule: delta(counter::SCHEDULE),
+            run_slices: delta(counter::EXECUTE),
+            run_ns: delta(counter::RUN_NS),
+            gopark_total: delta(counter::GOPARK),
+            gopark,
+            syscalls: delta(counter::SYSCALL_PAIRS),
+            syscall_ns: delta(counter::SYSCALL_NS),
+            syscalls_entered: delta(counter::SYSCALL_ENTER),
+            syscalls_exited: delta(counter::SYSCALL_EXIT),
+            preemptions: delta(counter::PREEMPT),
+            dropped: delta(counter::DROPPED),
+            offset_checks: delta(counter::OFFSET_CHECKS),
+            offset_mismatches: delta(counter::OFFSET_MISMATCHES),
+            read_errors: delta(counter::READ_ERRORS),
+            top_goroutines: top_goroutines(before, after, top),
+        }
+    }
+}
+
+fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<GoroutineRow> {
+    let zero = GoroutineStats::default();
+    let mut rows: Vec<GoroutineRow> = after
+        .goroutines
+        .iter()
+        .map(|(&goid, now)| {
+            let was = before.goroutines.get(&goid).unwrap_or(&zero);
+            GoroutineRow {
+                goid,
+                run_ns: now.run_ns.saturating_sub(was.run_ns),
+                runs: now.runs.saturating_sub(was.runs),
+                parks: now.parks.saturating_sub(was.parks),
+                syscalls: now.syscalls.saturating_sub(was.syscalls),
+                syscall_ns: now.syscall_ns.saturating_sub(was.syscall_ns),
+                preemptions: now.preemptions.saturating_sub(was.preemptions),
+            }
+        })
+        .filter(|row| row.runs + row.parks + row.syscalls + row.preemptions + row.run_ns > 0)
+        .collect();
+    rows.sort_by_key(|row| {
+        std::cmp::Reverse((row.run_ns, row.runs + row.parks + row.syscalls, row.goid))
+    });
+    rows.truncate(top);
+    rows
+}
+
+/// One SIGURG preemption, as printed and exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preemption {
+    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Wall-clock time of the same instant, nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+    pub tid: u32,
+    /// Goroutine running on `tid` when the signal was sent (0: unknown).
+    pub goid: u64,
+    /// How long it had been running (0: unknown).
+    pub ran_ns: u64,
+    pub m: i64,
+    pub p: i32,
+    pub sender_tid: u32,
+    /// The goroutine had already stopped running (it noticed the preempt flag
+    /// sysmon sets just before the signal) when the signal was generated.
+    pub stopped: bool,
+}
+
+impl Preemption {
+    pub fn from_event(event: &Event, clock: &Clock) -> Self {
+        Self {
+            ts_ns: event.ts_ns,
+            unix_ns: clock.to_unix_ns(event.ts_ns),
+            tid: event.tid,
+            goid: event.goid,
+            ran_ns: event.ran_ns,
+            m: event.m_id,
+            p: event.p_id,
+            sender_tid: event.sender_tid,
+            stopped: event.flags & event_flags::STOPPED != 0,
+        }
+    }
+}
+
+/// Converts the kernel's monotonic timestamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    unix_minus_monotonic: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let unix = read_clock(libc::CLOCK_REALTIME);
+        let monotonic = read_clock(libc::CLOCK_MONOTONIC);
+        Self {
+            unix_minus_monotonic: unix as i128 - monotonic as i128,
+        }
+    }
+
+    pub fn to_unix_ns(self, monotonic_ns: u64) -> u64 {
+        (monotonic_ns as i128 + self.unix_minus_monotonic).max(0) as u64
+    }
+
+    pub fn now_unix_ns(self) -> u64 {
+        read_clock(libc::CLOCK_REALTIME)
+    }
+}
+
+fn read_clock(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

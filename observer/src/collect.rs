@@ -1,0 +1,83 @@
+//! Drains the kernel maps: cumulative counters, park counts by reason, per-goroutine
+//! totals (read each interval) and the ring buffer of preemption events.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+};
+use gobpf_sched_common::{Event, GoroutineStats, MAX_WAIT_REASONS, counter};
+
+/// Everything the maps held at one moment. All values are cumulative since attach.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub counters: [u64; counter::COUNT as usize],
+    pub parks: Vec<u64>,
+    pub goroutines: HashMap<u64, GoroutineStats>,
+}
+
+impl Snapshot {
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters[index as usize]
+    }
+}
+
+pub struct Collector {
+    counters: PerCpuArray<MapData, u64>,
+    parks: PerCpuArray<MapData, u64>,
+    goroutines: BpfHashMap<MapData, u64, GoroutineStats>,
+    events: RingBuf<MapData>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))?;
+    Ok(T::try_from(map)?)
+}
+
+impl Collector {
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            counters: take(ebpf, "COUNTERS")?,
+            parks: take(ebpf, "PARKS")?,
+            goroutines: take(ebpf, "GOROUTINES")?,
+            events: take(ebpf, "EVENTS")?,
+        })
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut counters = [0; counter::COUNT as usize];
+        for (index, slot) in counters.iter_mut().enumerate() {
+            *slot = self.counters.get(&(index as u32), 0)?.iter().sum();
+        }
+        let parks = (0..MAX_WAIT_REASONS)
+            .map(|reason| Ok(self.parks.get(&reason, 0)?.iter().sum()))
+            .collect::<Result<_>>()?;
+        // An entry may be evicted between listing keys and reading it: skip those.
+        let goroutines = self.goroutines.iter().filter_map(Result::ok).collect();
+        Ok(Snapshot {
+            counters,
+            parks,
+            goroutines,
+        })
+    }
+
+    /// Takes every record waiting in the ring buffer.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event` (same #[repr(C)] definition);
+                // read_unaligned copes with the ring buffer's 8-byte alignment.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        events
+    }
+}

@@ -1,0 +1,221 @@
+//! Prints what was aggregated: readable text (bpftrace/BCC style, fine in a
+//! terminal and in a log file) or JSON lines for scripts.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::aggregate::{Preemption, Stats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Facts about the session printed with every report.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub pid: u32,
+    pub go_version: String,
+}
+
+pub struct Printer {
+    format: Format,
+    header: Header,
+}
+
+impl Printer {
+    pub fn new(format: Format, header: Header) -> Self {
+        Self { format, header }
+    }
+
+    pub fn preemption(&self, preemption: &Preemption) {
+        match self.format {
+            Format::Json => {
+                let mut value = serde_json::to_value(preemption).unwrap_or_default();
+                value["type"] = json!("preemption");
+                emit(&value.to_string());
+            }
+            Format::Text => {
+                let goroutine = match preemption.goid {
+                    0 => "goid ?".to_owned(),
+                    goid => format!("goid {goid}"),
+                };
+                let ran = match (preemption.ran_ns, preemption.stopped) {
+                    (0, _) => "?".to_owned(),
+                    (ns, false) => duration(ns),
+                    (ns, true) => format!("{} (had just yielded)", duration(ns)),
+                };
+                emit(&format!(
+                    "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran} (SIGURG from tid {})",
+                    time_of_day(preemption.unix_ns),
+                    preemption.tid,
+                    preemption.m,
+                    preemption.p,
+                    preemption.sender_tid,
+                ));
+            }
+        }
+    }
+
+    pub fn interval(&self, stats: &Stats, unix_ns: u64, elapsed_ns: u64) {
+        match self.format {
+            Format::Json => {
+                let mut value = serde_json::to_value(stats).unwrap_or_default();
+                value["type"] = json!("interval");
+                value["unix_ns"] = json!(unix_ns);
+                value["interval_ns"] = json!(elapsed_ns);
+                value["pid"] = json!(self.header.pid);
+                emit(&value.to_string());
+            }
+            Format::Text => emit(&self.text(
+                &format!(
+                    "{} pid {} {} — last {}",
+                    time_of_day(unix_ns),
+                    self.header.pid,
+                    self.header.go_version,
+                    duration(elapsed_ns)
+                ),
+                stats,
+            )),
+        }
+    }
+
+    pub fn summary(&self, stats: &Stats, duration_ns: u64) {
+        match self.format {
+            Format::Json => {
+                let mut value = serde_json::to_value(stats).unwrap_or_default();
+                value["type"] = json!("summary");
+                value["pid"] = json!(self.header.pid);
+                value["go_version"] = json!(self.header.go_version);
+                value["duration_ns"] = json!(duration_ns);
+                emit(&value.to_string());
+            }
+            Format::Text => emit(&self.text(
+                &format!(
+                    "SUMMARY pid {} {} — whole run, {}",
+                    self.header.pid,
+                    self.header.go_version,
+                    duration(duration_ns)
+                ),
+                stats,
+            )),
+        }
+    }
+
+    fn text(&self, title: &str, s: &Stats) -> String {
+        let mut out = format!("=== {title} ===\n");
+        let mut line = |label: &str, value: String| {
+            out.push_str(&format!("{label:<13}{value}\n"));
+        };
+        line(
+            "schedule",
+            format!(
+                "{:>9}   run slices {}, run time {}",
+                s.schedule,
+                s.run_slices,
+                duration(s.run_ns)
+            ),
+        );
+        let mut reasons: Vec<(&String, &u64)> = s.gopark.iter().collect();
+        reasons.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), (*name).clone()));
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect();
+        line(
+            "gopark",
+            format!("{:>9}   {}", s.gopark_total, reasons.join(", ")),
+        );
+        let average = s
+            .syscall_ns
+            .checked_div(s.syscalls)
+            .map(|avg| format!(", avg {}", duration(avg)))
+            .unwrap_or_default();
+        line(
+            "syscalls",
+            format!(
+                "{:>9}   {} in syscalls{average} (entered {}, exited {})",
+                s.syscalls,
+                duration(s.syscall_ns),
+                s.syscalls_entered,
+                s.syscalls_exited
+            ),
+        );
+        line("preemptions", format!("{:>9}", s.preemptions));
+        line("dropped", format!("{:>9}", s.dropped));
+        if s.offset_mismatches > 0 || s.read_errors > 0 {
+            line(
+                "WARNING",
+                format!(
+                    "{} of {} offset checks failed, {} memory reads failed: numbers may be wrong",
+                    s.offset_mismatches, s.offset_checks, s.read_errors
+                ),
+            );
+        }
+        if !s.top_goroutines.is_empty() {
+            out.push_str(&format!(
+                "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
+                "GOID", "RUN", "RUNS", "PARKS", "SYSCALLS", "IN SYSCALL", "PREEMPTS"
+            ));
+            for g in &s.top_goroutines {
+                out.push_str(&format!(
+                    "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
+                    g.goid,
+                    duration(g.run_ns),
+                    g.runs,
+                    g.parks,
+                    g.syscalls,
+                    duration(g.syscall_ns),
+                    g.preemptions
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head`) is not worth a panic; the session ends anyway.
+    let _ = writeln!(stdout, "{}", text.trim_end());
+    let _ = stdout.flush();
+}
+
+/// `1234567` → `1.23ms`.
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.3}s", ns as f64 / 1e9),
+    }
+}
+
+/// `HH:MM:SS.micros` (UTC) of a Unix-epoch nanosecond time.
+fn time_of_day(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let micros = (unix_ns % 1_000_000_000) / 1_000;
+    let day_secs = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{micros:06}",
+        day_secs / 3600,
+        (day_secs / 60) % 60,
+        day_secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(999), "999ns");
+        assert_eq!(duration(12_400), "12.4µs");
+        assert_eq!(duration(1_234_567), "1.23ms");
+        assert_eq!(duration(2_500_000_000), "2.500s");
+        assert_eq!(time_of_day(3_723_000_004_000), "01:02:03.000004");
+    }
+}

@@ -1,0 +1,107 @@
+//! Loads the embedded kernel programs, configures them for one binary and
+//! attaches them to one process.
+
+use std::num::NonZeroU32;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
+};
+use gobpf_sched_common::{CONFIG_GLOBAL, Config};
+
+use crate::{binary::GoBinary, target::Target};
+
+/// The kernel object, built from `observer-ebpf/` by build.rs.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gobpf-sched-ebpf"));
+
+/// Which kernel program watches which runtime function.
+pub const UPROBES: &[(&str, &str)] = &[
+    ("go_schedule", "runtime.schedule"),
+    ("go_execute", "runtime.execute"),
+    ("go_gopark", "runtime.gopark"),
+    ("go_entersyscall", "runtime.entersyscall"),
+    ("go_entersyscall", "runtime.entersyscallblock"),
+    ("go_exitsyscall", "runtime.exitsyscall"),
+];
+
+/// One attached uprobe, for reports.
+#[derive(Debug, Clone)]
+pub struct AttachedProbe {
+    pub function: &'static str,
+    pub address: u64,
+    pub file_offset: u64,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything; so does the
+/// process dying, since every link is owned by a file descriptor.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub uprobes: Vec<AttachedProbe>,
+}
+
+pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) -> Result<Probes> {
+    let config = Config {
+        target_tgid: target.pid,
+        signal_sig_offset: signal_offsets.0,
+        signal_pid_offset: signal_offsets.1,
+        _pad: 0,
+        offsets: binary.offsets,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global(CONFIG_GLOBAL, &config, true)
+        .load(EBPF_OBJECT)
+        .context(
+            "the kernel refused the eBPF programs (is BPF enabled, and does this process \
+             have CAP_BPF and CAP_PERFMON, e.g. as root outside a user namespace?)",
+        )?;
+
+    let pid = NonZeroU32::new(target.pid).context("pid 0 cannot be traced")?;
+    let mut uprobes = Vec::new();
+    for &(program_name, function) in UPROBES {
+        let symbol = binary
+            .symbol(function)
+            .with_context(|| format!("the binary has no {function}"))?;
+        let file_offset = binary
+            .file_offset(symbol.address)
+            .with_context(|| format!("{function} at {:#x} is not in the file", symbol.address))?;
+        let program: &mut UProbe = ebpf
+            .program_mut(program_name)
+            .with_context(|| format!("the eBPF object has no program {program_name}"))?
+            .try_into()?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("the verifier rejected {program_name}"))?;
+        }
+        program
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(file_offset),
+                &target.exe,
+                UProbeScope::OneProcess(pid),
+            )
+            .with_context(|| format!("cannot attach a uprobe to {function}"))?;
+        uprobes.push(AttachedProbe {
+            function,
+            address: symbol.address,
+            file_offset,
+        });
+    }
+
+    let signal: &mut TracePoint = ebpf
+        .program_mut("signal_generate")
+        .context("the eBPF object has no program signal_generate")?
+        .try_into()?;
+    signal
+        .load()
+        .context("the verifier rejected signal_generate")?;
+    signal
+        .attach("signal", "signal_generate")
+        .context("cannot attach to the signal:signal_generate tracepoint")?;
+
+    Ok(Probes { ebpf, uprobes })
+}

@@ -1,0 +1,135 @@
+//! One `attach` session: checks, attach, then drain/aggregate/print until Ctrl-C,
+//! `--duration` or the target's exit; then the whole-run summary.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    AttachArgs,
+    aggregate::{Clock, Preemption, Stats},
+    binary::GoBinary,
+    collect::{Collector, Snapshot},
+    output::{Format, Header, Printer},
+    probes, system,
+    target::Target,
+    wait_reasons,
+};
+
+/// How often the ring buffer is drained (the probes never wake us up).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+pub fn run(args: AttachArgs) -> Result<()> {
+    let started = Instant::now();
+    let target = Target::find(args.pid)?;
+    system::require_privileges()?;
+    let shown_as = format!("process {} ({})", target.pid, target.exe_name()?);
+    let binary = GoBinary::open(&target.exe, &shown_as)?;
+    system::require_uprobes()?;
+    let tracefs = system::ensure_tracefs()?;
+    let signal_offsets = system::signal_generate_offsets(&tracefs)?;
+    let load_bias = target.load_bias(binary.pie, binary.first_segment_vaddr().unwrap_or(0))?;
+    let reasons = wait_reasons::read(&target, &binary, load_bias)
+        .context("cannot read the wait reason names from the target")?;
+
+    let mut probes = probes::attach(&target, &binary, signal_offsets)?;
+    let collector = Collector::new(&mut probes.ebpf)?;
+    eprintln!(
+        "gobpf-sched: attached to {shown_as}, {}: {} uprobes + SIGURG tracepoint in {} ms. \
+         Ctrl-C to stop.",
+        binary.build.go_version,
+        probes.uprobes.len(),
+        started.elapsed().as_millis()
+    );
+    if args.verbose {
+        for probe in &probes.uprobes {
+            eprintln!(
+                "gobpf-sched: uprobe on {} at {:#x} (file offset {:#x})",
+                probe.function, probe.address, probe.file_offset
+            );
+        }
+        eprintln!("gobpf-sched: struct offsets {:?}", binary.offsets);
+    }
+
+    let printer = Printer::new(
+        if args.json {
+            Format::Json
+        } else {
+            Format::Text
+        },
+        Header {
+            pid: target.pid,
+            go_version: binary.build.go_version.clone(),
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(watch(&args, &target, collector, &reasons, &printer));
+    drop(probes); // detach before printing the end of the session
+    result
+}
+
+async fn watch(
+    args: &AttachArgs,
+    target: &Target,
+    mut collector: Collector,
+    reasons: &[String],
+    printer: &Printer,
+) -> Result<()> {
+    let clock = Clock::new();
+    let attached_at = Instant::now();
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    let mut report = tokio::time::interval(args.interval);
+    report.tick().await; // the first tick is immediate
+    let mut previous = Snapshot::default();
+    let mut previous_at = Instant::now();
+
+    let print_events = |collector: &mut Collector| {
+        for event in collector.drain_events() {
+            printer.preemption(&Preemption::from_event(&event, &clock));
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = sleep_until(deadline) => break,
+            _ = drain.tick() => {
+                print_events(&mut collector);
+                if !target.is_alive() {
+                    eprintln!("gobpf-sched: process {} exited", target.pid);
+                    break;
+                }
+            }
+            _ = report.tick() => {
+                print_events(&mut collector);
+                let now = collector.snapshot()?;
+                let stats = Stats::between(&previous, &now, reasons, args.top);
+                printer.interval(&stats, clock.now_unix_ns(), previous_at.elapsed().as_nanos() as u64);
+                previous = now;
+                previous_at = Instant::now();
+            }
+        }
+    }
+    print_events(&mut collector);
+    let total = Stats::between(
+        &Snapshot::default(),
+        &collector.snapshot()?,
+        reasons,
+        args.top,
+    );
+    printer.summary(&total, attached_at.elapsed().as_nanos() as u64);
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

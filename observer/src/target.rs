@@ -1,0 +1,104 @@
+//! The traced process: does it exist, which executable does it run, is it still
+//! alive, and read-only access to its memory.
+
+use std::{
+    fs::File,
+    os::unix::fs::{FileExt, MetadataExt},
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug)]
+pub struct Target {
+    pub pid: u32,
+    /// `/proc/PID/exe`: opens the executable even if it was deleted or lives in
+    /// another mount namespace, and is what the uprobes attach to.
+    pub exe: PathBuf,
+    /// Start time (clock ticks since boot) to tell this process from a later one
+    /// that reuses the pid.
+    start_time: u64,
+}
+
+impl Target {
+    pub fn find(pid: u32) -> Result<Self> {
+        let Some(start_time) = start_time(pid) else {
+            bail!("no process with pid {pid}");
+        };
+        Ok(Self {
+            pid,
+            exe: PathBuf::from(format!("/proc/{pid}/exe")),
+            start_time,
+        })
+    }
+
+    /// Where the executable link points (`... (deleted)` if the file was replaced),
+    /// for messages. Needs the privileges to inspect the process.
+    pub fn exe_name(&self) -> Result<String> {
+        match std::fs::read_link(&self.exe) {
+            Ok(link) => Ok(link.display().to_string()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                bail!("process {} has no executable (a kernel thread?)", self.pid)
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", self.exe.display())),
+        }
+    }
+
+    /// False once the process has exited (or is a zombie waiting for its parent).
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// Difference between run-time and link-time addresses: 0 unless PIE.
+    pub fn load_bias(&self, pie: bool, first_segment_vaddr: u64) -> Result<u64> {
+        if !pie {
+            return Ok(0);
+        }
+        let inode = std::fs::metadata(&self.exe)?.ino();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
+        for line in maps.lines() {
+            // start-end perms offset dev inode path
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() >= 6
+                && fields[2].trim_start_matches('0').is_empty()
+                && fields[4].parse::<u64>().ok() == Some(inode)
+            {
+                let start = fields[0].split('-').next().unwrap_or_default();
+                let start = u64::from_str_radix(start, 16)?;
+                return Ok(start.wrapping_sub(first_segment_vaddr & !0xfff));
+            }
+        }
+        bail!(
+            "cannot find where {} is mapped in process {}",
+            self.exe.display(),
+            self.pid
+        )
+    }
+
+    /// Reads `len` bytes of the target's memory at `address`. Read-only: the file
+    /// is opened for reading and nothing is ever written to a target.
+    pub fn read_memory(&self, address: u64, len: usize) -> Result<Vec<u8>> {
+        let mem = File::open(format!("/proc/{}/mem", self.pid))?;
+        let mut buf = vec![0; len];
+        mem.read_exact_at(&mut buf, address).with_context(|| {
+            format!(
+                "cannot read {len} bytes at {address:#x} of process {}",
+                self.pid
+            )
+        })?;
+        Ok(buf)
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`, or None if the process is gone or a zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // fields[0] is field 3 (state); field 22 is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}

@@ -1,0 +1,305 @@
+//! `gobpf-sched attach` on real Go processes, built with every installed toolchain.
+//! The fixture (tests/fixtures/scenario.go) runs on one P, which makes most counts
+//! exact; the assertions say which.
+
+mod common;
+
+use std::{thread, time::Duration};
+
+use common::{Fixture, Observer, build, count, goids, goroutine, toolchains};
+
+const SLEEPERS: u64 = 100;
+const ROUNDS: u64 = 1000;
+const WRITES: u64 = 500;
+const SPIN_MS: u64 = 500;
+
+fn scenario_args() -> Vec<String> {
+    [SLEEPERS, ROUNDS, WRITES, SPIN_MS]
+        .iter()
+        .map(u64::to_string)
+        .collect()
+}
+
+#[test]
+fn counts_are_exact_on_every_toolchain() {
+    for toolchain in toolchains() {
+        let binary = build(&toolchain, "scenario.go", &[]);
+        let args = scenario_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+        // The same program untraced, for comparing its output.
+        let mut untraced = Fixture::spawn(&binary, &args);
+        untraced.start();
+        let (untraced_status, untraced_output) = untraced.finish();
+        assert!(untraced_status.success());
+
+        let mut fixture = Fixture::spawn(&binary, &args);
+        let observer = Observer::attach(
+            fixture.pid(),
+            &["--json", "--interval", "200ms", "--top", "100000"],
+        );
+        fixture.start();
+        let (status, output) = fixture.finish();
+        let run = observer.wait();
+        let v = &toolchain.version;
+        assert!(run.status.success(), "{v}: observer failed: {}", run.stderr);
+        assert!(status.success(), "{v}: the traced fixture failed");
+        assert_eq!(
+            result_line(&output),
+            result_line(&untraced_output),
+            "{v}: tracing changed the program's result"
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("process {} exited", fixture_pid_of(&run.stderr)))
+        );
+
+        let ids = goids(&output);
+        let summary = run.only("summary");
+        assert_eq!(summary["go_version"], toolchain.version.as_str());
+        assert_eq!(count(&summary, "dropped"), 0, "{v}: events dropped");
+        assert!(count(&summary, "offset_checks") > 1000, "{v}: {summary}");
+        assert_eq!(
+            count(&summary, "offset_mismatches"),
+            0,
+            "{v}: wrong offsets"
+        );
+        assert_eq!(count(&summary, "read_errors"), 0, "{v}");
+
+        // Each sleeper parks exactly once, with reason "sleep". The runtime's
+        // scavenger may also park with that reason, hence the small allowance.
+        for sleeper in sleeper_goids(&output) {
+            assert_eq!(
+                count(&goroutine(&summary, sleeper), "parks"),
+                1,
+                "{v}: {sleeper}"
+            );
+        }
+        let sleeps = count(&summary["gopark"], "sleep");
+        assert!(
+            (SLEEPERS..=SLEEPERS + 2).contains(&sleeps),
+            "{v}: {summary}"
+        );
+        // On one P the ponger hands control back once per round: one park per round,
+        // plus its final wait on the channel the pinger closes. Only an involuntary
+        // switch (a preemption of the pair, which the observer records) adds one.
+        let ponger = goroutine(&summary, ids["ponger"]);
+        let pinger = goroutine(&summary, 1);
+        let switches = count(&ponger, "preemptions") + count(&pinger, "preemptions");
+        let parks = count(&ponger, "parks");
+        assert!(
+            (ROUNDS + 1..=ROUNDS + 1 + switches).contains(&parks),
+            "{v}: ponger parked {parks} times, {switches} preemptions: {ponger}"
+        );
+        assert_eq!(count(&ponger, "runs"), parks + 1, "{v}: {ponger}");
+        let channel_parks =
+            count(&summary["gopark"], "chan receive") + count(&summary["gopark"], "chan send");
+        assert!(
+            (2 * ROUNDS..2 * ROUNDS + 20).contains(&channel_parks),
+            "{v}: {channel_parks} channel parks"
+        );
+        // The writer makes exactly WRITES write(2) calls and no other syscall.
+        let writer = goroutine(&summary, ids["writer"]);
+        assert_eq!(count(&writer, "syscalls"), WRITES, "{v}: {writer}");
+        assert!(count(&writer, "syscall_ns") > 0);
+        assert!(count(&summary, "syscalls") >= WRITES);
+        assert!(count(&summary, "syscall_ns") >= count(&writer, "syscall_ns"));
+        // The spinner holds the only P for SPIN_MS: sysmon preempts it every 10-20 ms.
+        let spinner = goroutine(&summary, ids["spinner"]);
+        assert!(
+            count(&spinner, "run_ns") >= (SPIN_MS - 50) * 1_000_000,
+            "{v}: {spinner}"
+        );
+        assert!(count(&spinner, "preemptions") >= 5, "{v}: {spinner}");
+        let preemptions: Vec<_> = run
+            .json()
+            .into_iter()
+            .filter(|e| e["type"] == "preemption")
+            .collect();
+        assert_eq!(
+            preemptions.len() as u64,
+            count(&summary, "preemptions"),
+            "{v}"
+        );
+        let of_spinner = preemptions
+            .iter()
+            .filter(|e| e["goid"] == ids["spinner"])
+            .count() as u64;
+        assert_eq!(of_spinner, count(&spinner, "preemptions"), "{v}");
+        for event in preemptions.iter().filter(|e| e["goid"] == ids["spinner"]) {
+            assert!(
+                count(event, "tid") > 0 && count(event, "m") < 1000,
+                "{event}"
+            );
+            assert!(count(event, "ts_ns") > 0 && count(event, "unix_ns") > 0);
+            assert!(count(event, "ran_ns") > 0);
+        }
+        // Intervals came every 200 ms and add up to no more than the whole run.
+        let intervals: Vec<_> = run
+            .json()
+            .into_iter()
+            .filter(|e| e["type"] == "interval")
+            .collect();
+        assert!(!intervals.is_empty(), "{v}: no interval lines");
+        let interval_sleeps: u64 = intervals.iter().map(|i| count(&i["gopark"], "sleep")).sum();
+        assert!(interval_sleeps <= SLEEPERS);
+    }
+}
+
+fn result_line(output: &str) -> &str {
+    output
+        .lines()
+        .find(|l| l.starts_with("result "))
+        .unwrap_or_else(|| panic!("no result line in {output}"))
+}
+
+fn sleeper_goids(output: &str) -> Vec<u64> {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("sleepers "))
+        .expect("sleepers line");
+    let ids: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, SLEEPERS);
+    ids
+}
+
+/// The pid from the "attached to process N" line.
+fn fixture_pid_of(stderr: &str) -> u64 {
+    let rest = stderr
+        .split("attached to process ")
+        .nth(1)
+        .expect("attach line");
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn text_summary_names_reasons_and_preemptions() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario.go", &[]);
+    let mut fixture = Fixture::spawn(&binary, &["20", "100", "50", "200"]);
+    let pid = fixture.pid();
+    let observer = Observer::attach(pid, &["--top", "3"]);
+    fixture.start();
+    let (status, output) = fixture.finish();
+    assert!(status.success());
+    let run = observer.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let text = run.stdout.join("\n");
+    let spinner = goids(&output)["spinner"];
+    assert!(
+        text.contains(&format!("PREEMPT tid {pid} goid {spinner} m ")),
+        "{text}"
+    );
+    let summary = text.split("=== SUMMARY").nth(1).expect("a SUMMARY block");
+    let gopark = summary
+        .lines()
+        .find(|l| l.starts_with("gopark"))
+        .expect("gopark line");
+    assert!(gopark.contains("sleep 2"), "{gopark}"); // 20 sleepers (+ the scavenger)
+    assert!(summary.lines().any(|l| l.starts_with("syscalls")));
+    assert!(summary.contains("GOID"), "{summary}");
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.starts_with("dropped") && l.trim_end().ends_with(" 0"))
+    );
+}
+
+#[test]
+fn interval_and_duration_end_the_session() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario.go", &[]);
+    // Not started: the program waits on stdin the whole time.
+    let fixture = Fixture::spawn(&binary, &[]);
+    let observer = Observer::attach(
+        fixture.pid(),
+        &["--json", "--interval", "200ms", "--duration", "1100ms"],
+    );
+    let run = observer.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let intervals = run
+        .json()
+        .iter()
+        .filter(|e| e["type"] == "interval")
+        .count();
+    assert!(
+        (4..=6).contains(&intervals),
+        "{intervals} intervals in 1.1 s"
+    );
+    let summary = run.only("summary");
+    let duration = count(&summary, "duration_ns");
+    assert!(
+        (1_000_000_000..3_000_000_000).contains(&duration),
+        "{duration}"
+    );
+    drop(fixture);
+}
+
+#[test]
+fn kill_9_of_the_observer_leaves_no_uprobe_behind() {
+    use object::{Object, ObjectSymbol};
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario.go", &[]);
+    let data = std::fs::read(&binary).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let probed = [
+        "runtime.schedule",
+        "runtime.execute",
+        "runtime.gopark",
+        "runtime.entersyscall",
+        "runtime.exitsyscall",
+    ];
+    let addresses: Vec<u64> = probed
+        .iter()
+        .map(|name| {
+            file.symbols()
+                .find(|s| s.name() == Ok(*name))
+                .unwrap_or_else(|| panic!("{name}"))
+                .address()
+        })
+        .collect();
+
+    let mut fixture = Fixture::spawn(&binary, &["10", "100", "10", "100"]);
+    let first_bytes = |pid: u32| -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        addresses
+            .iter()
+            .map(|&a| {
+                let mut b = [0u8];
+                mem.read_exact_at(&mut b, a).unwrap();
+                b[0]
+            })
+            .collect()
+    };
+    let original = first_bytes(fixture.pid());
+    assert!(original.iter().all(|&b| b != 0xcc));
+
+    let mut observer = Observer::attach(fixture.pid(), &[]);
+    // A uprobe is an int3 (0xcc) in the target's copy of the page.
+    assert_eq!(first_bytes(fixture.pid()), vec![0xcc; probed.len()]);
+    observer.child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    observer.child.wait().unwrap();
+    let mut restored = false;
+    for _ in 0..50 {
+        if first_bytes(fixture.pid()) == original {
+            restored = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        restored,
+        "uprobes still present after kill -9: {:x?}",
+        first_bytes(fixture.pid())
+    );
+    // And the target runs on unharmed.
+    fixture.start();
+    let (status, output) = fixture.finish();
+    assert!(status.success());
+    assert!(output.contains("goids "));
+}

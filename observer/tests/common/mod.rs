@@ -1,0 +1,328 @@
+//! Shared by the integration tests: real Go toolchains, real fixture binaries, the
+//! real observer binary attached to real processes.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// A Go toolchain named by `cargo xtask test` (GOBPF_SCHED_GO_TOOLCHAINS).
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub go: PathBuf,
+    /// `go env GOVERSION`, e.g. `go1.25.5`.
+    pub version: String,
+}
+
+pub fn toolchains() -> Vec<Toolchain> {
+    let list = std::env::var("GOBPF_SCHED_GO_TOOLCHAINS").expect(
+        "GOBPF_SCHED_GO_TOOLCHAINS is not set: run the tests with `cargo xtask test`, \
+         which installs the Go toolchains and names them",
+    );
+    list.split(':')
+        .filter(|p| !p.is_empty())
+        .map(|go| {
+            let go = PathBuf::from(go);
+            let output = Command::new(&go)
+                .args(["env", "GOVERSION"])
+                .env("GOTOOLCHAIN", "local")
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", go.display()));
+            assert!(
+                output.status.success(),
+                "{} env GOVERSION failed",
+                go.display()
+            );
+            let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            Toolchain { go, version }
+        })
+        .collect()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("GOBPF_SCHED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("gobpf-sched-cache"))
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Builds `tests/fixtures/<source>` with `toolchain` and extra `go build` flags;
+/// cached by toolchain, flags and source text.
+pub fn build(toolchain: &Toolchain, source: &str, flags: &[&str]) -> PathBuf {
+    let text = std::fs::read_to_string(fixtures_dir().join(source)).expect("fixture source");
+    let mut hasher = DefaultHasher::new();
+    (text, flags).hash(&mut hasher);
+    let dir = cache_dir().join("fixtures").join(&toolchain.version);
+    std::fs::create_dir_all(&dir).expect("fixture cache dir");
+    let name = format!(
+        "{}-{:016x}",
+        source.trim_end_matches(".go"),
+        hasher.finish()
+    );
+    let binary = dir.join(&name);
+    if binary.exists() {
+        return binary;
+    }
+    // Build beside, then rename: tests running in parallel never see half a file.
+    let partial = dir.join(format!("{name}.{}.partial", std::process::id()));
+    let output = Command::new(&toolchain.go)
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&partial)
+        .arg(source)
+        .current_dir(fixtures_dir())
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache_dir().join("gocache"))
+        .output()
+        .expect("go build");
+    assert!(
+        output.status.success(),
+        "go build {source} with {} failed: {}",
+        toolchain.version,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &binary).expect("rename fixture");
+    binary
+}
+
+/// A running fixture that printed "ready" and waits for a line on stdin.
+pub struct Fixture {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Fixture {
+    pub fn spawn(binary: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fixture");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("fixture stdout");
+        assert_eq!(line.trim(), "ready", "fixture did not start");
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the fixture run its work.
+    pub fn start(&mut self) {
+        let mut stdin = self.stdin.take().expect("started twice");
+        stdin.write_all(b"go\n").expect("write to fixture");
+    }
+
+    /// Waits for the fixture to exit; returns its status and the rest of its stdout.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        let mut rest = String::new();
+        for line in (&mut self.stdout).lines() {
+            rest.push_str(&line.expect("fixture stdout"));
+            rest.push('\n');
+        }
+        (self.child.wait().expect("wait fixture"), rest)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn observer_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gobpf-sched")
+}
+
+/// A running `gobpf-sched attach`.
+pub struct Observer {
+    pub child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_lines: Vec<String>,
+}
+
+/// The observer's output once it exited.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<String>,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// stdout parsed as JSON lines.
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+
+    /// The one object of the given `type`.
+    pub fn only(&self, kind: &str) -> Value {
+        let mut found: Vec<Value> = self
+            .json()
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {kind} line; stderr: {}",
+            self.stderr
+        );
+        found.remove(0)
+    }
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+impl Observer {
+    /// Starts `gobpf-sched attach --pid PID ARGS` and waits until it says it attached.
+    pub fn attach(pid: u32, args: &[&str]) -> Self {
+        let mut child = Command::new(observer_binary())
+            .args(["attach", "--pid", &pid.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gobpf-sched");
+        let stdout = lines_of(child.stdout.take().expect("stdout"));
+        let stderr = lines_of(child.stderr.take().expect("stderr"));
+        let mut observer = Self {
+            child,
+            stdout,
+            stderr,
+            stderr_lines: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match observer.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let attached = line.contains(": attached to ");
+                    observer.stderr_lines.push(line);
+                    if attached {
+                        return observer;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "gobpf-sched did not attach in 60 s"
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "gobpf-sched exited before attaching: {}",
+                    observer.stderr_lines.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits (at most 60 s) for the observer to exit on its own.
+    pub fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait observer") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gobpf-sched did not exit within 60 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let stdout: Vec<String> = self.stdout.iter().collect();
+        self.stderr_lines.extend(self.stderr.iter());
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_lines.join("\n"),
+        }
+    }
+}
+
+/// Runs `gobpf-sched ARGS` to completion (for the error cases).
+pub fn run_observer(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(observer_binary());
+            command
+        }
+        None => Command::new(observer_binary()),
+    };
+    let output = command.args(args).output().expect("run gobpf-sched");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A count from a JSON object, 0 when absent.
+pub fn count(value: &Value, key: &str) -> u64 {
+    value[key].as_u64().unwrap_or(0)
+}
+
+/// The row of `goid` in a `top_goroutines` list.
+pub fn goroutine(summary: &Value, goid: u64) -> Value {
+    summary["top_goroutines"]
+        .as_array()
+        .expect("top_goroutines")
+        .iter()
+        .find(|row| row["goid"] == goid)
+        .cloned()
+        .unwrap_or_else(|| panic!("goroutine {goid} not in the summary: {summary}"))
+}
+
+/// Parses the fixture's `goids a=1 b=2` line.
+pub fn goids(stdout: &str) -> std::collections::HashMap<String, u64> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("goids "))
+        .unwrap_or_else(|| panic!("no goids line in fixture output: {stdout}"));
+    line["goids ".len()..]
+        .split_whitespace()
+        .filter_map(|pair| {
+            let (name, id) = pair.split_once('=')?;
+            Some((name.to_owned(), id.parse().ok()?))
+        })
+        .collect()
+}

@@ -1,0 +1,55 @@
+//! `cargo xtask demo`: builds the bundled workload (xtask/workload), starts it and
+//! runs `gobpf-sched attach` on it for a while.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{setup, shell, toolchains};
+
+pub fn run(toolchains: &toolchains::Installed, duration: &str, args: &[String]) -> Result<()> {
+    setup::require_root("the demo attaches eBPF programs")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let binary = root.join("target/demo/workload");
+    let go = toolchains.newest();
+    eprintln!("demo: building the workload with {}", go.display());
+    shell::run(
+        Command::new(go)
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(".")
+            .current_dir(root.join("xtask/workload"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", toolchains::cache_dir().join("gocache")),
+    )?;
+    let mut workload = Command::new(&binary)
+        .args(["-for", "10m"])
+        .stdout(Stdio::inherit())
+        .spawn()
+        .context("cannot start the workload")?;
+    thread::sleep(Duration::from_millis(300));
+    let observer = root.join("target/release/gobpf-sched");
+    let status = Command::new(&observer)
+        .args([
+            "attach",
+            "--pid",
+            &workload.id().to_string(),
+            "--duration",
+            duration,
+        ])
+        .args(args)
+        .status();
+    let _ = workload.kill();
+    let _ = workload.wait();
+    let status = status.with_context(|| format!("cannot run {}", observer.display()))?;
+    anyhow::ensure!(status.success(), "gobpf-sched failed ({status})");
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Project tasks: `cargo xtask setup | build | test | demo`.
+//!
+//! Every install step lives in `setup` and is idempotent: a fresh machine of this
+//! project's kind gets everything from Debian packages, crates.io and PyPI; a
+//! machine that has it all passes through in seconds.
+
+mod demo;
+mod setup;
+mod shell;
+mod toolchains;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker, Go toolchains.
+    Setup,
+    /// Set up, then build the release binary target/release/gobpf-sched.
+    Build,
+    /// Set up, then run every test (unit and integration; needs root).
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, start a bundled Go workload and watch it live.
+    Demo {
+        /// How long to watch.
+        #[arg(long, default_value = "15s")]
+        duration: String,
+        /// Extra arguments for `gobpf-sched attach` (e.g. --json).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run().map(|_| ()),
+        Command::Build => setup::run().and_then(|_| build()),
+        Command::Test { args } => setup::run().and_then(|toolchains| test(&toolchains, &args)),
+        Command::Demo { duration, args } => setup::run()
+            .and_then(|toolchains| build().map(|()| toolchains))
+            .and_then(|toolchains| demo::run(&toolchains, &duration, &args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build() -> anyhow::Result<()> {
+    shell::run(shell::cargo().args(["build", "--release", "--package", "gobpf-sched"]))
+}
+
+fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<()> {
+    setup::require_root("the integration tests load eBPF programs")?;
+    let mut cargo = shell::cargo();
+    cargo.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "gobpf-sched-ebpf",
+    ]);
+    cargo.env(toolchains::ENV, toolchains.env_value());
+    cargo.env(toolchains::CACHE_ENV, toolchains::cache_dir());
+    // Two attach tests at a time fit the 2-core machines this runs on.
+    cargo.args(["--", "--test-threads=2"]).args(args);
+    shell::run(&mut cargo)
+}

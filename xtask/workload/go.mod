@@ -1,0 +1,3 @@
+module gobpf-sched.demo/workload
+
+go 1.19
