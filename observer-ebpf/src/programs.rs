@@ -1,13 +1,16 @@
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::{map, tracepoint, uprobe},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
-    Config, Event, GoOffsets, GoroutineStats, MAX_WAIT_REASONS, Running, counter, event_flags,
-    event_kind,
+    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, MAX_WAIT_REASONS,
+    Running, counter, event_flags, event_kind,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -88,6 +91,22 @@ fn read_user<T>(addr: u64) -> Option<T> {
     }
 }
 
+const CARRY_FLAG: u64 = 1 << 0;
+const ZERO_FLAG: u64 = 1 << 6;
+
+/// True when this hit must not count: the probe sits on the `jbe` of the stack
+/// check and the jump will be taken (CF or ZF set), so the function goes through
+/// `morestack` and starts over, and the probe fires again for the same call.
+#[inline(always)]
+fn call_restarts(ctx: &ProbeContext) -> bool {
+    let at_jump = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } == COOKIE_AT_STACK_CHECK_JUMP;
+    if at_jump && unsafe { (*ctx.regs).eflags } & (CARRY_FLAG | ZERO_FLAG) != 0 {
+        add(counter::RESTARTS, 1);
+        return true;
+    }
+    false
+}
+
 /// The current goroutine: R14 holds `g` in Go's register ABI (amd64, Go ≥ 1.17).
 #[inline(always)]
 fn current_g(ctx: &ProbeContext) -> u64 {
@@ -119,7 +138,10 @@ fn add_goroutine(goid: u64, field: fn(&mut GoroutineStats) -> &mut u64, value: u
 /// `runtime.schedule()`: runs on the M's g0 whenever the current goroutine stops
 /// running (park, yield, preemption, exit). Closes the run slice open on this thread.
 #[uprobe]
-pub fn go_schedule(_ctx: ProbeContext) -> u32 {
+pub fn go_schedule(ctx: ProbeContext) -> u32 {
+    if call_restarts(&ctx) {
+        return 0;
+    }
     add(counter::SCHEDULE, 1);
     let tid = current_tid();
     if let Some(running) = RUNNING.get_ptr_mut(&tid) {
@@ -138,6 +160,9 @@ pub fn go_schedule(_ctx: ProbeContext) -> u32 {
 /// `runtime.execute(gp *g, inheritTime bool)`: gp (in RAX) starts running on this M.
 #[uprobe]
 pub fn go_execute(ctx: ProbeContext) -> u32 {
+    if call_restarts(&ctx) {
+        return 0;
+    }
     add(counter::EXECUTE, 1);
     let offsets = config().offsets;
     let gp = unsafe { (*ctx.regs).rax };
@@ -178,6 +203,9 @@ pub fn go_execute(ctx: ProbeContext) -> u32 {
 /// blocks; the reason (a uint8) is the third argument, in RCX.
 #[uprobe]
 pub fn go_gopark(ctx: ProbeContext) -> u32 {
+    if call_restarts(&ctx) {
+        return 0;
+    }
     add(counter::GOPARK, 1);
     let reason = unsafe { (*ctx.regs).rcx } as u32 & 0xff;
     if let Some(slot) = PARKS.get_ptr_mut(reason) {
@@ -191,7 +219,10 @@ pub fn go_gopark(ctx: ProbeContext) -> u32 {
 
 /// `runtime.entersyscall` and `runtime.entersyscallblock`.
 #[uprobe]
-pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
+pub fn go_entersyscall(ctx: ProbeContext) -> u32 {
+    if call_restarts(&ctx) {
+        return 0;
+    }
     add(counter::SYSCALL_ENTER, 1);
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
@@ -201,6 +232,9 @@ pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
 /// `runtime.exitsyscall`: pairs with the entersyscall on this thread.
 #[uprobe]
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
+    if call_restarts(&ctx) {
+        return 0;
+    }
     add(counter::SYSCALL_EXIT, 1);
     let tid = current_tid();
     let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {

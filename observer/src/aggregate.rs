@@ -33,6 +33,8 @@ pub struct Stats {
     pub offset_checks: u64,
     pub offset_mismatches: u64,
     pub read_errors: u64,
+    /// Probe hits skipped because the call restarted after growing its stack.
+    pub restarts: u64,
     /// The busiest goroutines (by run time, then scheduling events).
     pub top_goroutines: Vec<GoroutineRow>,
 }
@@ -76,6 +78,7 @@ impl Stats {
             offset_checks: delta(counter::OFFSET_CHECKS),
             offset_mismatches: delta(counter::OFFSET_MISMATCHES),
             read_errors: delta(counter::READ_ERRORS),
+            restarts: delta(counter::RESTARTS),
             top_goroutines: top_goroutines(before, after, top),
         }
     }

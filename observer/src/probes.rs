@@ -8,12 +8,18 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use gobpf_sched_common::{CONFIG_GLOBAL, Config};
+use gobpf_sched_common::{CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, Config};
 
-use crate::{binary::GoBinary, target::Target};
+use crate::{
+    binary::{
+        GoBinary,
+        prologue::{self, PROLOGUE_BYTES, Placement},
+    },
+    target::Target,
+};
 
 /// The kernel object, built from `observer-ebpf/` by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -33,7 +39,12 @@ pub const UPROBES: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct AttachedProbe {
     pub function: &'static str,
+    /// Link-time address of the function.
     pub address: u64,
+    /// Where the probe sits: bytes after the function's start, and why there.
+    pub site_offset: u64,
+    pub placement: Placement,
+    /// File offset of the probe site.
     pub file_offset: u64,
 }
 
@@ -66,8 +77,9 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
         let symbol = binary
             .symbol(function)
             .with_context(|| format!("the binary has no {function}"))?;
+        let site = prologue::probe_site(&binary.code(symbol.address, PROLOGUE_BYTES)?);
         let file_offset = binary
-            .file_offset(symbol.address)
+            .file_offset(symbol.address + site.offset)
             .with_context(|| format!("{function} at {:#x} is not in the file", symbol.address))?;
         let program: &mut UProbe = ebpf
             .program_mut(program_name)
@@ -80,7 +92,13 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
         }
         program
             .attach(
-                UProbeAttachLocation::AbsoluteOffset(file_offset),
+                UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+                    cookie: Some(match site.placement {
+                        Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
+                        Placement::Entry => 0,
+                    }),
+                },
                 &target.exe,
                 UProbeScope::OneProcess(pid),
             )
@@ -88,6 +106,8 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
         uprobes.push(AttachedProbe {
             function,
             address: symbol.address,
+            site_offset: site.offset,
+            placement: site.placement,
             file_offset,
         });
     }

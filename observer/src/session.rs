@@ -35,23 +35,19 @@ pub fn run(args: AttachArgs) -> Result<()> {
 
     let mut probes = probes::attach(&target, &binary, signal_offsets)?;
     let collector = Collector::new(&mut probes.ebpf)?;
-    eprintln!(
-        "gobpf-sched: attached to {shown_as}, {}: {} uprobes + SIGURG tracepoint in {} ms. \
-         Ctrl-C to stop.",
-        binary.build.go_version,
-        probes.uprobes.len(),
-        started.elapsed().as_millis()
-    );
     if args.verbose {
         for probe in &probes.uprobes {
             eprintln!(
-                "gobpf-sched: uprobe on {} at {:#x} (file offset {:#x})",
-                probe.function, probe.address, probe.file_offset
+                "gobpf-sched: uprobe on {} ({:#x}) +{} ({:?}) at file offset {:#x}",
+                probe.function,
+                probe.address,
+                probe.site_offset,
+                probe.placement,
+                probe.file_offset
             );
         }
         eprintln!("gobpf-sched: struct offsets {:?}", binary.offsets);
     }
-
     let printer = Printer::new(
         if args.json {
             Format::Json
@@ -63,12 +59,40 @@ pub fn run(args: AttachArgs) -> Result<()> {
             go_version: binary.build.go_version.clone(),
         },
     );
+    let attached_at = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(watch(&args, &target, collector, &reasons, &printer));
+    // Ctrl-C and SIGTERM are handled from here on, before the user is told.
+    let _context = runtime.enter();
+    let stop_signals = StopSignals {
+        interrupt: signal(SignalKind::interrupt())?,
+        terminate: signal(SignalKind::terminate())?,
+    };
+    eprintln!(
+        "gobpf-sched: attached to {shown_as}, {}: {} uprobes + SIGURG tracepoint in {} ms. \
+         Ctrl-C to stop.",
+        binary.build.go_version,
+        probes.uprobes.len(),
+        started.elapsed().as_millis()
+    );
+
+    let result = runtime.block_on(watch(
+        &args,
+        &target,
+        collector,
+        &reasons,
+        &printer,
+        attached_at,
+        stop_signals,
+    ));
     drop(probes); // detach before printing the end of the session
     result
+}
+
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
 }
 
 async fn watch(
@@ -77,12 +101,13 @@ async fn watch(
     mut collector: Collector,
     reasons: &[String],
     printer: &Printer,
+    attached_at: Instant,
+    mut stop: StopSignals,
 ) -> Result<()> {
     let clock = Clock::new();
-    let attached_at = Instant::now();
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::from_std(attached_at + d));
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     let mut report = tokio::time::interval(args.interval);
     report.tick().await; // the first tick is immediate
@@ -96,8 +121,8 @@ async fn watch(
     };
     loop {
         tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            _ = stop.interrupt.recv() => break,
+            _ = stop.terminate.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = drain.tick() => {
                 print_events(&mut collector);

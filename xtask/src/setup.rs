@@ -127,7 +127,7 @@ fn install_rust_src() -> Result<()> {
 }
 
 fn install_bpf_linker() -> Result<()> {
-    step("bpf-linker", "building from crates.io (about 3 minutes)");
+    step("bpf-linker", "building from crates.io (1 to 3 minutes)");
     let llvm = "/usr/lib/llvm-22";
     let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
     shell::run(
@@ -136,10 +136,10 @@ fn install_bpf_linker() -> Result<()> {
                 "install",
                 "--locked",
                 "bpf-linker",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
+                "--version",
+                BPF_LINKER_VERSION,
             ])
+            .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", llvm)
             .env("PATH", path),
     )

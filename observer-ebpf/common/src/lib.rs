@@ -39,6 +39,10 @@ pub struct Config {
     pub offsets: GoOffsets,
 }
 
+/// Attach cookie of a uprobe placed on the `jbe` of a function's stack check
+/// (cookie 0: at the entry). See observer/src/binary/prologue.rs.
+pub const COOKIE_AT_STACK_CHECK_JUMP: u64 = 1;
+
 /// Name of the global that holds the [`Config`] in the eBPF object.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
@@ -73,6 +77,9 @@ pub mod counter {
     pub const OFFSET_MISMATCHES: u32 = 11;
     /// `bpf_probe_read_user` failures (a pointer chase into target memory failed).
     pub const READ_ERRORS: u32 = 12;
+    /// Hits skipped at a stack-check `jbe` because the jump was taken: the call
+    /// grows its stack (or yields to a preemption request) and starts over.
+    pub const RESTARTS: u32 = 13;
     /// Number of slots in the array.
     pub const COUNT: u32 = 16;
 }

@@ -4,8 +4,13 @@
 
 pub mod buildinfo;
 pub mod dwarf;
+pub mod prologue;
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 use gobpf_sched_common::GoOffsets;
@@ -41,6 +46,8 @@ struct Segment {
 
 #[derive(Debug)]
 pub struct GoBinary {
+    /// Where the file was read from (code bytes are read again on demand).
+    path: PathBuf,
     pub build: BuildInfo,
     /// Position-independent (ET_DYN): loaded at a random base.
     pub pie: bool,
@@ -54,10 +61,10 @@ impl GoBinary {
     /// Reads and checks `path`. `shown_as` names the binary in error messages.
     pub fn open(path: &Path, shown_as: &str) -> Result<Self> {
         let data = std::fs::read(path).with_context(|| format!("cannot read {shown_as}"))?;
-        Self::parse(&data, shown_as)
+        Self::parse(path, &data, shown_as)
     }
 
-    pub fn parse(data: &[u8], shown_as: &str) -> Result<Self> {
+    fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
         let file = object::File::parse(data)
             .with_context(|| format!("{shown_as} is not an ELF executable"))?;
         let build_section = file.section_by_name(".go.buildinfo");
@@ -102,6 +109,7 @@ impl GoBinary {
             })
             .collect();
         Ok(Self {
+            path: path.to_owned(),
             build,
             pie: file.kind() == object::ObjectKind::Dynamic,
             offsets,
@@ -120,6 +128,18 @@ impl GoBinary {
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.file_size)
             .map(|s| vaddr - s.vaddr + s.file_offset)
+    }
+
+    /// The first `len` bytes of code at link-time address `vaddr`.
+    pub fn code(&self, vaddr: u64, len: usize) -> Result<Vec<u8>> {
+        let offset = self
+            .file_offset(vaddr)
+            .with_context(|| format!("address {vaddr:#x} is not in the file"))?;
+        let file = std::fs::File::open(&self.path)?;
+        let mut code = vec![0; len];
+        let read = file.read_at(&mut code, offset)?;
+        code.truncate(read);
+        Ok(code)
     }
 
     /// Virtual address of the first byte of the file, for computing the load bias
