@@ -12,6 +12,7 @@ use aya::{
     },
 };
 use gobpf_sched_common::{CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, Config};
+use serde::Serialize;
 
 use crate::{
     binary::{
@@ -35,27 +36,58 @@ pub const UPROBES: &[(&str, &str)] = &[
     ("go_exitsyscall", "runtime.exitsyscall"),
 ];
 
-/// One attached uprobe, for reports.
-#[derive(Debug, Clone)]
-pub struct AttachedProbe {
+/// Where one uprobe goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedProbe {
+    /// The kernel program.
+    #[serde(skip)]
+    pub program: &'static str,
     pub function: &'static str,
     /// Link-time address of the function.
     pub address: u64,
     /// Where the probe sits: bytes after the function's start, and why there.
     pub site_offset: u64,
     pub placement: Placement,
-    /// File offset of the probe site.
+    /// File offset of the probe site (what the kernel attaches to).
     pub file_offset: u64,
+}
+
+/// Finds every probed function and its probe site.
+pub fn plan(binary: &GoBinary) -> Result<Vec<PlannedProbe>> {
+    UPROBES
+        .iter()
+        .map(|&(program, function)| {
+            let address = binary
+                .function(function)
+                .with_context(|| format!("the binary has no {function}"))?;
+            let site = prologue::probe_site(&binary.code(address, PROLOGUE_BYTES)?);
+            let file_offset = binary
+                .file_offset(address + site.offset)
+                .with_context(|| format!("{function} at {address:#x} is not in the file"))?;
+            Ok(PlannedProbe {
+                program,
+                function,
+                address,
+                site_offset: site.offset,
+                placement: site.placement,
+                file_offset,
+            })
+        })
+        .collect()
 }
 
 /// Loaded and attached programs. Dropping it detaches everything; so does the
 /// process dying, since every link is owned by a file descriptor.
 pub struct Probes {
     pub ebpf: Ebpf,
-    pub uprobes: Vec<AttachedProbe>,
 }
 
-pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) -> Result<Probes> {
+pub fn attach(
+    target: &Target,
+    binary: &GoBinary,
+    plan: &[PlannedProbe],
+    signal_offsets: (u32, u32),
+) -> Result<Probes> {
     let config = Config {
         target_tgid: target.pid,
         signal_sig_offset: signal_offsets.0,
@@ -72,29 +104,21 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
         )?;
 
     let pid = NonZeroU32::new(target.pid).context("pid 0 cannot be traced")?;
-    let mut uprobes = Vec::new();
-    for &(program_name, function) in UPROBES {
-        let symbol = binary
-            .symbol(function)
-            .with_context(|| format!("the binary has no {function}"))?;
-        let site = prologue::probe_site(&binary.code(symbol.address, PROLOGUE_BYTES)?);
-        let file_offset = binary
-            .file_offset(symbol.address + site.offset)
-            .with_context(|| format!("{function} at {:#x} is not in the file", symbol.address))?;
+    for probe in plan {
         let program: &mut UProbe = ebpf
-            .program_mut(program_name)
-            .with_context(|| format!("the eBPF object has no program {program_name}"))?
+            .program_mut(probe.program)
+            .with_context(|| format!("the eBPF object has no program {}", probe.program))?
             .try_into()?;
         if program.fd().is_err() {
             program
                 .load()
-                .with_context(|| format!("the verifier rejected {program_name}"))?;
+                .with_context(|| format!("the verifier rejected {}", probe.program))?;
         }
         program
             .attach(
                 UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(file_offset),
-                    cookie: Some(match site.placement {
+                    location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
+                    cookie: Some(match probe.placement {
                         Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
                         Placement::Entry => 0,
                     }),
@@ -102,14 +126,7 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
                 &target.exe,
                 UProbeScope::OneProcess(pid),
             )
-            .with_context(|| format!("cannot attach a uprobe to {function}"))?;
-        uprobes.push(AttachedProbe {
-            function,
-            address: symbol.address,
-            site_offset: site.offset,
-            placement: site.placement,
-            file_offset,
-        });
+            .with_context(|| format!("cannot attach a uprobe to {}", probe.function))?;
     }
 
     let signal: &mut TracePoint = ebpf
@@ -123,5 +140,5 @@ pub fn attach(target: &Target, binary: &GoBinary, signal_offsets: (u32, u32)) ->
         .attach("signal", "signal_generate")
         .context("cannot attach to the signal:signal_generate tracepoint")?;
 
-    Ok(Probes { ebpf, uprobes })
+    Ok(Probes { ebpf })
 }

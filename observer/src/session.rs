@@ -3,19 +3,39 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    AttachArgs,
     aggregate::{Clock, Preemption, Stats},
     binary::GoBinary,
     collect::{Collector, Snapshot},
     output::{Format, Header, Printer},
     probes, system,
     target::Target,
-    wait_reasons,
 };
+
+#[derive(clap::Args)]
+pub struct AttachArgs {
+    /// Process id of the Go program to watch.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// How often to print a summary (e.g. 500ms, 1s, 2m).
+    #[arg(long, short, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C or the target exits).
+    #[arg(long, short, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How many goroutines to list in each summary.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Also print where each probe is attached.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
 
 /// How often the ring buffer is drained (the probes never wake us up).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -29,14 +49,13 @@ pub fn run(args: AttachArgs) -> Result<()> {
     system::require_uprobes()?;
     let tracefs = system::ensure_tracefs()?;
     let signal_offsets = system::signal_generate_offsets(&tracefs)?;
-    let load_bias = target.load_bias(binary.pie, binary.first_segment_vaddr().unwrap_or(0))?;
-    let reasons = wait_reasons::read(&target, &binary, load_bias)
-        .context("cannot read the wait reason names from the target")?;
+    let reasons = binary.wait_reasons.clone();
 
-    let mut probes = probes::attach(&target, &binary, signal_offsets)?;
+    let plan = probes::plan(&binary)?;
+    let mut probes = probes::attach(&target, &binary, &plan, signal_offsets)?;
     let collector = Collector::new(&mut probes.ebpf)?;
     if args.verbose {
-        for probe in &probes.uprobes {
+        for probe in &plan {
             eprintln!(
                 "gobpf-sched: uprobe on {} ({:#x}) +{} ({:?}) at file offset {:#x}",
                 probe.function,
@@ -46,7 +65,10 @@ pub fn run(args: AttachArgs) -> Result<()> {
                 probe.file_offset
             );
         }
-        eprintln!("gobpf-sched: struct offsets {:?}", binary.offsets);
+        eprintln!(
+            "gobpf-sched: functions from {:?}, struct offsets from {:?}: {:?}",
+            binary.symbols_from, binary.layout_from, binary.offsets
+        );
     }
     let printer = Printer::new(
         if args.json {
@@ -73,7 +95,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
         "gobpf-sched: attached to {shown_as}, {}: {} uprobes + SIGURG tracepoint in {} ms. \
          Ctrl-C to stop.",
         binary.build.go_version,
-        probes.uprobes.len(),
+        plan.len(),
         started.elapsed().as_millis()
     );
 

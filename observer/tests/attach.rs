@@ -6,7 +6,9 @@ mod common;
 
 use std::{thread, time::Duration};
 
-use common::{Fixture, Observer, build, count, goids, goroutine, toolchains};
+use common::{
+    Fixture, Mode, Observer, build, count, full_matrix_toolchains, goids, goroutine, toolchains,
+};
 
 const SLEEPERS: u64 = 100;
 const ROUNDS: u64 = 1000;
@@ -20,25 +22,55 @@ fn scenario_args() -> Vec<String> {
         .collect()
 }
 
+// The full attach check in every build mode, for the full-matrix toolchains.
+
 #[test]
-fn counts_are_exact_on_every_toolchain() {
-    for toolchain in toolchains() {
-        check_scenario(&toolchain, &[]);
+fn counts_are_exact_for_default_builds() {
+    for toolchain in full_matrix_toolchains() {
+        check_scenario(&toolchain, Mode::Default);
     }
 }
 
 #[test]
-fn counts_are_exact_for_pie_binaries() {
-    for toolchain in toolchains() {
-        check_scenario(&toolchain, &["-buildmode=pie"]);
+fn counts_are_exact_for_stripped_builds() {
+    for toolchain in full_matrix_toolchains() {
+        check_scenario(&toolchain, Mode::Stripped);
     }
 }
 
-/// Runs the scenario fixture built with `flags`, traced and untraced, and checks
-/// every count the program makes exact.
-fn check_scenario(toolchain: &common::Toolchain, flags: &[&str]) {
+#[test]
+fn counts_are_exact_for_pie_builds() {
+    for toolchain in full_matrix_toolchains() {
+        check_scenario(&toolchain, Mode::Pie);
+    }
+}
+
+#[test]
+fn counts_are_exact_for_cgo_builds() {
+    for toolchain in full_matrix_toolchains() {
+        check_scenario(&toolchain, Mode::Cgo);
+    }
+}
+
+/// Every other Go version, stripped (functions from .gopclntab, offsets and wait
+/// reasons from the generated table: the path with the most to get wrong).
+#[test]
+fn counts_are_exact_on_every_go_version() {
+    let full = full_matrix_toolchains();
+    let others: Vec<_> = toolchains()
+        .into_iter()
+        .filter(|t| !full.iter().any(|f| f.go == t.go))
+        .collect();
+    for toolchain in others {
+        check_scenario(&toolchain, Mode::Stripped);
+    }
+}
+
+/// Runs the scenario fixture built in `mode`, traced and untraced, and checks every
+/// count the program makes exact.
+fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
     {
-        let binary = build(toolchain, "scenario.go", flags);
+        let binary = build(toolchain, "scenario", mode);
         let args = scenario_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
@@ -56,7 +88,7 @@ fn check_scenario(toolchain: &common::Toolchain, flags: &[&str]) {
         fixture.start();
         let (status, output) = fixture.finish();
         let run = observer.wait();
-        let v = format!("{} {flags:?}", toolchain.version);
+        let v = format!("{} {mode:?}", toolchain.version);
         assert!(run.status.success(), "{v}: observer failed: {}", run.stderr);
         assert!(status.success(), "{v}: the traced fixture failed");
         assert_eq!(
@@ -189,7 +221,7 @@ fn fixture_pid_of(stderr: &str) -> u64 {
 #[test]
 fn text_summary_names_reasons_and_preemptions() {
     let toolchain = toolchains().pop().expect("a toolchain");
-    let binary = build(&toolchain, "scenario.go", &[]);
+    let binary = build(&toolchain, "scenario", Mode::Default);
     let mut fixture = Fixture::spawn(&binary, &["20", "100", "50", "200"]);
     let observer = Observer::attach(fixture.pid(), &["--top", "3"]);
     fixture.start();
@@ -223,7 +255,7 @@ fn text_summary_names_reasons_and_preemptions() {
 #[test]
 fn interval_and_duration_end_the_session() {
     let toolchain = toolchains().pop().expect("a toolchain");
-    let binary = build(&toolchain, "scenario.go", &[]);
+    let binary = build(&toolchain, "scenario", Mode::Default);
     // Not started: the program waits on stdin the whole time.
     let fixture = Fixture::spawn(&binary, &[]);
     let observer = Observer::attach(
@@ -253,7 +285,7 @@ fn interval_and_duration_end_the_session() {
 #[test]
 fn ctrl_c_prints_the_summary_and_exits_zero() {
     let toolchain = toolchains().pop().expect("a toolchain");
-    let binary = build(&toolchain, "scenario.go", &[]);
+    let binary = build(&toolchain, "scenario", Mode::Default);
     let fixture = Fixture::spawn(&binary, &[]);
     let observer = Observer::attach(fixture.pid(), &["--json"]);
     thread::sleep(Duration::from_millis(300));
@@ -268,7 +300,7 @@ fn ctrl_c_prints_the_summary_and_exits_zero() {
 #[test]
 fn kill_9_of_the_observer_leaves_no_uprobe_behind() {
     for toolchain in toolchains() {
-        let binary = build(&toolchain, "scenario.go", &[]);
+        let binary = build(&toolchain, "scenario", Mode::Default);
         let mut fixture = Fixture::spawn(&binary, &["10", "100", "10", "100"]);
         let pid = fixture.pid();
         let mut observer = Observer::attach(pid, &["-v"]);

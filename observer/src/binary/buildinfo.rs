@@ -21,6 +21,39 @@ pub struct BuildInfo {
     pub mod_info: String,
 }
 
+impl BuildInfo {
+    /// The main package path (`path` line), e.g. `example.com/cmd/server`.
+    pub fn package_path(&self) -> Option<&str> {
+        self.lines("path").next()
+    }
+
+    /// The main module (`mod` line): path and version.
+    pub fn module(&self) -> Option<&str> {
+        self.lines("mod").next()
+    }
+
+    /// Build settings (`build` lines), e.g. `("-buildmode", "pie")`, `("CGO_ENABLED", "1")`.
+    pub fn settings(&self) -> Vec<(&str, &str)> {
+        self.lines("build")
+            .filter_map(|setting| setting.split_once('='))
+            .collect()
+    }
+
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The rest of each `kind<TAB>...` line.
+    fn lines<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.mod_info
+            .lines()
+            .filter_map(move |line| line.strip_prefix(kind)?.strip_prefix('\t'))
+    }
+}
+
 pub fn parse(section: &[u8]) -> Result<BuildInfo> {
     ensure!(
         section.len() >= HEADER_LEN && section.starts_with(MAGIC),
@@ -31,7 +64,7 @@ pub fn parse(section: &[u8]) -> Result<BuildInfo> {
         bail!("this .go.buildinfo stores pointers to its strings (Go 1.17 or older)");
     }
     let mut rest = &section[HEADER_LEN..];
-    let go_version = read_string(&mut rest)?;
+    let go_version = String::from_utf8_lossy(read_string(&mut rest)?).into_owned();
     let mod_info = read_string(&mut rest).unwrap_or_default();
     ensure!(
         go_version.starts_with("go"),
@@ -39,12 +72,11 @@ pub fn parse(section: &[u8]) -> Result<BuildInfo> {
     );
     Ok(BuildInfo {
         go_version,
-        // Module info is framed by 16 sentinel bytes on each side.
-        mod_info: strip_sentinels(&mod_info),
+        mod_info: String::from_utf8_lossy(strip_sentinels(mod_info)).into_owned(),
     })
 }
 
-fn read_string(data: &mut &[u8]) -> Result<String> {
+fn read_string<'a>(data: &mut &'a [u8]) -> Result<&'a [u8]> {
     let (len, used) = read_uvarint(data)?;
     let len = usize::try_from(len)?;
     ensure!(
@@ -53,7 +85,7 @@ fn read_string(data: &mut &[u8]) -> Result<String> {
     );
     let bytes = &data[used..used + len];
     *data = &data[used + len..];
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    Ok(bytes)
 }
 
 /// Go's `encoding/binary.Uvarint`: 7 bits per byte, low first, at most 10 bytes.
@@ -68,14 +100,13 @@ fn read_uvarint(data: &[u8]) -> Result<(u64, usize)> {
     bail!(".go.buildinfo has a malformed length")
 }
 
-fn strip_sentinels(mod_info: &str) -> String {
-    if mod_info.len() >= 33 && mod_info.as_bytes()[mod_info.len() - 17] == b'\n' {
-        mod_info
-            .get(16..mod_info.len() - 16)
-            .unwrap_or_default()
-            .to_owned()
+/// Module info is framed by 16 sentinel bytes on each side (as Go's
+/// `debug/buildinfo` strips them).
+fn strip_sentinels(mod_info: &[u8]) -> &[u8] {
+    if mod_info.len() >= 33 && mod_info[mod_info.len() - 17] == b'\n' {
+        &mod_info[16..mod_info.len() - 16]
     } else {
-        mod_info.to_owned()
+        &[]
     }
 }
 

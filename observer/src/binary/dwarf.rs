@@ -1,6 +1,6 @@
 //! Field offsets of runtime structs, read from the binary's DWARF.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::{borrow::Cow, collections::BTreeMap};
 
 use anyhow::{Context, Result};
 use gimli::{EndianSlice, LittleEndian};
@@ -12,7 +12,7 @@ use object::{Object, ObjectSection};
 pub fn member_offsets(
     file: &object::File<'_>,
     wanted: &[(&str, &[&str])],
-) -> Result<HashMap<String, u64>> {
+) -> Result<BTreeMap<String, u64>> {
     // Go compresses its DWARF (SHF_COMPRESSED); `uncompressed_data` undoes it.
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>> {
         match file.section_by_name(id.name()) {
@@ -25,7 +25,7 @@ pub fn member_offsets(
     let sections = gimli::DwarfSections::load(load)?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
 
-    let mut found = HashMap::new();
+    let mut found = BTreeMap::new();
     let mut structs_left = wanted.len();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {

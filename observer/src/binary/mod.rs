@@ -1,13 +1,20 @@
 //! Binary analysis: everything gobpf-sched needs to know about a Go executable
-//! before it can probe it: Go version, where the runtime functions are (as file
-//! offsets, which is what uprobes take), and the field offsets of `g`, `m`, `p`.
+//! before it can probe it: Go version and build settings, where the runtime
+//! functions are, the field offsets of the runtime structs, the wait-reason names.
+//!
+//! Each fact has a preferred source and a fallback for stripped binaries:
+//! functions from `.symtab`, else `.gopclntab`; struct offsets from DWARF, else the
+//! generated per-version table (`layouts.json`); wait-reason names from the
+//! binary's `runtime.waitReasonStrings`, else the table.
 
 pub mod buildinfo;
 pub mod dwarf;
+pub mod layouts;
+pub mod pclntab;
 pub mod prologue;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
@@ -15,25 +22,65 @@ use std::{
 use anyhow::{Context, Result, bail};
 use gobpf_sched_common::GoOffsets;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use serde::Serialize;
 
 pub use buildinfo::BuildInfo;
 
-/// Go versions whose runtime this release was tested against (register ABI,
-/// `gopark` reason in the third argument, the probed functions exist).
+/// Go versions this release supports: register ABI, `gopark`'s reason in the third
+/// argument, and tested (Go 1.20 has no toolchain here: it works from DWARF only).
 pub const SUPPORTED_GO: std::ops::RangeInclusive<(u32, u32)> = (1, 19)..=(1, 27);
 
-/// The runtime struct members the kernel programs read.
-const WANTED_MEMBERS: &[(&str, &[&str])] = &[
-    ("runtime.g", &["goid", "m"]),
-    ("runtime.m", &["id", "procid", "p"]),
-    ("runtime.p", &["id"]),
+/// Runtime struct members recorded (DWARF and table). The probes need the first
+/// six; the others describe scheduler state read from memory by later features,
+/// and are recorded now so the table need not be regenerated for them.
+pub const WANTED_MEMBERS: &[(&str, &[&str])] = &[
+    (
+        "runtime.g",
+        &["goid", "m", "atomicstatus", "waitreason", "startpc", "gopc"],
+    ),
+    ("runtime.m", &["id", "procid", "p", "curg", "spinning"]),
+    (
+        "runtime.p",
+        &[
+            "id",
+            "status",
+            "runqhead",
+            "runqtail",
+            "runnext",
+            "schedtick",
+        ],
+    ),
+    (
+        "runtime.schedt",
+        &[
+            "runq",
+            "runqsize",
+            "npidle",
+            "nmspinning",
+            "nmidle",
+            "mnext",
+        ],
+    ),
+    // To find where code starts in a stripped binary (see `text_start`).
+    ("runtime.moduledata", &["pcHeader", "funcnametab", "text"]),
 ];
 
-/// A symbol of the binary: link-time virtual address and size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Symbol {
-    pub address: u64,
-    pub size: u64,
+/// Where the function addresses came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SymbolSource {
+    Symtab,
+    Pclntab,
+}
+
+/// Where the struct offsets and wait-reason names came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum LayoutSource {
+    /// The binary's own DWARF (offsets) and symbol table (wait reasons).
+    Dwarf,
+    /// The generated table, for this Go version, made with that toolchain.
+    Table { version: String, toolchain: String },
 }
 
 /// A mapped piece of the file: `[vaddr, vaddr + filesz)` comes from `file_offset`.
@@ -49,11 +96,27 @@ pub struct GoBinary {
     /// Where the file was read from (code bytes are read again on demand).
     path: PathBuf,
     pub build: BuildInfo,
+    pub version: (u32, u32),
     /// Position-independent (ET_DYN): loaded at a random base.
     pub pie: bool,
+    /// Has an ELF interpreter: linked against libc (cgo, external linking).
+    pub dynamically_linked: bool,
+    pub has_symtab: bool,
+    pub has_dwarf: bool,
+    pub symbols_from: SymbolSource,
+    pub layout_from: LayoutSource,
+    /// Every recorded member found, `"runtime.g.goid" → 152`.
+    pub struct_offsets: BTreeMap<String, u64>,
+    /// The members the probes read.
     pub offsets: GoOffsets,
-    /// `runtime.*` symbols from `.symtab`.
-    symbols: HashMap<String, Symbol>,
+    /// Wait-reason names, indexed by reason.
+    pub wait_reasons: Vec<String>,
+    /// `runtime.*` function entries from `.symtab` (empty when stripped) ...
+    pub symtab_functions: HashMap<String, u64>,
+    /// ... and from `.gopclntab`.
+    pub pclntab_functions: HashMap<String, u64>,
+    /// How many functions `.gopclntab` lists in all.
+    pub pclntab_function_count: usize,
     segments: Vec<Segment>,
 }
 
@@ -67,37 +130,14 @@ impl GoBinary {
     fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
         let file = object::File::parse(data)
             .with_context(|| format!("{shown_as} is not an ELF executable"))?;
-        let build_section = file.section_by_name(".go.buildinfo");
-        if build_section.is_none() && file.section_by_name(".gopclntab").is_none() {
-            bail!("{shown_as} is not a Go program (it has no .go.buildinfo or .gopclntab section)");
-        }
-        let build = match build_section {
-            Some(section) => buildinfo::parse(section.data()?),
-            None => bail!("{shown_as} is a Go program without build info (Go 1.17 or older)"),
-        }
-        .with_context(|| format!("cannot read the Go version of {shown_as}"))?;
-        check_supported(&file, &build.go_version, shown_as)?;
-
-        let symbols = runtime_symbols(&file);
-        if symbols.is_empty() {
-            bail!(
-                "{shown_as} ({}) is stripped: it has no symbol table (.symtab). \
-                 Stripped binaries (-ldflags=-s) are supported from a later release; \
-                 rebuild without -s to trace it now",
-                build.go_version
-            );
-        }
-        if !dwarf::has_debug_info(&file) {
-            bail!(
-                "{shown_as} ({}) has no DWARF debug info, which gives the runtime struct \
-                 offsets. Binaries built with -ldflags=-w are supported from a later release; \
-                 rebuild without -w to trace it now",
-                build.go_version
-            );
-        }
-        let offsets = go_offsets(&file)
-            .with_context(|| format!("cannot read runtime struct offsets from {shown_as}"))?;
-        let segments = file
+        let Some(build_section) = file.section_by_name(".go.buildinfo") else {
+            bail!("{shown_as} is not a Go program (it has no .go.buildinfo section)");
+        };
+        let build = buildinfo::parse(build_section.data()?)
+            .with_context(|| format!("cannot read the Go version of {shown_as}"))?;
+        let go = &build.go_version;
+        let version = check_supported(&file, go, shown_as)?;
+        let segments: Vec<Segment> = file
             .segments()
             .filter_map(|segment| {
                 let (file_offset, file_size) = segment.file_range();
@@ -108,26 +148,92 @@ impl GoBinary {
                 })
             })
             .collect();
+        let image = Image {
+            data,
+            segments: &segments,
+            file: &file,
+        };
+
+        let symtab = symtab_symbols(&file);
+        let has_dwarf = dwarf::has_debug_info(&file);
+        let (layout_from, struct_offsets, wait_reasons) = if has_dwarf {
+            let offsets = dwarf::member_offsets(&file, WANTED_MEMBERS)
+                .with_context(|| format!("cannot read the DWARF of {shown_as}"))?;
+            let reasons = match symtab.get("runtime.waitReasonStrings") {
+                Some(table) => image
+                    .go_strings(table.address, table.size / 16)
+                    .with_context(|| format!("cannot read wait reasons of {shown_as}"))?,
+                None => bail!("{shown_as} has DWARF but no runtime.waitReasonStrings symbol"),
+            };
+            (LayoutSource::Dwarf, offsets, reasons)
+        } else {
+            let Some(layout) = layouts::for_version(version) else {
+                bail!(
+                    "{shown_as} is built with {go} without DWARF, and {go} is not in the \
+                     offsets table (it has {}): rebuild without -w or -s, or add the version \
+                     with `cargo xtask offsets`",
+                    layouts::listed_versions()
+                );
+            };
+            (
+                LayoutSource::Table {
+                    version: layouts::key(version),
+                    toolchain: layout.toolchain.clone(),
+                },
+                layout.struct_offsets.clone(),
+                layout.wait_reasons.clone(),
+            )
+        };
+        let symtab_functions: HashMap<String, u64> = symtab
+            .iter()
+            .filter(|(_, s)| s.is_function)
+            .map(|(name, s)| (name.clone(), s.address))
+            .collect();
+        let moduledata_text = struct_offsets.get("runtime.moduledata.text").copied();
+        let (pclntab_functions, pclntab_function_count) =
+            pclntab_functions(&image, moduledata_text)
+                .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
+        let symbols_from = if symtab_functions.is_empty() {
+            SymbolSource::Pclntab
+        } else {
+            SymbolSource::Symtab
+        };
+
+        let offsets = go_offsets(&struct_offsets)
+            .with_context(|| format!("cannot find runtime struct offsets of {shown_as}"))?;
+
         Ok(Self {
             path: path.to_owned(),
             build,
+            version,
             pie: file.kind() == object::ObjectKind::Dynamic,
+            dynamically_linked: file.section_by_name(".interp").is_some(),
+            has_symtab: !symtab.is_empty(),
+            has_dwarf,
+            symbols_from,
+            layout_from,
+            struct_offsets,
             offsets,
-            symbols,
+            wait_reasons,
+            symtab_functions,
+            pclntab_functions,
+            pclntab_function_count,
             segments,
         })
     }
 
-    pub fn symbol(&self, name: &str) -> Option<Symbol> {
-        self.symbols.get(name).copied()
+    /// Entry address of a runtime function, from the preferred source.
+    pub fn function(&self, name: &str) -> Option<u64> {
+        match self.symbols_from {
+            SymbolSource::Symtab => self.symtab_functions.get(name),
+            SymbolSource::Pclntab => self.pclntab_functions.get(name),
+        }
+        .copied()
     }
 
     /// File offset of a link-time virtual address (what a uprobe attaches to).
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.file_size)
-            .map(|s| vaddr - s.vaddr + s.file_offset)
+        file_offset(&self.segments, vaddr)
     }
 
     /// The first `len` bytes of code at link-time address `vaddr`.
@@ -141,18 +247,75 @@ impl GoBinary {
         code.truncate(read);
         Ok(code)
     }
+}
 
-    /// Virtual address of the first byte of the file, for computing the load bias
-    /// of a PIE binary from `/proc/PID/maps`.
-    pub fn first_segment_vaddr(&self) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| s.file_offset == 0)
-            .map(|s| s.vaddr)
+fn file_offset(segments: &[Segment], vaddr: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
+        .map(|s| vaddr - s.vaddr + s.file_offset)
+}
+
+/// The file's bytes as the loader maps them.
+struct Image<'a, 'data> {
+    data: &'data [u8],
+    segments: &'a [Segment],
+    file: &'a object::File<'data>,
+}
+
+impl Image<'_, '_> {
+    fn bytes(&self, vaddr: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(file_offset(self.segments, vaddr)?).ok()?;
+        self.data
+            .get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    }
+
+    /// A pointer stored at `vaddr`: the file holds its link-time value, except in
+    /// a position-independent binary whose linker left only the relocation.
+    fn pointer(&self, vaddr: u64) -> Option<u64> {
+        let stored = u64::from_le_bytes(self.bytes(vaddr, 8)?.try_into().ok()?);
+        if stored != 0 {
+            return Some(stored);
+        }
+        self.file
+            .dynamic_relocations()?
+            .find(|(offset, _)| *offset == vaddr)
+            .map(|(_, relocation)| relocation.addend() as u64)
+    }
+
+    /// `count` Go strings (pointer, length) stored from `vaddr` on.
+    fn go_strings(&self, vaddr: u64, count: u64) -> Result<Vec<String>> {
+        anyhow::ensure!(
+            (1..=256).contains(&count),
+            "{count} strings is not a wait-reason table"
+        );
+        (0..count)
+            .map(|i| {
+                let header = vaddr + 16 * i;
+                let len = u64::from_le_bytes(
+                    self.bytes(header + 8, 8)
+                        .context("string header outside the file")?
+                        .try_into()?,
+                );
+                if len == 0 {
+                    return Ok(String::new());
+                }
+                anyhow::ensure!(len <= 256, "a string of {len} bytes is not a wait reason");
+                let data = self
+                    .pointer(header)
+                    .context("string pointer outside the file")?;
+                let bytes = self.bytes(data, len).context("string outside the file")?;
+                Ok(String::from_utf8_lossy(bytes).into_owned())
+            })
+            .collect()
     }
 }
 
-fn check_supported(file: &object::File<'_>, go_version: &str, shown_as: &str) -> Result<()> {
+fn check_supported(
+    file: &object::File<'_>,
+    go_version: &str,
+    shown_as: &str,
+) -> Result<(u32, u32)> {
     if file.architecture() != object::Architecture::X86_64 {
         bail!(
             "{shown_as} is built for {:?}; gobpf-sched supports amd64 (x86-64) only",
@@ -170,19 +333,27 @@ fn check_supported(file: &object::File<'_>, go_version: &str, shown_as: &str) ->
              go{lo_major}.{lo_minor} to go{hi_major}.{hi_minor}"
         );
     }
-    Ok(())
+    Ok(version)
 }
 
-fn runtime_symbols(file: &object::File<'_>) -> HashMap<String, Symbol> {
+struct SymtabSymbol {
+    address: u64,
+    size: u64,
+    is_function: bool,
+}
+
+/// `runtime.*` symbols of `.symtab` (none in a stripped binary).
+fn symtab_symbols(file: &object::File<'_>) -> HashMap<String, SymtabSymbol> {
     file.symbols()
         .filter_map(|symbol| {
             let name = symbol.name().ok()?;
             name.starts_with("runtime.").then(|| {
                 (
                     name.to_owned(),
-                    Symbol {
+                    SymtabSymbol {
                         address: symbol.address(),
                         size: symbol.size(),
+                        is_function: symbol.kind() == object::SymbolKind::Text,
                     },
                 )
             })
@@ -190,13 +361,98 @@ fn runtime_symbols(file: &object::File<'_>) -> HashMap<String, Symbol> {
         .collect()
 }
 
-fn go_offsets(file: &object::File<'_>) -> Result<GoOffsets> {
-    let found = dwarf::member_offsets(file, WANTED_MEMBERS)?;
+/// `runtime.*` entries from `.gopclntab`, and how many functions it lists.
+/// `moduledata_text` is the offset of `text` in `runtime.moduledata`.
+fn pclntab_functions(
+    image: &Image<'_, '_>,
+    moduledata_text: Option<u64>,
+) -> Result<(HashMap<String, u64>, usize)> {
+    let (vaddr, table) = find_pclntab(image.file)?;
+    let mut text_start = table.text_start;
+    if text_start == 0 {
+        text_start = image
+            .pointer(vaddr + pclntab::Pclntab::text_start_field())
+            .unwrap_or(0);
+    }
+    if text_start == 0
+        && let Some(text_field) = moduledata_text
+    {
+        text_start = text_start_from_moduledata(image, vaddr, &table, text_field).unwrap_or(0);
+    }
+    let functions =
+        pclntab::function_entries(&table, text_start, |name| name.starts_with(b"runtime."))?;
+    Ok((functions, table.function_count()))
+}
+
+/// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
+/// words: the address of the pcHeader and of the function-name table after it.
+fn text_start_from_moduledata(
+    image: &Image<'_, '_>,
+    pclntab_vaddr: u64,
+    table: &pclntab::Pclntab<'_>,
+    text_field: u64,
+) -> Option<u64> {
+    let mut signature = pclntab_vaddr.to_le_bytes().to_vec();
+    signature.extend((pclntab_vaddr + table.funcname_offset()).to_le_bytes());
+    for section in image.file.sections() {
+        if section.address() == 0
+            || !matches!(
+                section.kind(),
+                object::SectionKind::Data | object::SectionKind::ReadOnlyData
+            )
+        {
+            continue;
+        }
+        let Ok(data) = section.data() else { continue };
+        if let Some(word) = (0..data.len() / 8).find(|&i| data[i * 8..].starts_with(&signature)) {
+            let moduledata = section.address() + 8 * word as u64;
+            return image.pointer(moduledata + text_field);
+        }
+    }
+    None
+}
+
+/// The function table: its own section (internal linking), or inside `.data.rel.ro`
+/// where an external linker merged it (cgo with -buildmode=pie).
+fn find_pclntab<'data>(file: &object::File<'data>) -> Result<(u64, pclntab::Pclntab<'data>)> {
+    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+        if let Some(section) = file.section_by_name(name) {
+            return Ok((section.address(), pclntab::Pclntab::parse(section.data()?)?));
+        }
+    }
+    for name in [".data.rel.ro", ".rodata"] {
+        let Some(section) = file.section_by_name(name) else {
+            continue;
+        };
+        let data = section.data()?;
+        for magic in [pclntab::MAGIC_GO120, pclntab::MAGIC_GO118] {
+            let mut header = magic.to_le_bytes().to_vec();
+            header.extend([0, 0, 1, 8]); // two zero bytes, minLC 1, 8-byte pointers
+            let mut from = 0;
+            while let Some(at) = find(&data[from..], &header) {
+                let at = from + at;
+                if let Ok(table) = pclntab::Pclntab::parse(&data[at..])
+                    && table.function_count() > 0
+                {
+                    return Ok((section.address() + at as u64, table));
+                }
+                from = at + 1;
+            }
+        }
+    }
+    bail!("no .gopclntab found")
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
     let get = |key: &str| {
         found
             .get(key)
             .copied()
-            .with_context(|| format!("DWARF has no member {key}"))
+            .with_context(|| format!("no member {key}"))
     };
     Ok(GoOffsets {
         g_goid: get("runtime.g.goid")?,

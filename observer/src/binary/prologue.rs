@@ -20,7 +20,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 /// Bytes of a function decoded to find its stack check.
 pub const PROLOGUE_BYTES: usize = 48;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Placement {
     /// At the `jbe` of the stack check; the program must skip hits whose flags
     /// say the jump is taken.

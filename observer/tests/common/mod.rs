@@ -58,19 +58,66 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Builds `tests/fixtures/<source>` with `toolchain` and extra `go build` flags;
-/// cached by toolchain, flags and source text.
-pub fn build(toolchain: &Toolchain, source: &str, flags: &[&str]) -> PathBuf {
-    let text = std::fs::read_to_string(fixtures_dir().join(source)).expect("fixture source");
+/// How a fixture is built: the build modes production Go programs come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `go build`: static, symbol table and DWARF.
+    Default,
+    /// `-ldflags="-s -w"`: no symbol table, no DWARF.
+    Stripped,
+    /// `-buildmode=pie`.
+    Pie,
+    /// CGO_ENABLED=1 with a C call: dynamically linked against libc.
+    Cgo,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Default, Mode::Stripped, Mode::Pie, Mode::Cgo];
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::Default => &[],
+            Mode::Stripped => &["-ldflags=-s -w"],
+            Mode::Pie => &["-buildmode=pie"],
+            Mode::Cgo => &["-tags=cgo_fixture"],
+        }
+    }
+}
+
+/// The toolchains that run the full attach tests in every build mode.
+pub fn full_matrix_toolchains() -> Vec<Toolchain> {
+    let full = std::env::var("GOBPF_SCHED_GO_FULL").unwrap_or_default();
+    let full: Vec<&str> = full.split(':').collect();
+    toolchains()
+        .into_iter()
+        .filter(|t| full.contains(&t.go.to_string_lossy().as_ref()))
+        .collect()
+}
+
+/// Builds the Go package `tests/fixtures/<fixture>` with `toolchain` in `mode`;
+/// cached by toolchain, mode and source text.
+pub fn build(toolchain: &Toolchain, fixture: &str, mode: Mode) -> PathBuf {
+    build_with(toolchain, fixture, mode, &[])
+}
+
+/// Like [`build`], with extra `go build` flags.
+pub fn build_with(toolchain: &Toolchain, fixture: &str, mode: Mode, extra: &[&str]) -> PathBuf {
+    let source_dir = fixtures_dir().join(fixture);
     let mut hasher = DefaultHasher::new();
-    (text, flags).hash(&mut hasher);
+    let mut sources: Vec<_> = std::fs::read_dir(&source_dir)
+        .expect("fixture dir")
+        .map(|entry| entry.expect("fixture file").path())
+        .collect();
+    sources.sort();
+    for source in &sources {
+        std::fs::read(source)
+            .expect("fixture source")
+            .hash(&mut hasher);
+    }
+    (mode.flags(), extra).hash(&mut hasher);
     let dir = cache_dir().join("fixtures").join(&toolchain.version);
     std::fs::create_dir_all(&dir).expect("fixture cache dir");
-    let name = format!(
-        "{}-{:016x}",
-        source.trim_end_matches(".go"),
-        hasher.finish()
-    );
+    let name = format!("{fixture}-{mode:?}-{:016x}", hasher.finish()).to_lowercase();
     let binary = dir.join(&name);
     if binary.exists() {
         return binary;
@@ -79,11 +126,13 @@ pub fn build(toolchain: &Toolchain, source: &str, flags: &[&str]) -> PathBuf {
     let partial = dir.join(format!("{name}.{}.partial", std::process::id()));
     let output = Command::new(&toolchain.go)
         .arg("build")
-        .args(flags)
+        .args(mode.flags())
+        .args(extra)
         .arg("-o")
         .arg(&partial)
-        .arg(source)
-        .current_dir(fixtures_dir())
+        .arg(".")
+        .current_dir(&source_dir)
+        .env("CGO_ENABLED", if mode == Mode::Cgo { "1" } else { "0" })
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
         .env("GOCACHE", cache_dir().join("gocache"))
@@ -91,7 +140,7 @@ pub fn build(toolchain: &Toolchain, source: &str, flags: &[&str]) -> PathBuf {
         .expect("go build");
     assert!(
         output.status.success(),
-        "go build {source} with {} failed: {}",
+        "go build {fixture} ({mode:?}) with {} failed: {}",
         toolchain.version,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -108,8 +157,14 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn spawn(binary: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(binary)
-            .args(args)
+        let mut command = Command::new(binary);
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// Starts `command`, which must end up running a fixture.
+    pub fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

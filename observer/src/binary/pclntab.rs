@@ -1,0 +1,165 @@
+//! Function names and entry addresses from `.gopclntab`, the function table every
+//! Go binary keeps for the runtime's own use (stack traces, GC), stripped or not.
+//!
+//! Layout for Go 1.18 and later (`runtime/symtab.go`, `pcHeader`):
+//!
+//! ```text
+//! magic u32 (0xfffffff0: Go 1.18-1.19, 0xfffffff1: Go 1.20+) · 0 · 0 · minLC u8 · ptrSize u8
+//! nfunc, nfiles, textStart, funcnameOffset, cuOffset, filetabOffset, pctabOffset, pclnOffset   (ptrSize each)
+//! ```
+//!
+//! At `pclnOffset` the function table holds `nfunc` pairs `(entryOff u32, funcOff u32)`
+//! and a final `entryOff`; the `_func` record at `pclnOffset + funcOff` begins with
+//! `entryOff u32, nameOff i32`, and the name is a NUL-terminated string at
+//! `funcnameOffset + nameOff`. Entry addresses are `textStart + entryOff`.
+//!
+//! Every read is bounds-checked: a truncated or corrupted table is an error, never
+//! a panic.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail, ensure};
+
+pub const MAGIC_GO118: u32 = 0xffff_fff0;
+pub const MAGIC_GO120: u32 = 0xffff_fff1;
+
+/// The parsed header and the table's bytes.
+pub struct Pclntab<'data> {
+    data: &'data [u8],
+    nfunc: usize,
+    /// As stored in the header: 0 from Go 1.26 on (the runtime takes it from
+    /// `moduledata.text`), and in a PIE binary whose linker left it to the loader.
+    pub text_start: u64,
+    funcname_offset: usize,
+    functab_offset: usize,
+}
+
+/// Offset of the `textStart` word within the header.
+const TEXT_START_WORD: usize = 8 + 2 * 8;
+
+impl<'data> Pclntab<'data> {
+    pub fn parse(data: &'data [u8]) -> Result<Self> {
+        ensure!(
+            data.len() >= 8 + 8 * 8,
+            ".gopclntab is too short for its header"
+        );
+        let magic = read_u32(data, 0)?;
+        ensure!(
+            magic == MAGIC_GO118 || magic == MAGIC_GO120,
+            ".gopclntab has magic {magic:#x}, not one of Go 1.18 or later"
+        );
+        ensure!(
+            data[4] == 0 && data[5] == 0 && data[7] == 8,
+            ".gopclntab header is not that of a 64-bit Go binary"
+        );
+        let word = |index: usize| read_u64(data, 8 + 8 * index);
+        let nfunc = usize::try_from(word(0)?)?;
+        let funcname_offset = usize::try_from(word(3)?)?;
+        let functab_offset = usize::try_from(word(7)?)?;
+        // The function table must fit: (nfunc * 2 + 1) u32 words.
+        let functab_len = nfunc
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(4))
+            .context(".gopclntab function count overflows")?;
+        ensure!(
+            functab_offset
+                .checked_add(functab_len)
+                .is_some_and(|end| end <= data.len())
+                && funcname_offset < data.len(),
+            ".gopclntab offsets point past its end"
+        );
+        Ok(Self {
+            data,
+            nfunc,
+            text_start: word(2)?,
+            funcname_offset,
+            functab_offset,
+        })
+    }
+
+    /// Byte offset of the `textStart` word in the section, for finding the
+    /// dynamic relocation that fills it in a PIE binary.
+    pub fn text_start_field() -> u64 {
+        TEXT_START_WORD as u64
+    }
+
+    /// Offset of the function-name table from the start of the section.
+    pub fn funcname_offset(&self) -> u64 {
+        self.funcname_offset as u64
+    }
+
+    pub fn function_count(&self) -> usize {
+        self.nfunc
+    }
+
+    /// `(name, entry offset from textStart)` of every function whose name `wanted`
+    /// accepts.
+    pub fn functions(&self, mut wanted: impl FnMut(&[u8]) -> bool) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for index in 0..self.nfunc {
+            let pair = self.functab_offset + index * 8;
+            let entry_off = read_u32(self.data, pair)?;
+            let func_off = usize::try_from(read_u32(self.data, pair + 4)?)?;
+            let record = self
+                .functab_offset
+                .checked_add(func_off)
+                .context(".gopclntab _func offset overflows")?;
+            let name_off = read_u32(self.data, record + 4)? as i32;
+            let name = self.name_at(name_off)?;
+            if wanted(name) {
+                out.push((
+                    String::from_utf8_lossy(name).into_owned(),
+                    u64::from(entry_off),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn name_at(&self, name_off: i32) -> Result<&'data [u8]> {
+        let start = usize::try_from(name_off)
+            .ok()
+            .and_then(|off| self.funcname_offset.checked_add(off))
+            .filter(|&start| start < self.data.len())
+            .context(".gopclntab function name offset is out of range")?;
+        let rest = &self.data[start..];
+        let len = rest
+            .iter()
+            .position(|&b| b == 0)
+            .context(".gopclntab function name is not terminated")?;
+        Ok(&rest[..len])
+    }
+}
+
+/// Entry addresses of the functions `wanted` accepts, keyed by name, given the
+/// real text start (`textStart` from the header, or relocated).
+pub fn function_entries(
+    table: &Pclntab<'_>,
+    text_start: u64,
+    wanted: impl FnMut(&[u8]) -> bool,
+) -> Result<HashMap<String, u64>> {
+    if text_start == 0 {
+        bail!(".gopclntab has no text start address");
+    }
+    Ok(table
+        .functions(wanted)?
+        .into_iter()
+        .map(|(name, offset)| (name, text_start + offset))
+        .collect())
+}
+
+fn read_u32(data: &[u8], at: usize) -> Result<u32> {
+    let bytes = at
+        .checked_add(4)
+        .and_then(|end| data.get(at..end))
+        .context(".gopclntab is truncated")?;
+    Ok(u32::from_le_bytes(bytes.try_into()?))
+}
+
+fn read_u64(data: &[u8], at: usize) -> Result<u64> {
+    let bytes = at
+        .checked_add(8)
+        .and_then(|end| data.get(at..end))
+        .context(".gopclntab is truncated")?;
+    Ok(u64::from_le_bytes(bytes.try_into()?))
+}

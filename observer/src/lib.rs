@@ -1,0 +1,18 @@
+//! gobpf-sched: watch the Go runtime scheduler of a running process with eBPF.
+//!
+//! Flow: `binary` (what the executable is; `inspect` prints it) → `probes` (load
+//! and attach the kernel programs) → `collect` (drain maps and ring buffer) →
+//! `aggregate` (per interval and whole-run numbers) → `output` (text or JSON
+//! lines). `session` runs it; `target` and `system` check the process and the
+//! machine.
+
+pub mod aggregate;
+pub mod binary;
+pub mod collect;
+pub mod inspect;
+pub mod output;
+pub mod probes;
+pub mod session;
+pub mod system;
+pub mod target;
+pub mod wait_reasons;

@@ -1,0 +1,207 @@
+//! `gobpf-sched inspect` on every supported Go version in every build mode,
+//! checked against what the Go toolchain itself says (`go version -m`,
+//! `go tool nm`). No root needed.
+
+mod common;
+
+use std::{collections::BTreeMap, path::Path, process::Command};
+
+use common::{Mode, Toolchain, build, observer_binary, toolchains};
+use serde_json::Value;
+
+fn inspect(binary: &Path) -> Value {
+    let output = Command::new(observer_binary())
+        .args(["inspect", "--json"])
+        .arg(binary)
+        .output()
+        .expect("run gobpf-sched inspect");
+    assert!(
+        output.status.success(),
+        "inspect {} failed: {}",
+        binary.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("inspect --json prints JSON")
+}
+
+fn go(toolchain: &Toolchain, args: &[&str], binary: &Path) -> String {
+    let output = Command::new(&toolchain.go)
+        .args(args)
+        .arg(binary)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go");
+    assert!(
+        output.status.success(),
+        "go {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `go version -m`: the version, the `path` line and the `build` settings.
+fn version_m(toolchain: &Toolchain, binary: &Path) -> (String, String, BTreeMap<String, String>) {
+    let text = go(toolchain, &["version", "-m"], binary);
+    let version = text
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut path = String::new();
+    let mut settings = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.trim_start().splitn(2, '\t').collect();
+        match fields.as_slice() {
+            ["path", value] => path = (*value).to_owned(),
+            ["build", setting] => {
+                let (key, value) = setting.split_once('=').unwrap();
+                settings.insert(key.to_owned(), value.to_owned());
+            }
+            _ => {}
+        }
+    }
+    (version, path, settings)
+}
+
+/// `go tool nm` addresses of the given functions.
+fn nm(toolchain: &Toolchain, binary: &Path) -> BTreeMap<String, u64> {
+    go(toolchain, &["tool", "nm"], binary)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                // External linking (cgo) makes them local symbols: `t`.
+                [address, "T" | "t", name] if name.starts_with("runtime.") => {
+                    Some(((*name).to_owned(), u64::from_str_radix(address, 16).ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn check_mode(mode: Mode) {
+    for toolchain in toolchains() {
+        let binary = build(&toolchain, "scenario", mode);
+        let report = inspect(&binary);
+        let v = format!("{} {mode:?}", toolchain.version);
+
+        let (version, path, settings) = version_m(&toolchain, &binary);
+        assert_eq!(report["go_version"], version.as_str(), "{v}");
+        assert_eq!(report["package_path"], path.as_str(), "{v}");
+        let reported: BTreeMap<String, String> =
+            serde_json::from_value(report["build_settings"].clone()).unwrap();
+        assert_eq!(
+            reported, settings,
+            "{v}: build settings differ from go version -m"
+        );
+
+        assert_eq!(report["pie"], mode == Mode::Pie, "{v}");
+        // A Go PIE has an ELF interpreter too, cgo or not: the loader relocates it.
+        assert_eq!(
+            report["dynamically_linked"],
+            matches!(mode, Mode::Cgo | Mode::Pie),
+            "{v}"
+        );
+        assert_eq!(report["cgo_enabled"], mode == Mode::Cgo, "{v}");
+        assert_eq!(report["stripped"], mode == Mode::Stripped, "{v}");
+        assert_eq!(report["dwarf"], mode != Mode::Stripped, "{v}");
+        assert_eq!(report["supported"], true);
+        let stripped = mode == Mode::Stripped;
+        assert_eq!(
+            report["symbols_from"],
+            if stripped { "pclntab" } else { "symtab" },
+            "{v}"
+        );
+        let minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+        if stripped {
+            assert_eq!(report["layout_from"]["source"], "table", "{v}");
+            assert_eq!(
+                report["layout_from"]["version"],
+                minor.trim_start_matches("go"),
+                "{v}"
+            );
+        } else {
+            assert_eq!(report["layout_from"]["source"], "dwarf", "{v}");
+        }
+
+        // Function addresses: .symtab and .gopclntab agree with each other and with
+        // `go tool nm`; a stripped build has the code of the default build at the
+        // same addresses, so nm of that build is its ground truth.
+        let truth = if stripped {
+            nm(&toolchain, &build(&toolchain, "scenario", Mode::Default))
+        } else {
+            nm(&toolchain, &binary)
+        };
+        let probes = report["probes"].as_array().unwrap();
+        assert_eq!(probes.len(), 6, "{v}");
+        for probe in probes {
+            let function = probe["function"].as_str().unwrap();
+            let expected = truth[function];
+            assert_eq!(probe["address"], expected, "{v} {function}");
+            assert_eq!(
+                probe["pclntab_address"], expected,
+                "{v} {function} from .gopclntab"
+            );
+            if !stripped {
+                assert_eq!(
+                    probe["symtab_address"], expected,
+                    "{v} {function} from .symtab"
+                );
+            }
+            if ["runtime.schedule", "runtime.execute", "runtime.gopark"].contains(&function) {
+                assert_eq!(probe["placement"], "StackCheckJump", "{v} {function}");
+            }
+        }
+        let reasons: Vec<String> = serde_json::from_value(report["wait_reasons"].clone()).unwrap();
+        for name in ["chan receive", "chan send", "sleep", "select"] {
+            assert!(
+                reasons.iter().any(|r| r == name),
+                "{v}: no wait reason {name:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn default_builds() {
+    check_mode(Mode::Default);
+}
+
+#[test]
+fn stripped_builds() {
+    check_mode(Mode::Stripped);
+}
+
+#[test]
+fn pie_builds() {
+    check_mode(Mode::Pie);
+}
+
+#[test]
+fn cgo_builds() {
+    check_mode(Mode::Cgo);
+}
+
+/// The committed table says for each version what that version's DWARF says.
+#[test]
+fn the_offsets_table_agrees_with_dwarf() {
+    for toolchain in toolchains() {
+        let from_dwarf = inspect(&build(&toolchain, "scenario", Mode::Default));
+        let from_table = inspect(&build(&toolchain, "scenario", Mode::Stripped));
+        assert_eq!(from_table["layout_from"]["source"], "table");
+        assert_eq!(
+            from_dwarf["struct_offsets"], from_table["struct_offsets"],
+            "{}: DWARF and table differ",
+            toolchain.version
+        );
+        assert_eq!(
+            from_dwarf["wait_reasons"], from_table["wait_reasons"],
+            "{}",
+            toolchain.version
+        );
+    }
+}
