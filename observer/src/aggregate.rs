@@ -153,7 +153,8 @@ pub struct Clock {
 }
 
 impl Clock {
-    pub fn new() -> Self {
+    /// Measures the offset between the two clocks now.
+    pub fn measure() -> Self {
         let unix = read_clock(libc::CLOCK_REALTIME);
         let monotonic = read_clock(libc::CLOCK_MONOTONIC);
         Self {

@@ -126,7 +126,7 @@ async fn watch(
     attached_at: Instant,
     mut stop: StopSignals,
 ) -> Result<()> {
-    let clock = Clock::new();
+    let clock = Clock::measure();
     let deadline = args
         .duration
         .map(|d| tokio::time::Instant::from_std(attached_at + d));
