@@ -389,3 +389,73 @@ fn code_bytes(pid: u32, addresses: &[u64]) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Attaches to a started-but-waiting fixture and checks the counts a small run
+/// makes exact (10 sleepers, 100 rounds, 10 writes).
+fn check_small_run(fixture: Fixture, what: &str) {
+    let mut fixture = fixture;
+    let observer = Observer::attach(fixture.pid(), &["--json", "--top", "100000"]);
+    fixture.start();
+    let (status, output) = fixture.finish();
+    assert!(status.success(), "{what}: fixture failed");
+    let run = observer.wait();
+    assert!(run.status.success(), "{what}: {}", run.stderr);
+    let summary = run.only("summary");
+    let ids = goids(&output);
+    assert_eq!(
+        count(&goroutine(&summary, ids["ponger"]), "parks"),
+        101,
+        "{what}"
+    );
+    assert_eq!(
+        count(&goroutine(&summary, ids["writer"]), "syscalls"),
+        10,
+        "{what}"
+    );
+    assert_eq!(count(&summary, "offset_mismatches"), 0, "{what}");
+}
+
+const SMALL_RUN: [&str; 4] = ["10", "100", "10", "100"];
+
+#[test]
+fn deleted_replaced_and_other_namespace_binaries_still_attach() {
+    let toolchain = full_matrix_toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario", Mode::Default);
+    let dir = std::env::temp_dir().join(format!("gobpf-sched-exe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Deleted after it started: /proc/PID/exe still opens it.
+    let copy = dir.join("deleted");
+    std::fs::copy(&binary, &copy).unwrap();
+    let fixture = Fixture::spawn(&copy, &SMALL_RUN);
+    std::fs::remove_file(&copy).unwrap();
+    check_small_run(fixture, "deleted binary");
+
+    // Replaced by another program (an upgrade in place): the old inode runs on.
+    let copy = dir.join("replaced");
+    std::fs::copy(&binary, &copy).unwrap();
+    let fixture = Fixture::spawn(&copy, &SMALL_RUN);
+    let other = dir.join("other");
+    std::fs::copy("/bin/true", &other).unwrap();
+    std::fs::rename(&other, &copy).unwrap();
+    check_small_run(fixture, "replaced binary");
+
+    // Started from a tmpfs only its own mount namespace sees (like a container).
+    let mount_point = dir.join("mnt");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mut command = std::process::Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+    command.arg(format!(
+        "mount -t tmpfs none {mnt} && cp {bin} {mnt}/scenario && exec {mnt}/scenario {args}",
+        mnt = mount_point.display(),
+        bin = binary.display(),
+        args = SMALL_RUN.join(" ")
+    ));
+    let fixture = Fixture::spawn_command(command);
+    assert!(
+        std::fs::read_dir(&mount_point).unwrap().next().is_none(),
+        "the binary must not be visible outside its namespace"
+    );
+    check_small_run(fixture, "binary in another mount namespace");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,7 +127,8 @@ impl GoBinary {
         Self::parse(path, &data, shown_as)
     }
 
-    fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
+    /// Like [`GoBinary::open`] on bytes already read from `path`.
+    pub fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
         let file = object::File::parse(data)
             .with_context(|| format!("{shown_as} is not an ELF executable"))?;
         let Some(build_section) = file.section_by_name(".go.buildinfo") else {
