@@ -39,15 +39,12 @@ pub struct Stats {
     pub top_goroutines: Vec<GoroutineRow>,
 }
 
+/// One goroutine's activity over the span.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct GoroutineRow {
     pub goid: u64,
-    pub run_ns: u64,
-    pub runs: u64,
-    pub parks: u64,
-    pub syscalls: u64,
-    pub syscall_ns: u64,
-    pub preemptions: u64,
+    #[serde(flatten)]
+    pub totals: GoroutineStats,
 }
 
 impl Stats {
@@ -93,18 +90,21 @@ fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<Gorout
             let was = before.goroutines.get(&goid).unwrap_or(&zero);
             GoroutineRow {
                 goid,
-                run_ns: now.run_ns.saturating_sub(was.run_ns),
-                runs: now.runs.saturating_sub(was.runs),
-                parks: now.parks.saturating_sub(was.parks),
-                syscalls: now.syscalls.saturating_sub(was.syscalls),
-                syscall_ns: now.syscall_ns.saturating_sub(was.syscall_ns),
-                preemptions: now.preemptions.saturating_sub(was.preemptions),
+                totals: GoroutineStats {
+                    run_ns: now.run_ns.saturating_sub(was.run_ns),
+                    runs: now.runs.saturating_sub(was.runs),
+                    parks: now.parks.saturating_sub(was.parks),
+                    syscalls: now.syscalls.saturating_sub(was.syscalls),
+                    syscall_ns: now.syscall_ns.saturating_sub(was.syscall_ns),
+                    preemptions: now.preemptions.saturating_sub(was.preemptions),
+                },
             }
         })
-        .filter(|row| row.runs + row.parks + row.syscalls + row.preemptions + row.run_ns > 0)
+        .filter(|row| row.totals != zero)
         .collect();
     rows.sort_by_key(|row| {
-        std::cmp::Reverse((row.run_ns, row.runs + row.parks + row.syscalls, row.goid))
+        let t = &row.totals;
+        std::cmp::Reverse((t.run_ns, t.runs + t.parks + t.syscalls, row.goid))
     });
     rows.truncate(top);
     rows

@@ -159,10 +159,11 @@ impl Printer {
                 "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
                 "GOID", "RUN", "RUNS", "PARKS", "SYSCALLS", "IN SYSCALL", "PREEMPTS"
             ));
-            for g in &s.top_goroutines {
+            for row in &s.top_goroutines {
+                let g = &row.totals;
                 out.push_str(&format!(
                     "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
-                    g.goid,
+                    row.goid,
                     duration(g.run_ns),
                     g.runs,
                     g.parks,

@@ -205,3 +205,27 @@ fn the_offsets_table_agrees_with_dwarf() {
         );
     }
 }
+
+#[test]
+fn inspecting_a_file_needs_no_root() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario", Mode::Stripped);
+    // A copy that user nobody can read (the build cache may be under /root).
+    let copy = std::env::temp_dir().join(format!("gobpf-sched-inspect-{}", std::process::id()));
+    std::fs::copy(&binary, &copy).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(observer_binary())
+        .args(["inspect", "--json"])
+        .arg(&copy)
+        .output()
+        .expect("run inspect as nobody");
+    let _ = std::fs::remove_file(&copy);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["go_version"], toolchain.version.as_str());
+}

@@ -2,7 +2,6 @@
 //! runs `gobpf-sched attach` on it for a while.
 
 use std::{
-    path::Path,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -10,26 +9,15 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{setup, shell, toolchains};
+use crate::{setup, toolchains};
 
 pub fn run(toolchains: &toolchains::Installed, duration: &str, args: &[String]) -> Result<()> {
     setup::require_root("the demo attaches eBPF programs")?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
+    let root = toolchains::workspace_root();
     let binary = root.join("target/demo/workload");
     let go = toolchains.newest();
     eprintln!("demo: building the workload with {}", go.display());
-    shell::run(
-        Command::new(go)
-            .args(["build", "-o"])
-            .arg(&binary)
-            .arg(".")
-            .current_dir(root.join("xtask/workload"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOCACHE", toolchains::cache_dir().join("gocache")),
-    )?;
+    toolchains::build_workload(go, &binary)?;
     let mut workload = Command::new(&binary)
         .args(["-for", "10m"])
         .stdout(Stdio::inherit())

@@ -7,7 +7,7 @@
 //! offsets from that build's DWARF and the names from its symbol table: one
 //! reader for both the table and live binaries.
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{collections::BTreeMap, process::Command};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 use crate::{shell, toolchains};
 
 pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
+    let root = toolchains::workspace_root();
     let observer = root.join("target/release/gobpf-sched");
     let out_dir = root.join("target/offsets");
     std::fs::create_dir_all(&out_dir)?;
@@ -30,16 +28,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .unwrap_or_else(|| "go".to_owned()),
         );
-        shell::run(
-            Command::new(go)
-                .args(["build", "-o"])
-                .arg(&binary)
-                .arg(".")
-                .current_dir(root.join("xtask/workload"))
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOCACHE", toolchains::cache_dir().join("gocache")),
-        )?;
+        toolchains::build_workload(go, &binary)?;
         let report = shell::output(
             Command::new(&observer)
                 .args(["inspect", "--json"])

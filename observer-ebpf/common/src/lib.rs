@@ -90,6 +90,7 @@ pub const MAX_WAIT_REASONS: u32 = 256;
 /// Per-goroutine totals, kept in an LRU hash keyed by goid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct GoroutineStats {
     /// Nanoseconds spent running (sum of finished run slices).
     pub run_ns: u64,
