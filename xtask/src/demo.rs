@@ -17,7 +17,7 @@ pub fn run(toolchains: &toolchains::Installed, duration: &str, args: &[String]) 
     let binary = root.join("target/demo/workload");
     let go = toolchains.newest();
     eprintln!("demo: building the workload with {}", go.display());
-    toolchains::build_workload(go, &binary)?;
+    toolchains::build_go(go, &root.join("xtask/workload"), &binary)?;
     let mut workload = Command::new(&binary)
         .args(["-for", "10m"])
         .stdout(Stdio::inherit())

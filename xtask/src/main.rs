@@ -4,6 +4,7 @@
 //! project's kind gets everything from Debian packages, crates.io and PyPI; a
 //! machine that has it all passes through in seconds.
 
+mod bench;
 mod demo;
 mod offsets;
 mod setup;
@@ -33,6 +34,8 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Measure what tracing costs Go workloads: bare, gobpf-sched, bpftrace, runtime/trace.
+    Bench,
     /// Regenerate observer/src/binary/layouts.json from every Go toolchain's DWARF.
     Offsets,
     /// Set up, build, start a bundled Go workload and watch it live.
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run().map(|_| ()),
         Command::Build => setup::run().and_then(|_| build()),
+        Command::Bench => setup::run()
+            .and_then(|toolchains| build().map(|()| toolchains))
+            .and_then(|toolchains| bench::run(&toolchains)),
         Command::Offsets => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| offsets::run(&toolchains)),

@@ -28,7 +28,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .unwrap_or_else(|| "go".to_owned()),
         );
-        toolchains::build_workload(go, &binary)?;
+        toolchains::build_go(go, &root.join("xtask/workload"), &binary)?;
         let report = shell::output(
             Command::new(&observer)
                 .args(["inspect", "--json"])

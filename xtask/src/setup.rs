@@ -37,6 +37,8 @@ pub fn run() -> Result<Installed> {
             packages.push(package);
         }
     }
+    // What `cargo xtask bench` compares with.
+    packages.push("bpftrace");
     install_debian_packages(&packages)?;
     install_rust_src()?;
     if need_linker {

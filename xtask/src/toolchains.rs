@@ -85,6 +85,17 @@ impl Installed {
     pub fn newest(&self) -> &PathBuf {
         self.go.last().expect("at least one Go toolchain")
     }
+
+    /// The newest full-matrix toolchain: what the bench builds with.
+    pub fn primary(&self) -> &PathBuf {
+        self.go
+            .iter()
+            .zip(TOOLCHAINS)
+            .filter(|(_, t)| t.full)
+            .map(|(go, _)| go)
+            .next_back()
+            .expect("a full-matrix toolchain")
+    }
 }
 
 fn join<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> String {
@@ -111,14 +122,18 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// Builds the demo workload (`xtask/workload`) with `go` into `output`.
-pub fn build_workload(go: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+/// Builds the Go package in `dir` with `go` into `output`.
+pub fn build_go(
+    go: &std::path::Path,
+    dir: &std::path::Path,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
     crate::shell::run(
         std::process::Command::new(go)
             .args(["build", "-o"])
             .arg(output)
             .arg(".")
-            .current_dir(workspace_root().join("xtask/workload"))
+            .current_dir(dir)
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=mod")
             .env("GOCACHE", cache_dir().join("gocache")),

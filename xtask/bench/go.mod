@@ -1,0 +1,3 @@
+module gobpf-sched.bench/workloads
+
+go 1.19

@@ -1,0 +1,374 @@
+//! `cargo xtask bench`: what tracing costs a Go program, measured side by side in
+//! one run (this VM is noisy: only ratios within one run mean something).
+//!
+//! Each workload of `xtask/bench` runs bare, under `gobpf-sched attach`, under
+//! bpftrace with entry uprobes on the same runtime functions (counting hits per
+//! probe, the cheapest thing bpftrace can do there), and under `runtime/trace`.
+//! Repetitions are interleaved and the median is kept. Results are printed and
+//! saved under target/bench/ as JSON and Markdown.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Child, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{setup, toolchains};
+
+/// (workload, operations per run). Slow tracers run fewer operations (see `ops`).
+const WORKLOADS: &[(&str, u64)] = &[
+    ("pingpong", 500_000),
+    ("syscalls", 200_000),
+    ("fanout", 100_000),
+];
+const REPETITIONS: usize = 3;
+/// The functions gobpf-sched probes; bpftrace gets entry probes on the same ones.
+const PROBED: &[&str] = &[
+    "runtime.schedule",
+    "runtime.execute",
+    "runtime.gopark",
+    "runtime.entersyscall",
+    "runtime.entersyscallblock",
+    "runtime.exitsyscall",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tracer {
+    Bare,
+    GobpfSched,
+    Bpftrace,
+    RuntimeTrace,
+}
+
+const TRACERS: [Tracer; 4] = [
+    Tracer::Bare,
+    Tracer::GobpfSched,
+    Tracer::Bpftrace,
+    Tracer::RuntimeTrace,
+];
+
+impl Tracer {
+    fn name(self) -> &'static str {
+        match self {
+            Tracer::Bare => "bare",
+            Tracer::GobpfSched => "gobpf-sched",
+            Tracer::Bpftrace => "bpftrace",
+            Tracer::RuntimeTrace => "runtime/trace",
+        }
+    }
+
+    /// bpftrace single-steps every hit (~100× slower): fewer operations keep
+    /// its runs to seconds; ns/op stays comparable.
+    fn ops(self, ops: u64) -> u64 {
+        if self == Tracer::Bpftrace {
+            ops / 50
+        } else {
+            ops
+        }
+    }
+}
+
+/// One run's results.
+#[derive(Default, Clone)]
+struct Sample {
+    ns_per_op: f64,
+    /// Probe hits per operation (gobpf-sched: its counters; bpftrace: its counts).
+    hits_per_op: Option<f64>,
+    attach_ms: Option<f64>,
+    observer_rss_kb: Option<u64>,
+}
+
+pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
+    setup::require_root("the bench attaches eBPF programs")?;
+    if Command::new("bpftrace").arg("--version").output().is_err() {
+        bail!("bpftrace is missing: `cargo xtask setup` installs it (Debian package bpftrace)");
+    }
+    let root = toolchains::workspace_root();
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let go = toolchains.primary();
+    let binary = out_dir.join("workloads");
+    toolchains::build_go(go, &root.join("xtask/bench"), &binary)?;
+    let observer = root.join("target/release/gobpf-sched");
+    let go_version = String::from_utf8_lossy(
+        &Command::new(go)
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local")
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+
+    let mut results = Vec::new();
+    for &(workload, ops) in WORKLOADS {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); TRACERS.len()];
+        for repetition in 0..REPETITIONS {
+            for (i, &tracer) in TRACERS.iter().enumerate() {
+                eprintln!(
+                    "bench: {workload} under {} ({}/{REPETITIONS})",
+                    tracer.name(),
+                    repetition + 1
+                );
+                samples[i].push(run_once(
+                    &binary,
+                    &observer,
+                    workload,
+                    tracer.ops(ops),
+                    tracer,
+                )?);
+            }
+        }
+        let medians: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
+        results.push((workload, medians));
+    }
+
+    let report = render(&results, &go_version);
+    println!("{report}");
+    std::fs::write(out_dir.join("bench.md"), &report)?;
+    std::fs::write(
+        out_dir.join("bench.json"),
+        serde_json::to_string_pretty(&to_json(&results, &go_version))?,
+    )?;
+    eprintln!("bench: saved target/bench/bench.md and target/bench/bench.json");
+    Ok(())
+}
+
+fn median(samples: &[Sample]) -> Sample {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.ns_per_op.total_cmp(&b.ns_per_op));
+    sorted[sorted.len() / 2].clone()
+}
+
+/// A started workload that printed "ready" and waits for the go-ahead.
+struct Workload {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Workload {
+    fn start(binary: &Path, workload: &str, ops: u64, tracer: Tracer) -> Result<Self> {
+        let mut command = Command::new(binary);
+        command
+            .args([workload, &ops.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if tracer == Tracer::RuntimeTrace {
+            command.env("BENCH_TRACE", "1");
+        }
+        let mut child = command.spawn().context("cannot start the bench workload")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        expect_line(&mut stdout, "ready")?;
+        Ok(Self { child, stdout })
+    }
+
+    /// Lets it run; returns its ns/op.
+    fn go(&mut self) -> Result<f64> {
+        self.child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(b"go\n")?;
+        let line = expect_line(&mut self.stdout, "ns/op ")?;
+        Ok(line.trim_start_matches("ns/op ").trim().parse()?)
+    }
+}
+
+fn expect_line(reader: &mut impl BufRead, prefix: &str) -> Result<String> {
+    for line in reader.lines() {
+        let line = line?;
+        if line.starts_with(prefix) {
+            return Ok(line);
+        }
+    }
+    bail!("expected a line starting with {prefix:?}")
+}
+
+fn run_once(
+    binary: &Path,
+    observer: &Path,
+    workload: &str,
+    ops: u64,
+    tracer: Tracer,
+) -> Result<Sample> {
+    let mut target = Workload::start(binary, workload, ops, tracer)?;
+    let pid = target.child.id().to_string();
+    let mut sample = Sample::default();
+    match tracer {
+        Tracer::Bare | Tracer::RuntimeTrace => {
+            sample.ns_per_op = target.go()?;
+        }
+        Tracer::GobpfSched => {
+            let mut tracer = Command::new(observer)
+                .args(["attach", "--pid", &pid, "--json", "--interval", "10s"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+            let attached = expect_line(&mut stderr, "gobpf-sched: attached")?;
+            // Keep reading: the observer reports the target's exit there too.
+            std::thread::spawn(move || stderr.lines().for_each(drop));
+            // "... in 42 ms. Ctrl-C to stop."
+            sample.attach_ms = attached
+                .split(" in ")
+                .last()
+                .and_then(|rest| rest.split(" ms").next())
+                .and_then(|ms| ms.parse().ok());
+            sample.ns_per_op = target.go()?;
+            sample.observer_rss_kb = peak_rss_kb(tracer.id());
+            let output = tracer.wait_with_output()?;
+            let summary = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|v| v["type"] == "summary")
+                .context("gobpf-sched printed no summary")?;
+            let hits: u64 = [
+                "schedule",
+                "run_slices",
+                "gopark_total",
+                "syscalls_entered",
+                "syscalls_exited",
+                "restarts",
+            ]
+            .iter()
+            .map(|key| summary[key].as_u64().unwrap_or(0))
+            .sum();
+            sample.hits_per_op = Some(hits as f64 / ops as f64);
+        }
+        Tracer::Bpftrace => {
+            let probes: Vec<String> = PROBED
+                .iter()
+                .map(|f| format!("uprobe:{}:{f}", binary.display()))
+                .collect();
+            let program = format!(
+                "BEGIN {{ printf(\"ready\\n\"); }} {} {{ @hits[probe] = count(); }}",
+                probes.join(",")
+            );
+            let mut tracer = Command::new("bpftrace")
+                .args(["-p", &pid, "-e", &program])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
+            expect_line(&mut stdout, "ready")?;
+            sample.ns_per_op = target.go()?;
+            let _ = target.child.wait();
+            // bpftrace prints its maps when the traced process exits.
+            let mut hits = 0u64;
+            for line in stdout.lines() {
+                let line = line?;
+                if let Some(count) = line
+                    .strip_prefix("@hits[")
+                    .and_then(|l| l.rsplit(": ").next())
+                {
+                    hits += count.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+            let _ = tracer.wait();
+            sample.hits_per_op = Some(hits as f64 / ops as f64);
+        }
+    }
+    let _ = target.child.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(sample)
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn ratio(traced: f64, bare: f64) -> f64 {
+    traced / bare
+}
+
+fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
+    let mut out = format!(
+        "gobpf-sched bench, {go_version} workloads, medians of {REPETITIONS} interleaved runs\n\n\
+         | workload | bare ns/op | gobpf-sched ns/op | bpftrace ns/op | runtime/trace ns/op |\n\
+         |---|---|---|---|---|\n"
+    );
+    for (workload, s) in results {
+        let bare = s[0].ns_per_op;
+        out.push_str(&format!("| {workload} | {bare:.0} |"));
+        for sample in &s[1..] {
+            out.push_str(&format!(
+                " {:.0} ({:.1}×) |",
+                sample.ns_per_op,
+                ratio(sample.ns_per_op, bare)
+            ));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\n| workload | gobpf-sched hits/op | ns per hit | bpftrace hits/op | ns per hit | bpftrace overhead ÷ gobpf-sched overhead |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (workload, s) in results {
+        let bare = s[0].ns_per_op;
+        let ours = s[1].ns_per_op - bare;
+        let theirs = s[2].ns_per_op - bare;
+        let per_hit = |overhead: f64, hits: Option<f64>| match hits {
+            Some(h) if h > 0.0 => format!("{:.0}", overhead / h),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {workload} | {:.2} | {} | {:.2} | {} | {:.1}× |\n",
+            s[1].hits_per_op.unwrap_or(0.0),
+            per_hit(ours, s[1].hits_per_op),
+            s[2].hits_per_op.unwrap_or(0.0),
+            per_hit(theirs, s[2].hits_per_op),
+            theirs / ours.max(1.0)
+        ));
+    }
+    let attach: Vec<f64> = results.iter().filter_map(|(_, s)| s[1].attach_ms).collect();
+    let rss: Vec<u64> = results
+        .iter()
+        .filter_map(|(_, s)| s[1].observer_rss_kb)
+        .collect();
+    out.push_str(&format!(
+        "\nattach (load + 6 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
+        attach
+            .iter()
+            .map(|a| format!("{a:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        rss.iter()
+            .map(|r| format!("{:.1}", *r as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    ));
+    out
+}
+
+fn to_json(results: &[(&str, Vec<Sample>)], go_version: &str) -> Value {
+    let workloads: Vec<Value> = results
+        .iter()
+        .map(|(workload, samples)| {
+            let tracers: serde_json::Map<String, Value> = TRACERS
+                .iter()
+                .zip(samples)
+                .map(|(tracer, s)| {
+                    (
+                        tracer.name().to_owned(),
+                        json!({
+                            "ns_per_op": s.ns_per_op,
+                            "hits_per_op": s.hits_per_op,
+                            "attach_ms": s.attach_ms,
+                            "observer_rss_kb": s.observer_rss_kb,
+                        }),
+                    )
+                })
+                .collect();
+            json!({ "workload": workload, "tracers": tracers })
+        })
+        .collect();
+    json!({ "go_version": go_version, "repetitions": REPETITIONS, "workloads": workloads })
+}
