@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
-    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, MAX_WAIT_REASONS,
-    Running, counter, event_flags, event_kind,
+    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, HISTOGRAM_SLOTS,
+    MAX_WAIT_REASONS, Running, counter, event_flags, event_kind,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -36,6 +36,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// gopark calls by wait reason (the reason byte is the index).
 #[map]
 static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS, 0);
+
+/// Run-slice lengths (execute → next schedule on the thread), log2 of ns.
+#[map]
+static RUN_SLICES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
 
 /// Totals per goroutine id. LRU: a program with millions of short-lived
 /// goroutines evicts the oldest instead of failing inserts.
@@ -94,6 +98,27 @@ fn read_user<T>(addr: u64) -> Option<T> {
 const CARRY_FLAG: u64 = 1 << 0;
 const ZERO_FLAG: u64 = 1 << 6;
 
+/// floor(log2(value)), 0 for 0 and 1. BPF has no count-leading-zeros
+/// instruction: halve the search range with shifts, as libbpf-tools' log2l does.
+#[inline(always)]
+fn log2(mut value: u64) -> u32 {
+    let mut log = 0;
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        if value >> shift != 0 {
+            value >>= shift;
+            log += shift;
+        }
+    }
+    log
+}
+
+#[inline(always)]
+fn add_to_histogram(histogram: &PerCpuArray<u64>, value: u64) {
+    if let Some(slot) = histogram.get_ptr_mut(log2(value)) {
+        unsafe { *slot += 1 };
+    }
+}
+
 /// True when this hit must not count: the probe sits on the `jbe` of the stack
 /// check and the jump will be taken (CF or ZF set), so the function goes through
 /// `morestack` and starts over, and the probe fires again for the same call.
@@ -151,6 +176,7 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
             let ran = now.saturating_sub(running.since_ns);
             running.stopped_ns = now;
             add(counter::RUN_NS, ran);
+            add_to_histogram(&RUN_SLICES, ran);
             add_goroutine(running.goid, |s| &mut s.run_ns, ran);
         }
     }

@@ -17,6 +17,8 @@ pub struct Stats {
     pub run_slices: u64,
     /// Time goroutines spent running in finished run slices.
     pub run_ns: u64,
+    /// Lengths of those run slices: log2 buckets with at least one slice.
+    pub run_slice_histogram: Vec<Bucket>,
     /// Parks by wait reason (names from the binary).
     pub gopark: BTreeMap<String, u64>,
     pub gopark_total: u64,
@@ -40,6 +42,30 @@ pub struct Stats {
 }
 
 /// One goroutine's activity over the span.
+/// Values in `[from_ns, to_ns)`, as in the histograms of libbpf-tools' runqlat.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Bucket {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub count: u64,
+}
+
+/// The non-empty buckets of the difference of two cumulative log2 histograms.
+fn histogram(before: &[u64], after: &[u64]) -> Vec<Bucket> {
+    after
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, &count)| {
+            let count = count.saturating_sub(before.get(slot).copied().unwrap_or(0));
+            (count > 0).then(|| Bucket {
+                from_ns: if slot == 0 { 0 } else { 1 << slot },
+                to_ns: 1u64.checked_shl(slot as u32 + 1).unwrap_or(u64::MAX),
+                count,
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct GoroutineRow {
     pub goid: u64,
@@ -64,6 +90,7 @@ impl Stats {
             schedule: delta(counter::SCHEDULE),
             run_slices: delta(counter::EXECUTE),
             run_ns: delta(counter::RUN_NS),
+            run_slice_histogram: histogram(&before.run_slices, &after.run_slices),
             gopark_total: delta(counter::GOPARK),
             gopark,
             syscalls: delta(counter::SYSCALL_PAIRS),

@@ -8,13 +8,15 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
-use gobpf_sched_common::{Event, GoroutineStats, MAX_WAIT_REASONS, counter};
+use gobpf_sched_common::{Event, GoroutineStats, HISTOGRAM_SLOTS, MAX_WAIT_REASONS, counter};
 
 /// Everything the maps held at one moment. All values are cumulative since attach.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub counters: [u64; counter::COUNT as usize],
     pub parks: Vec<u64>,
+    /// Run-slice lengths, log2 histogram (see `HISTOGRAM_SLOTS`).
+    pub run_slices: Vec<u64>,
     pub goroutines: HashMap<u64, GoroutineStats>,
 }
 
@@ -27,6 +29,7 @@ impl Snapshot {
 pub struct Collector {
     counters: PerCpuArray<MapData, u64>,
     parks: PerCpuArray<MapData, u64>,
+    run_slices: PerCpuArray<MapData, u64>,
     goroutines: BpfHashMap<MapData, u64, GoroutineStats>,
     events: RingBuf<MapData>,
 }
@@ -46,6 +49,7 @@ impl Collector {
         Ok(Self {
             counters: take(ebpf, "COUNTERS")?,
             parks: take(ebpf, "PARKS")?,
+            run_slices: take(ebpf, "RUN_SLICES")?,
             goroutines: take(ebpf, "GOROUTINES")?,
             events: take(ebpf, "EVENTS")?,
         })
@@ -56,14 +60,14 @@ impl Collector {
         for (index, slot) in counters.iter_mut().enumerate() {
             *slot = self.counters.get(&(index as u32), 0)?.iter().sum();
         }
-        let parks = (0..MAX_WAIT_REASONS)
-            .map(|reason| Ok(self.parks.get(&reason, 0)?.iter().sum()))
-            .collect::<Result<_>>()?;
+        let parks = sum_slots(&self.parks, MAX_WAIT_REASONS)?;
+        let run_slices = sum_slots(&self.run_slices, HISTOGRAM_SLOTS)?;
         // An entry may be evicted between listing keys and reading it: skip those.
         let goroutines = self.goroutines.iter().filter_map(Result::ok).collect();
         Ok(Snapshot {
             counters,
             parks,
+            run_slices,
             goroutines,
         })
     }
@@ -80,4 +84,11 @@ impl Collector {
         }
         events
     }
+}
+
+/// Each slot of a per-CPU array, summed over the CPUs.
+fn sum_slots(array: &PerCpuArray<MapData, u64>, slots: u32) -> Result<Vec<u64>> {
+    (0..slots)
+        .map(|slot| Ok(array.get(&slot, 0)?.iter().sum()))
+        .collect()
 }

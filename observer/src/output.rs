@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::aggregate::{Preemption, Stats};
+use crate::aggregate::{Bucket, Preemption, Stats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -154,6 +154,7 @@ impl Printer {
                 ),
             );
         }
+        out.push_str(&histogram_text("run slice length", &s.run_slice_histogram));
         if !s.top_goroutines.is_empty() {
             out.push_str(&format!(
                 "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
@@ -175,6 +176,26 @@ impl Printer {
         }
         out
     }
+}
+
+/// A log2 histogram as libbpf-tools' runqlat prints one.
+fn histogram_text(title: &str, buckets: &[Bucket]) -> String {
+    let Some(max) = buckets.iter().map(|b| b.count).max() else {
+        return String::new();
+    };
+    let mut out = format!("{:>13}{:>24} {:>8}   distribution\n", "", title, "count");
+    for bucket in buckets {
+        let stars = (bucket.count * 30).div_ceil(max) as usize;
+        out.push_str(&format!(
+            "{:>13}{:>11} -> {:<10} {:>8}   |{:<30}|\n",
+            "",
+            duration(bucket.from_ns),
+            duration(bucket.to_ns),
+            bucket.count,
+            "*".repeat(stars)
+        ));
+    }
+    out
 }
 
 fn emit(text: &str) {

@@ -171,6 +171,27 @@ fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
             assert!(count(event, "ts_ns") > 0 && count(event, "unix_ns") > 0);
             assert!(count(event, "ran_ns") > 0);
         }
+        // Every finished run slice is in the length histogram (a few slices are
+        // still open when the program exits); the spinner's 10-20 ms slices
+        // between preemptions are in the buckets from 8 ms up.
+        let histogram = summary["run_slice_histogram"]
+            .as_array()
+            .expect("histogram");
+        let in_histogram: u64 = histogram.iter().map(|b| count(b, "count")).sum();
+        let started = count(&summary, "run_slices");
+        assert!(
+            in_histogram <= started && in_histogram + 16 >= started,
+            "{v}: {in_histogram} slices in the histogram, {started} started"
+        );
+        let long: u64 = histogram
+            .iter()
+            .filter(|b| count(b, "from_ns") >= 1 << 23)
+            .map(|b| count(b, "count"))
+            .sum();
+        assert!(
+            long >= count(&spinner, "preemptions").saturating_sub(1),
+            "{v}: {long} slices of 8 ms or more: {histogram:?}"
+        );
         // Intervals came every 200 ms and add up to no more than the whole run.
         let intervals: Vec<_> = run
             .json()
@@ -256,6 +277,7 @@ fn text_summary_names_reasons_and_preemptions() {
     assert!(gopark.contains("sleep 2"), "{gopark}"); // 20 sleepers (+ the scavenger)
     assert!(summary.lines().any(|l| l.starts_with("syscalls")));
     assert!(summary.contains("GOID"), "{summary}");
+    assert!(summary.contains("run slice length"), "{summary}");
     assert!(
         summary
             .lines()

@@ -84,6 +84,10 @@ pub mod counter {
     pub const COUNT: u32 = 16;
 }
 
+/// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns
+/// (slot 0 also counts 0).
+pub const HISTOGRAM_SLOTS: u32 = 64;
+
 /// Wait reasons are a `uint8` in every supported Go version.
 pub const MAX_WAIT_REASONS: u32 = 256;
 
