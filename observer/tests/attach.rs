@@ -488,3 +488,61 @@ fn deleted_replaced_and_other_namespace_binaries_still_attach() {
     check_small_run(fixture, "binary in another mount namespace");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The harm fixture's checksum line.
+fn checksum(output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with("checksum "))
+        .unwrap_or_else(|| panic!("no checksum in {output}"))
+        .to_owned()
+}
+
+/// Tracing never changes what a program computes: same checksum untraced,
+/// traced to the end, and with the observer killed with SIGKILL mid-run.
+#[test]
+fn tracing_never_changes_what_the_program_computes() {
+    const ROUNDS: &str = "300";
+    for toolchain in full_matrix_toolchains() {
+        for mode in [Mode::Default, Mode::Stripped, Mode::Pie] {
+            let v = format!("{} {mode:?}", toolchain.version);
+            let binary = build(&toolchain, "harm", mode);
+
+            let mut untraced = Fixture::spawn(&binary, &[ROUNDS]);
+            untraced.start();
+            let (status, output) = untraced.finish();
+            assert!(status.success(), "{v}: untraced run failed");
+            let expected = checksum(&output);
+
+            let mut traced = Fixture::spawn(&binary, &[ROUNDS]);
+            let observer = Observer::attach(traced.pid(), &["--json"]);
+            traced.start();
+            let (status, output) = traced.finish();
+            assert!(status.success(), "{v}: traced run failed");
+            assert_eq!(
+                checksum(&output),
+                expected,
+                "{v}: tracing changed the result"
+            );
+            let run = observer.wait();
+            assert!(run.status.success(), "{v}: {}", run.stderr);
+            let summary = run.only("summary");
+            assert!(count(&summary, "schedule") > 10_000, "{v}: {summary}");
+            assert_eq!(count(&summary, "dropped"), 0, "{v}");
+
+            let mut killed = Fixture::spawn(&binary, &[ROUNDS]);
+            let mut observer = Observer::attach(killed.pid(), &["--json"]);
+            killed.start();
+            thread::sleep(Duration::from_millis(200));
+            observer.child.kill().unwrap(); // SIGKILL mid-run
+            observer.child.wait().unwrap();
+            let (status, output) = killed.finish();
+            assert!(status.success(), "{v}: run with a killed observer failed");
+            assert_eq!(
+                checksum(&output),
+                expected,
+                "{v}: killing the observer changed the result"
+            );
+        }
+    }
+}
