@@ -7,16 +7,21 @@
 //	pingpong:  N round trips between two goroutines on unbuffered channels.
 //	syscalls:  N write(2) calls of one byte to /dev/null.
 //	fanout:    N goroutines started, each signalling a WaitGroup.
+//	http:      N requests to an HTTP server on 127.0.0.1, from 4 client
+//	           goroutines in the same process (loopback only, bounded by N).
 package main
 
 import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"runtime/trace"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -56,8 +61,47 @@ func fanout(n int) {
 	wg.Wait()
 }
 
+var serverURL string
+
+// startServer serves a small response on a loopback port chosen by the kernel.
+func startServer() {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go http.Serve(listener, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello\n")
+	}))
+	serverURL = "http://" + listener.Addr().String() + "/"
+}
+
+func requests(n int) {
+	const clients = 4
+	var left atomic.Int64
+	left.Store(int64(n))
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				resp, err := http.Get(serverURL)
+				if err != nil {
+					panic(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func main() {
-	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout}
+	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests}
+	if os.Args[1] == "http" {
+		startServer()
+	}
 	run, ok := workloads[os.Args[1]]
 	if !ok {
 		panic("unknown workload " + os.Args[1])

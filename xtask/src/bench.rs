@@ -24,6 +24,7 @@ const WORKLOADS: &[(&str, u64)] = &[
     ("pingpong", 500_000),
     ("syscalls", 200_000),
     ("fanout", 100_000),
+    ("http", 20_000),
 ];
 const REPETITIONS: usize = 3;
 /// The functions gobpf-sched probes; bpftrace gets entry probes on the same ones.
@@ -326,6 +327,18 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
             s[2].hits_per_op.unwrap_or(0.0),
             per_hit(theirs, s[2].hits_per_op),
             theirs / ours.max(1.0)
+        ));
+    }
+    if let Some((_, s)) = results.iter().find(|(w, _)| *w == "http") {
+        let req_per_s = |sample: &Sample| 1e9 / sample.ns_per_op;
+        out.push_str(&format!(
+            "\nHTTP on 127.0.0.1: bare {:.0} req/s; gobpf-sched {:.0} req/s ({:.0}% of bare); \
+             bpftrace {:.0} req/s; runtime/trace {:.0} req/s\n",
+            req_per_s(&s[0]),
+            req_per_s(&s[1]),
+            100.0 * s[0].ns_per_op / s[1].ns_per_op,
+            req_per_s(&s[2]),
+            req_per_s(&s[3]),
         ));
     }
     let attach: Vec<f64> = results.iter().filter_map(|(_, s)| s[1].attach_ms).collect();

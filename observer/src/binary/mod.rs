@@ -9,6 +9,7 @@
 
 pub mod buildinfo;
 pub mod dwarf;
+pub mod image;
 pub mod layouts;
 pub mod pclntab;
 pub mod prologue;
@@ -21,6 +22,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use gobpf_sched_common::GoOffsets;
+use image::{Image, Segment};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 use serde::Serialize;
 
@@ -81,14 +83,6 @@ pub enum LayoutSource {
     Dwarf,
     /// The generated table, for this Go version, made with that toolchain.
     Table { version: String, toolchain: String },
-}
-
-/// A mapped piece of the file: `[vaddr, vaddr + filesz)` comes from `file_offset`.
-#[derive(Debug, Clone, Copy)]
-struct Segment {
-    vaddr: u64,
-    file_offset: u64,
-    file_size: u64,
 }
 
 #[derive(Debug)]
@@ -192,7 +186,7 @@ impl GoBinary {
             .collect();
         let moduledata_text = struct_offsets.get("runtime.moduledata.text").copied();
         let (pclntab_functions, pclntab_function_count) =
-            pclntab_functions(&image, moduledata_text)
+            pclntab::runtime_functions(&image, moduledata_text)
                 .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
         let symbols_from = if symtab_functions.is_empty() {
             SymbolSource::Pclntab
@@ -234,7 +228,7 @@ impl GoBinary {
 
     /// File offset of a link-time virtual address (what a uprobe attaches to).
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        file_offset(&self.segments, vaddr)
+        image::file_offset(&self.segments, vaddr)
     }
 
     /// The first `len` bytes of code at link-time address `vaddr`.
@@ -247,68 +241,6 @@ impl GoBinary {
         let read = file.read_at(&mut code, offset)?;
         code.truncate(read);
         Ok(code)
-    }
-}
-
-fn file_offset(segments: &[Segment], vaddr: u64) -> Option<u64> {
-    segments
-        .iter()
-        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
-        .map(|s| vaddr - s.vaddr + s.file_offset)
-}
-
-/// The file's bytes as the loader maps them.
-struct Image<'a, 'data> {
-    data: &'data [u8],
-    segments: &'a [Segment],
-    file: &'a object::File<'data>,
-}
-
-impl Image<'_, '_> {
-    fn bytes(&self, vaddr: u64, len: u64) -> Option<&[u8]> {
-        let start = usize::try_from(file_offset(self.segments, vaddr)?).ok()?;
-        self.data
-            .get(start..start.checked_add(usize::try_from(len).ok()?)?)
-    }
-
-    /// A pointer stored at `vaddr`: the file holds its link-time value, except in
-    /// a position-independent binary whose linker left only the relocation.
-    fn pointer(&self, vaddr: u64) -> Option<u64> {
-        let stored = u64::from_le_bytes(self.bytes(vaddr, 8)?.try_into().ok()?);
-        if stored != 0 {
-            return Some(stored);
-        }
-        self.file
-            .dynamic_relocations()?
-            .find(|(offset, _)| *offset == vaddr)
-            .map(|(_, relocation)| relocation.addend() as u64)
-    }
-
-    /// `count` Go strings (pointer, length) stored from `vaddr` on.
-    fn go_strings(&self, vaddr: u64, count: u64) -> Result<Vec<String>> {
-        anyhow::ensure!(
-            (1..=256).contains(&count),
-            "{count} strings is not a wait-reason table"
-        );
-        (0..count)
-            .map(|i| {
-                let header = vaddr + 16 * i;
-                let len = u64::from_le_bytes(
-                    self.bytes(header + 8, 8)
-                        .context("string header outside the file")?
-                        .try_into()?,
-                );
-                if len == 0 {
-                    return Ok(String::new());
-                }
-                anyhow::ensure!(len <= 256, "a string of {len} bytes is not a wait reason");
-                let data = self
-                    .pointer(header)
-                    .context("string pointer outside the file")?;
-                let bytes = self.bytes(data, len).context("string outside the file")?;
-                Ok(String::from_utf8_lossy(bytes).into_owned())
-            })
-            .collect()
     }
 }
 
@@ -360,92 +292,6 @@ fn symtab_symbols(file: &object::File<'_>) -> HashMap<String, SymtabSymbol> {
             })
         })
         .collect()
-}
-
-/// `runtime.*` entries from `.gopclntab`, and how many functions it lists.
-/// `moduledata_text` is the offset of `text` in `runtime.moduledata`.
-fn pclntab_functions(
-    image: &Image<'_, '_>,
-    moduledata_text: Option<u64>,
-) -> Result<(HashMap<String, u64>, usize)> {
-    let (vaddr, table) = find_pclntab(image.file)?;
-    let mut text_start = table.text_start;
-    if text_start == 0 {
-        text_start = image
-            .pointer(vaddr + pclntab::Pclntab::text_start_field())
-            .unwrap_or(0);
-    }
-    if text_start == 0
-        && let Some(text_field) = moduledata_text
-    {
-        text_start = text_start_from_moduledata(image, vaddr, &table, text_field).unwrap_or(0);
-    }
-    let functions =
-        pclntab::function_entries(&table, text_start, |name| name.starts_with(b"runtime."))?;
-    Ok((functions, table.function_count()))
-}
-
-/// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
-/// words: the address of the pcHeader and of the function-name table after it.
-fn text_start_from_moduledata(
-    image: &Image<'_, '_>,
-    pclntab_vaddr: u64,
-    table: &pclntab::Pclntab<'_>,
-    text_field: u64,
-) -> Option<u64> {
-    let mut signature = pclntab_vaddr.to_le_bytes().to_vec();
-    signature.extend((pclntab_vaddr + table.funcname_offset()).to_le_bytes());
-    for section in image.file.sections() {
-        if section.address() == 0
-            || !matches!(
-                section.kind(),
-                object::SectionKind::Data | object::SectionKind::ReadOnlyData
-            )
-        {
-            continue;
-        }
-        let Ok(data) = section.data() else { continue };
-        if let Some(word) = (0..data.len() / 8).find(|&i| data[i * 8..].starts_with(&signature)) {
-            let moduledata = section.address() + 8 * word as u64;
-            return image.pointer(moduledata + text_field);
-        }
-    }
-    None
-}
-
-/// The function table: its own section (internal linking), or inside `.data.rel.ro`
-/// where an external linker merged it (cgo with -buildmode=pie).
-fn find_pclntab<'data>(file: &object::File<'data>) -> Result<(u64, pclntab::Pclntab<'data>)> {
-    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
-        if let Some(section) = file.section_by_name(name) {
-            return Ok((section.address(), pclntab::Pclntab::parse(section.data()?)?));
-        }
-    }
-    for name in [".data.rel.ro", ".rodata"] {
-        let Some(section) = file.section_by_name(name) else {
-            continue;
-        };
-        let data = section.data()?;
-        for magic in [pclntab::MAGIC_GO120, pclntab::MAGIC_GO118] {
-            let mut header = magic.to_le_bytes().to_vec();
-            header.extend([0, 0, 1, 8]); // two zero bytes, minLC 1, 8-byte pointers
-            let mut from = 0;
-            while let Some(at) = find(&data[from..], &header) {
-                let at = from + at;
-                if let Ok(table) = pclntab::Pclntab::parse(&data[at..])
-                    && table.function_count() > 0
-                {
-                    return Ok((section.address() + at as u64, table));
-                }
-                from = at + 1;
-            }
-        }
-    }
-    bail!("no .gopclntab found")
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {

@@ -19,6 +19,9 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail, ensure};
+use object::{Object, ObjectSection};
+
+use super::image::Image;
 
 pub const MAGIC_GO118: u32 = 0xffff_fff0;
 pub const MAGIC_GO120: u32 = 0xffff_fff1;
@@ -133,7 +136,7 @@ impl<'data> Pclntab<'data> {
 
 /// Entry addresses of the functions `wanted` accepts, keyed by name, given the
 /// real text start (`textStart` from the header, or relocated).
-pub fn function_entries(
+fn function_entries(
     table: &Pclntab<'_>,
     text_start: u64,
     wanted: impl FnMut(&[u8]) -> bool,
@@ -162,4 +165,89 @@ fn read_u64(data: &[u8], at: usize) -> Result<u64> {
         .and_then(|end| data.get(at..end))
         .context(".gopclntab is truncated")?;
     Ok(u64::from_le_bytes(bytes.try_into()?))
+}
+
+/// `runtime.*` entries from `.gopclntab`, and how many functions it lists.
+/// `moduledata_text` is the offset of `text` in `runtime.moduledata`.
+pub fn runtime_functions(
+    image: &Image<'_, '_>,
+    moduledata_text: Option<u64>,
+) -> Result<(HashMap<String, u64>, usize)> {
+    let (vaddr, table) = find_pclntab(image.file)?;
+    let mut text_start = table.text_start;
+    if text_start == 0 {
+        text_start = image
+            .pointer(vaddr + Pclntab::text_start_field())
+            .unwrap_or(0);
+    }
+    if text_start == 0
+        && let Some(text_field) = moduledata_text
+    {
+        text_start = text_start_from_moduledata(image, vaddr, &table, text_field).unwrap_or(0);
+    }
+    let functions = function_entries(&table, text_start, |name| name.starts_with(b"runtime."))?;
+    Ok((functions, table.function_count()))
+}
+
+/// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
+/// words: the address of the pcHeader and of the function-name table after it.
+fn text_start_from_moduledata(
+    image: &Image<'_, '_>,
+    pclntab_vaddr: u64,
+    table: &Pclntab<'_>,
+    text_field: u64,
+) -> Option<u64> {
+    let mut signature = pclntab_vaddr.to_le_bytes().to_vec();
+    signature.extend((pclntab_vaddr + table.funcname_offset()).to_le_bytes());
+    for section in image.file.sections() {
+        if section.address() == 0
+            || !matches!(
+                section.kind(),
+                object::SectionKind::Data | object::SectionKind::ReadOnlyData
+            )
+        {
+            continue;
+        }
+        let Ok(data) = section.data() else { continue };
+        if let Some(word) = (0..data.len() / 8).find(|&i| data[i * 8..].starts_with(&signature)) {
+            let moduledata = section.address() + 8 * word as u64;
+            return image.pointer(moduledata + text_field);
+        }
+    }
+    None
+}
+
+/// The function table: its own section (internal linking), or inside `.data.rel.ro`
+/// where an external linker merged it (cgo with -buildmode=pie).
+fn find_pclntab<'data>(file: &object::File<'data>) -> Result<(u64, Pclntab<'data>)> {
+    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+        if let Some(section) = file.section_by_name(name) {
+            return Ok((section.address(), Pclntab::parse(section.data()?)?));
+        }
+    }
+    for name in [".data.rel.ro", ".rodata"] {
+        let Some(section) = file.section_by_name(name) else {
+            continue;
+        };
+        let data = section.data()?;
+        for magic in [MAGIC_GO120, MAGIC_GO118] {
+            let mut header = magic.to_le_bytes().to_vec();
+            header.extend([0, 0, 1, 8]); // two zero bytes, minLC 1, 8-byte pointers
+            let mut from = 0;
+            while let Some(at) = find(&data[from..], &header) {
+                let at = from + at;
+                if let Ok(table) = Pclntab::parse(&data[at..])
+                    && table.function_count() > 0
+                {
+                    return Ok((section.address() + at as u64, table));
+                }
+                from = at + 1;
+            }
+        }
+    }
+    bail!("no .gopclntab found")
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
