@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use gobpf_sched_common::{
     COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, HISTOGRAM_SLOTS,
-    MAX_WAIT_REASONS, Running, counter, event_flags, event_kind,
+    MAX_WAIT_REASONS, Running, Waiting, counter, event_flags, event_kind, g_status,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -27,6 +27,7 @@ static CONFIG: Config = Config {
         m_procid: 0,
         m_p: 0,
         p_id: 0,
+        g_waitreason: 0,
     },
 };
 
@@ -40,6 +41,23 @@ static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS,
 /// Run-slice lengths (execute → next schedule on the thread), log2 of ns.
 #[map]
 static RUN_SLICES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
+
+/// Run-queue latency (runnable → running), log2 of ns.
+#[map]
+static RUNQ_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
+
+/// Nanoseconds goroutines spent blocked, by wait reason.
+#[map]
+static BLOCKED_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS, 0);
+
+/// g address → when it became runnable. Keyed by the g, not its id: newproc1 in
+/// Go 1.19 assigns the goid after making the new g runnable.
+#[map]
+static RUNNABLE_SINCE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// g address → when it started to wait, and why.
+#[map]
+static WAITING: LruHashMap<u64, Waiting> = LruHashMap::with_max_entries(65536, 0);
 
 /// Totals per goroutine id. LRU: a program with millions of short-lived
 /// goroutines evicts the oldest instead of failing inserts.
@@ -183,29 +201,53 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `runtime.execute(gp *g, inheritTime bool)`: gp (in RAX) starts running on this M.
+/// `runtime.casgstatus(gp *g, oldval, newval uint32)`: every change of a goroutine's
+/// state goes through it (`//go:nosplit`: probed at its entry), with gp in RAX, the
+/// old state in RBX and the new one in RCX. One probe gives what gopark, execute,
+/// entersyscall and exitsyscall probes would, plus the time spent runnable and
+/// blocked, and goroutine creation and exit.
 #[uprobe]
-pub fn go_execute(ctx: ProbeContext) -> u32 {
-    if call_restarts(&ctx) {
-        return 0;
-    }
-    add(counter::EXECUTE, 1);
+pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
     let offsets = config().offsets;
-    let gp = unsafe { (*ctx.regs).rax };
     let Some(goid) = goid_of(gp, &offsets) else {
         return 0;
     };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match (old, new) {
+        (g_status::RUNNABLE, g_status::RUNNING) => started_running(&ctx, &offsets, gp, goid, now),
+        (g_status::RUNNING, g_status::WAITING) => parked(gp, &offsets, goid, now),
+        (g_status::RUNNING, g_status::DEAD) => add(counter::EXITED, 1),
+        _ => {}
+    }
+    if new == g_status::RUNNABLE {
+        became_runnable(old, gp, now);
+    }
+    0
+}
+
+/// runnable → running, in `execute` on the M that will run it (R14 is its g0).
+#[inline(always)]
+fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, now: u64) {
+    add(counter::EXECUTE, 1);
+    if let Some(since) = unsafe { RUNNABLE_SINCE.get(&gp) } {
+        let waited = now.saturating_sub(*since);
+        let _ = RUNNABLE_SINCE.remove(&gp);
+        add_to_histogram(&RUNQ_LATENCY, waited);
+        add_goroutine(goid, |s| &mut s.runq_wait_ns, waited);
+    }
     let tid = current_tid();
     let mut running = Running {
         goid,
-        since_ns: unsafe { bpf_ktime_get_ns() },
+        since_ns: now,
         stopped_ns: 0,
         m_id: -1,
         p_id: -1,
         _pad: 0,
     };
-    // execute runs on g0, whose g.m is this thread's M and m.p the P just acquired.
-    if let Some(m) = read_user::<u64>(current_g(&ctx) + offsets.g_m) {
+    // g0's g.m is this thread's M, and m.p the P just acquired.
+    if let Some(m) = read_user::<u64>(current_g(ctx) + offsets.g_m) {
         running.m_id = read_user::<i64>(m + offsets.m_id).unwrap_or(-1);
         if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
             // Self-check of the offsets against the kernel's own thread id.
@@ -222,45 +264,55 @@ pub fn go_execute(ctx: ProbeContext) -> u32 {
     }
     let _ = RUNNING.insert(&tid, &running, 0);
     add_goroutine(goid, |s| &mut s.runs, 1);
-    0
 }
 
-/// `runtime.gopark(unlockf, lock, reason waitReason, ...)`: the current goroutine
-/// blocks; the reason (a uint8) is the third argument, in RCX.
-#[uprobe]
-pub fn go_gopark(ctx: ProbeContext) -> u32 {
-    if call_restarts(&ctx) {
-        return 0;
-    }
+/// running → waiting (`park_m` after `gopark` set `g.waitreason`).
+#[inline(always)]
+fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
     add(counter::GOPARK, 1);
-    let reason = unsafe { (*ctx.regs).rcx } as u32 & 0xff;
-    if let Some(slot) = PARKS.get_ptr_mut(reason) {
+    let reason = u64::from(read_user::<u8>(gp + offsets.g_waitreason).unwrap_or(0));
+    if let Some(slot) = PARKS.get_ptr_mut(reason as u32) {
         unsafe { *slot += 1 };
     }
-    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
-        add_goroutine(goid, |s| &mut s.parks, 1);
-    }
-    0
+    add_goroutine(goid, |s| &mut s.parks, 1);
+    let waiting = Waiting {
+        since_ns: now,
+        reason,
+    };
+    let _ = WAITING.insert(&gp, &waiting, 0);
 }
 
-/// `runtime.entersyscall` and `runtime.entersyscallblock`.
-#[uprobe]
-pub fn go_entersyscall(ctx: ProbeContext) -> u32 {
-    if call_restarts(&ctx) {
-        return 0;
+/// → runnable: woken (blocked time ends), created, preempted or yielding.
+#[inline(always)]
+fn became_runnable(old: u32, gp: u64, now: u64) {
+    if old == g_status::WAITING
+        && let Some(waiting) = unsafe { WAITING.get(&gp) }
+    {
+        let blocked = now.saturating_sub(waiting.since_ns);
+        if let Some(slot) = BLOCKED_NS.get_ptr_mut(waiting.reason as u32) {
+            unsafe { *slot += blocked };
+        }
+        let _ = WAITING.remove(&gp);
     }
+    if old == g_status::DEAD {
+        add(counter::CREATED, 1);
+    }
+    let _ = RUNNABLE_SINCE.insert(&gp, &now, 0);
+}
+
+/// `runtime.entersyscall` and `runtime.entersyscallblock` (`//go:nosplit`: at entry).
+#[uprobe]
+pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
     add(counter::SYSCALL_ENTER, 1);
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
     0
 }
 
-/// `runtime.exitsyscall`: pairs with the entersyscall on this thread.
+/// `runtime.exitsyscall`: pairs with the entersyscall on this thread (a goroutine
+/// keeps its M during a syscall).
 #[uprobe]
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
-    if call_restarts(&ctx) {
-        return 0;
-    }
     add(counter::SYSCALL_EXIT, 1);
     let tid = current_tid();
     let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {

@@ -19,8 +19,15 @@ pub struct Stats {
     pub run_ns: u64,
     /// Lengths of those run slices: log2 buckets with at least one slice.
     pub run_slice_histogram: Vec<Bucket>,
+    /// Time from runnable to running (waiting in a run queue for an M and a P).
+    pub runq_latency_histogram: Vec<Bucket>,
     /// Parks by wait reason (names from the binary).
     pub gopark: BTreeMap<String, u64>,
+    /// Time blocked, by wait reason, for the waits that ended in the span.
+    pub blocked_ns: BTreeMap<String, u64>,
+    /// Goroutines created and exited.
+    pub goroutines_created: u64,
+    pub goroutines_exited: u64,
     pub gopark_total: u64,
     /// Matched entersyscall → exitsyscall pairs, and the time between.
     pub syscalls: u64,
@@ -77,22 +84,17 @@ impl Stats {
     /// What happened between `before` and `after`; `top` goroutines are listed.
     pub fn between(before: &Snapshot, after: &Snapshot, reasons: &[String], top: usize) -> Self {
         let delta = |index| after.counter(index).saturating_sub(before.counter(index));
-        let mut gopark = BTreeMap::new();
-        for (reason, &count) in after.parks.iter().enumerate() {
-            let count = count.saturating_sub(before.parks.get(reason).copied().unwrap_or(0));
-            if count > 0 {
-                *gopark
-                    .entry(wait_reasons::name(reasons, reason))
-                    .or_insert(0) += count;
-            }
-        }
         Self {
             schedule: delta(counter::SCHEDULE),
             run_slices: delta(counter::EXECUTE),
             run_ns: delta(counter::RUN_NS),
             run_slice_histogram: histogram(&before.run_slices, &after.run_slices),
             gopark_total: delta(counter::GOPARK),
-            gopark,
+            gopark: by_reason(&before.parks, &after.parks, reasons),
+            blocked_ns: by_reason(&before.blocked_ns, &after.blocked_ns, reasons),
+            runq_latency_histogram: histogram(&before.runq_latency, &after.runq_latency),
+            goroutines_created: delta(counter::CREATED),
+            goroutines_exited: delta(counter::EXITED),
             syscalls: delta(counter::SYSCALL_PAIRS),
             syscall_ns: delta(counter::SYSCALL_NS),
             syscalls_entered: delta(counter::SYSCALL_ENTER),
@@ -106,6 +108,20 @@ impl Stats {
             top_goroutines: top_goroutines(before, after, top),
         }
     }
+}
+
+/// Differences of cumulative per-reason arrays, keyed by the reason's name.
+fn by_reason(before: &[u64], after: &[u64], reasons: &[String]) -> BTreeMap<String, u64> {
+    let mut named = BTreeMap::new();
+    for (reason, &value) in after.iter().enumerate() {
+        let value = value.saturating_sub(before.get(reason).copied().unwrap_or(0));
+        if value > 0 {
+            *named
+                .entry(wait_reasons::name(reasons, reason))
+                .or_insert(0) += value;
+        }
+    }
+    named
 }
 
 fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<GoroutineRow> {
@@ -124,6 +140,7 @@ fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<Gorout
                     syscalls: now.syscalls.saturating_sub(was.syscalls),
                     syscall_ns: now.syscall_ns.saturating_sub(was.syscall_ns),
                     preemptions: now.preemptions.saturating_sub(was.preemptions),
+                    runq_wait_ns: now.runq_wait_ns.saturating_sub(was.runq_wait_ns),
                 },
             }
         })

@@ -17,6 +17,10 @@ pub struct Snapshot {
     pub parks: Vec<u64>,
     /// Run-slice lengths, log2 histogram (see `HISTOGRAM_SLOTS`).
     pub run_slices: Vec<u64>,
+    /// Run-queue latency, log2 histogram.
+    pub runq_latency: Vec<u64>,
+    /// Nanoseconds blocked, by wait reason.
+    pub blocked_ns: Vec<u64>,
     pub goroutines: HashMap<u64, GoroutineStats>,
 }
 
@@ -30,6 +34,8 @@ pub struct Collector {
     counters: PerCpuArray<MapData, u64>,
     parks: PerCpuArray<MapData, u64>,
     run_slices: PerCpuArray<MapData, u64>,
+    runq_latency: PerCpuArray<MapData, u64>,
+    blocked_ns: PerCpuArray<MapData, u64>,
     goroutines: BpfHashMap<MapData, u64, GoroutineStats>,
     events: RingBuf<MapData>,
 }
@@ -50,6 +56,8 @@ impl Collector {
             counters: take(ebpf, "COUNTERS")?,
             parks: take(ebpf, "PARKS")?,
             run_slices: take(ebpf, "RUN_SLICES")?,
+            runq_latency: take(ebpf, "RUNQ_LATENCY")?,
+            blocked_ns: take(ebpf, "BLOCKED_NS")?,
             goroutines: take(ebpf, "GOROUTINES")?,
             events: take(ebpf, "EVENTS")?,
         })
@@ -62,12 +70,16 @@ impl Collector {
         }
         let parks = sum_slots(&self.parks, MAX_WAIT_REASONS)?;
         let run_slices = sum_slots(&self.run_slices, HISTOGRAM_SLOTS)?;
+        let runq_latency = sum_slots(&self.runq_latency, HISTOGRAM_SLOTS)?;
+        let blocked_ns = sum_slots(&self.blocked_ns, MAX_WAIT_REASONS)?;
         // An entry may be evicted between listing keys and reading it: skip those.
         let goroutines = self.goroutines.iter().filter_map(Result::ok).collect();
         Ok(Snapshot {
             counters,
             parks,
             run_slices,
+            runq_latency,
+            blocked_ns,
             goroutines,
         })
     }

@@ -143,6 +143,21 @@ impl Printer {
                 s.syscalls_exited
             ),
         );
+        line(
+            "goroutines",
+            format!(
+                "{:>9}   created, {} exited",
+                s.goroutines_created, s.goroutines_exited
+            ),
+        );
+        let mut blocked: Vec<(&String, &u64)> = s.blocked_ns.iter().collect();
+        blocked.sort_by_key(|(name, ns)| (std::cmp::Reverse(**ns), (*name).clone()));
+        let blocked: Vec<String> = blocked
+            .iter()
+            .take(8)
+            .map(|(name, ns)| format!("{name} {}", duration(**ns)))
+            .collect();
+        line("blocked", format!("{:>9}   {}", "", blocked.join(", ")));
         line("preemptions", format!("{:>9}", s.preemptions));
         line("dropped", format!("{:>9}", s.dropped));
         if s.offset_mismatches > 0 || s.read_errors > 0 {
@@ -154,18 +169,23 @@ impl Printer {
                 ),
             );
         }
+        out.push_str(&histogram_text(
+            "run-queue latency",
+            &s.runq_latency_histogram,
+        ));
         out.push_str(&histogram_text("run slice length", &s.run_slice_histogram));
         if !s.top_goroutines.is_empty() {
             out.push_str(&format!(
-                "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
-                "GOID", "RUN", "RUNS", "PARKS", "SYSCALLS", "IN SYSCALL", "PREEMPTS"
+                "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
+                "GOID", "RUN", "RUNQ WAIT", "RUNS", "PARKS", "SYSCALLS", "IN SYSCALL", "PREEMPTS"
             ));
             for row in &s.top_goroutines {
                 let g = &row.totals;
                 out.push_str(&format!(
-                    "{:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
+                    "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
                     row.goid,
                     duration(g.run_ns),
+                    duration(g.runq_wait_ns),
                     g.runs,
                     g.parks,
                     g.syscalls,

@@ -26,11 +26,13 @@ use crate::{
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gobpf-sched-ebpf"));
 
-/// Which kernel program watches which runtime function.
+/// Which kernel program watches which runtime function: `schedule` ends run
+/// slices and counts scheduling rounds; `casgstatus` sees goroutine state changes
+/// (parks, wakeups, run starts, creation, exit); the syscall functions pair
+/// syscalls (Go 1.26+ enters them without casgstatus).
 pub const UPROBES: &[(&str, &str)] = &[
     ("go_schedule", "runtime.schedule"),
-    ("go_execute", "runtime.execute"),
-    ("go_gopark", "runtime.gopark"),
+    ("go_casgstatus", "runtime.casgstatus"),
     ("go_entersyscall", "runtime.entersyscall"),
     ("go_entersyscall", "runtime.entersyscallblock"),
     ("go_exitsyscall", "runtime.exitsyscall"),

@@ -30,8 +30,7 @@ const REPETITIONS: usize = 3;
 /// The functions gobpf-sched probes; bpftrace gets entry probes on the same ones.
 const PROBED: &[&str] = &[
     "runtime.schedule",
-    "runtime.execute",
-    "runtime.gopark",
+    "runtime.casgstatus",
     "runtime.entersyscall",
     "runtime.entersyscallblock",
     "runtime.exitsyscall",
@@ -227,13 +226,17 @@ fn run_once(
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
                 .find(|v| v["type"] == "summary")
                 .context("gobpf-sched printed no summary")?;
+            // Probe hits: schedule, syscall enter and exit, and the casgstatus
+            // changes counted (into running, waiting, dead); casgstatus also fires
+            // for changes not counted (into runnable, syscall), so this undercounts.
             let hits: u64 = [
                 "schedule",
+                "restarts",
                 "run_slices",
                 "gopark_total",
                 "syscalls_entered",
                 "syscalls_exited",
-                "restarts",
+                "goroutines_exited",
             ]
             .iter()
             .map(|key| summary[key].as_u64().unwrap_or(0))
@@ -347,7 +350,7 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
         .filter_map(|(_, s)| s[1].observer_rss_kb)
         .collect();
     out.push_str(&format!(
-        "\nattach (load + 6 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
+        "\nattach (load + 5 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
         attach
             .iter()
             .map(|a| format!("{a:.0}"))

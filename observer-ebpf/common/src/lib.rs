@@ -22,6 +22,8 @@ pub struct GoOffsets {
     pub m_p: u64,
     /// `p.id` (int32).
     pub p_id: u64,
+    /// `g.waitreason` (uint8).
+    pub g_waitreason: u64,
 }
 
 /// Read-only configuration of the kernel programs, written into the global
@@ -80,6 +82,10 @@ pub mod counter {
     /// Hits skipped at a stack-check `jbe` because the jump was taken: the call
     /// grows its stack (or yields to a preemption request) and starts over.
     pub const RESTARTS: u32 = 13;
+    /// Goroutines created (`_Gdead` → `_Grunnable` in newproc1).
+    pub const CREATED: u32 = 14;
+    /// Goroutines that exited (`_Grunning` → `_Gdead`).
+    pub const EXITED: u32 = 15;
     /// Number of slots in the array.
     pub const COUNT: u32 = 16;
 }
@@ -108,6 +114,25 @@ pub struct GoroutineStats {
     pub syscall_ns: u64,
     /// SIGURG preemption signals sent while this g was running.
     pub preemptions: u64,
+    /// Nanoseconds spent runnable, waiting in a run queue for an M and a P.
+    pub runq_wait_ns: u64,
+}
+
+/// When a goroutine started to wait, and why (`WAITING` map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waiting {
+    pub since_ns: u64,
+    pub reason: u64,
+}
+
+/// Goroutine states (`runtime2.go`, the same in every supported version).
+pub mod g_status {
+    pub const RUNNABLE: u32 = 1;
+    pub const RUNNING: u32 = 2;
+    pub const SYSCALL: u32 = 3;
+    pub const WAITING: u32 = 4;
+    pub const DEAD: u32 = 6;
 }
 
 /// The goroutine an OS thread runs, or ran last, keyed by thread id: set by
@@ -173,4 +198,5 @@ mod pod {
     unsafe impl aya::Pod for super::GoroutineStats {}
     unsafe impl aya::Pod for super::Running {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Waiting {}
 }

@@ -32,8 +32,8 @@ pub use buildinfo::BuildInfo;
 /// argument, and tested (Go 1.20 has no toolchain here: it works from DWARF only).
 pub const SUPPORTED_GO: std::ops::RangeInclusive<(u32, u32)> = (1, 19)..=(1, 27);
 
-/// Runtime struct members recorded (DWARF and table). The probes need the first
-/// six; the others describe scheduler state read from memory by later features,
+/// Runtime struct members recorded (DWARF and table). The probes need those in
+/// `GoOffsets`; the others describe scheduler state read from memory by later features,
 /// and are recorded now so the table need not be regenerated for them.
 pub const WANTED_MEMBERS: &[(&str, &[&str])] = &[
     (
@@ -308,5 +308,6 @@ fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
         m_procid: get("runtime.m.procid")?,
         m_p: get("runtime.m.p")?,
         p_id: get("runtime.p.id")?,
+        g_waitreason: get("runtime.g.waitreason")?,
     })
 }
