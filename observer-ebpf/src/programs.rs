@@ -28,6 +28,7 @@ static CONFIG: Config = Config {
         m_p: 0,
         p_id: 0,
         g_waitreason: 0,
+        g_startpc: 0,
     },
 };
 
@@ -264,6 +265,13 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
     }
     let _ = RUNNING.insert(&tid, &running, 0);
     add_goroutine(goid, |s| &mut s.runs, 1);
+    // Its start function, once: the goid is valid here in every version.
+    if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
+        let stats = unsafe { &mut *stats };
+        if stats.start_pc == 0 {
+            stats.start_pc = read_user::<u64>(gp + offsets.g_startpc).unwrap_or(0);
+        }
+    }
 }
 
 /// running → waiting (`park_m` after `gopark` set `g.waitreason`).

@@ -73,16 +73,28 @@ fn histogram(before: &[u64], after: &[u64]) -> Vec<Bucket> {
         .collect()
 }
 
+/// One goroutine's activity over the span.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct GoroutineRow {
     pub goid: u64,
+    /// The function it was started with, when known.
+    pub start_function: Option<String>,
     #[serde(flatten)]
     pub totals: GoroutineStats,
 }
 
+/// Names what the kernel reports by number: wait reasons, code addresses.
+pub struct Names<'a> {
+    /// Wait-reason names, indexed by reason.
+    pub reasons: &'a [String],
+    /// The function at a run-time code address.
+    pub function_at: &'a dyn Fn(u64) -> Option<String>,
+}
+
 impl Stats {
     /// What happened between `before` and `after`; `top` goroutines are listed.
-    pub fn between(before: &Snapshot, after: &Snapshot, reasons: &[String], top: usize) -> Self {
+    pub fn between(before: &Snapshot, after: &Snapshot, names: &Names<'_>, top: usize) -> Self {
+        let reasons = names.reasons;
         let delta = |index| after.counter(index).saturating_sub(before.counter(index));
         Self {
             schedule: delta(counter::SCHEDULE),
@@ -105,7 +117,7 @@ impl Stats {
             offset_mismatches: delta(counter::OFFSET_MISMATCHES),
             read_errors: delta(counter::READ_ERRORS),
             restarts: delta(counter::RESTARTS),
-            top_goroutines: top_goroutines(before, after, top),
+            top_goroutines: top_goroutines(before, after, top, names),
         }
     }
 }
@@ -124,7 +136,12 @@ fn by_reason(before: &[u64], after: &[u64], reasons: &[String]) -> BTreeMap<Stri
     named
 }
 
-fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<GoroutineRow> {
+fn top_goroutines(
+    before: &Snapshot,
+    after: &Snapshot,
+    top: usize,
+    names: &Names<'_>,
+) -> Vec<GoroutineRow> {
     let zero = GoroutineStats::default();
     let mut rows: Vec<GoroutineRow> = after
         .goroutines
@@ -133,6 +150,7 @@ fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<Gorout
             let was = before.goroutines.get(&goid).unwrap_or(&zero);
             GoroutineRow {
                 goid,
+                start_function: None,
                 totals: GoroutineStats {
                     run_ns: now.run_ns.saturating_sub(was.run_ns),
                     runs: now.runs.saturating_sub(was.runs),
@@ -141,16 +159,28 @@ fn top_goroutines(before: &Snapshot, after: &Snapshot, top: usize) -> Vec<Gorout
                     syscall_ns: now.syscall_ns.saturating_sub(was.syscall_ns),
                     preemptions: now.preemptions.saturating_sub(was.preemptions),
                     runq_wait_ns: now.runq_wait_ns.saturating_sub(was.runq_wait_ns),
+                    start_pc: now.start_pc,
                 },
             }
         })
-        .filter(|row| row.totals != zero)
+        .filter(|row| {
+            row.totals
+                != GoroutineStats {
+                    start_pc: row.totals.start_pc,
+                    ..zero
+                }
+        })
         .collect();
     rows.sort_by_key(|row| {
         let t = &row.totals;
         std::cmp::Reverse((t.run_ns, t.runs + t.parks + t.syscalls, row.goid))
     });
     rows.truncate(top);
+    for row in &mut rows {
+        if row.totals.start_pc != 0 {
+            row.start_function = (names.function_at)(row.totals.start_pc);
+        }
+    }
     rows
 }
 

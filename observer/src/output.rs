@@ -176,13 +176,21 @@ impl Printer {
         out.push_str(&histogram_text("run slice length", &s.run_slice_histogram));
         if !s.top_goroutines.is_empty() {
             out.push_str(&format!(
-                "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
-                "GOID", "RUN", "RUNQ WAIT", "RUNS", "PARKS", "SYSCALLS", "IN SYSCALL", "PREEMPTS"
+                "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
+                "GOID",
+                "RUN",
+                "RUNQ WAIT",
+                "RUNS",
+                "PARKS",
+                "SYSCALLS",
+                "IN SYSCALL",
+                "PREEMPTS",
+                "STARTED AS"
             ));
             for row in &s.top_goroutines {
                 let g = &row.totals;
                 out.push_str(&format!(
-                    "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}\n",
+                    "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
                     row.goid,
                     duration(g.run_ns),
                     duration(g.runq_wait_ns),
@@ -190,7 +198,8 @@ impl Printer {
                     g.parks,
                     g.syscalls,
                     duration(g.syscall_ns),
-                    g.preemptions
+                    g.preemptions,
+                    row.start_function.as_deref().unwrap_or("?")
                 ));
             }
         }

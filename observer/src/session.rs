@@ -7,7 +7,7 @@ use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    aggregate::{Clock, Preemption, Stats},
+    aggregate::{Clock, Names, Preemption, Stats},
     binary::GoBinary,
     collect::{Collector, Snapshot},
     output::{Format, Header, Printer},
@@ -49,7 +49,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
     system::require_uprobes()?;
     let tracefs = system::ensure_tracefs()?;
     let signal_offsets = system::signal_generate_offsets(&tracefs)?;
-    let reasons = binary.wait_reasons.clone();
+    let load_bias = target.load_bias(binary.pie, binary.first_segment_vaddr())?;
 
     let plan = probes::plan(&binary)?;
     let mut probes = probes::attach(&target, &binary, &plan, signal_offsets)?;
@@ -99,11 +99,20 @@ pub fn run(args: AttachArgs) -> Result<()> {
         started.elapsed().as_millis()
     );
 
+    let function_at = |pc: u64| {
+        binary
+            .function_at(pc.wrapping_sub(load_bias))
+            .map(str::to_owned)
+    };
+    let names = Names {
+        reasons: &binary.wait_reasons,
+        function_at: &function_at,
+    };
     let result = runtime.block_on(watch(
         &args,
         &target,
         collector,
-        &reasons,
+        &names,
         &printer,
         attached_at,
         stop_signals,
@@ -121,7 +130,7 @@ async fn watch(
     args: &AttachArgs,
     target: &Target,
     mut collector: Collector,
-    reasons: &[String],
+    names: &Names<'_>,
     printer: &Printer,
     attached_at: Instant,
     mut stop: StopSignals,
@@ -156,7 +165,7 @@ async fn watch(
             _ = report.tick() => {
                 print_events(&mut collector);
                 let now = collector.snapshot()?;
-                let stats = Stats::between(&previous, &now, reasons, args.top);
+                let stats = Stats::between(&previous, &now, names, args.top);
                 printer.interval(&stats, clock.now_unix_ns(), previous_at.elapsed().as_nanos() as u64);
                 previous = now;
                 previous_at = Instant::now();
@@ -167,7 +176,7 @@ async fn watch(
     let total = Stats::between(
         &Snapshot::default(),
         &collector.snapshot()?,
-        reasons,
+        names,
         args.top,
     );
     printer.summary(&total, attached_at.elapsed().as_nanos() as u64);

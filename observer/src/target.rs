@@ -1,7 +1,7 @@
 //! The traced process: does it exist, which executable does it run, is it still
 //! alive, and read-only access to its memory.
 
-use std::path::PathBuf;
+use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -43,6 +43,34 @@ impl Target {
     /// False once the process has exited (or is a zombie waiting for its parent).
     pub fn is_alive(&self) -> bool {
         start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+impl Target {
+    /// Difference between run-time and link-time addresses: 0 unless PIE.
+    pub fn load_bias(&self, pie: bool, first_segment_vaddr: u64) -> Result<u64> {
+        if !pie {
+            return Ok(0);
+        }
+        let inode = std::fs::metadata(&self.exe)?.ino();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
+        for line in maps.lines() {
+            // start-end perms offset dev inode path: the mapping of file offset 0.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() >= 6
+                && fields[2].trim_start_matches('0').is_empty()
+                && fields[4].parse::<u64>().ok() == Some(inode)
+            {
+                let start = fields[0].split('-').next().unwrap_or_default();
+                let start = u64::from_str_radix(start, 16)?;
+                return Ok(start.wrapping_sub(first_segment_vaddr & !0xfff));
+            }
+        }
+        bail!(
+            "cannot find where {} is mapped in process {}",
+            self.exe.display(),
+            self.pid
+        )
     }
 }
 

@@ -171,6 +171,22 @@ fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
             assert!(count(event, "ts_ns") > 0 && count(event, "unix_ns") > 0);
             assert!(count(event, "ran_ns") > 0);
         }
+        // Each goroutine is named by the function it was started with (from
+        // g.startpc and .gopclntab, less the load bias of a PIE).
+        for (name, function) in [
+            ("ponger", "main.pingpong.func1"),
+            ("writer", "main.writes.func1"),
+            ("spinner", "main.spin.func1"),
+        ] {
+            let row = goroutine(&summary, ids[name]);
+            assert_eq!(row["start_function"], function, "{v}: {row}");
+        }
+        for sleeper in sleeper_goids(&output) {
+            let row = goroutine(&summary, sleeper);
+            let function = row["start_function"].as_str().unwrap_or_default();
+            // `main.sleepers.func2`, or `main.sleepers.gowrap1` from Go 1.22 on.
+            assert!(function.starts_with("main.sleepers."), "{v}: {row}");
+        }
         // Goroutines the program starts: the sleepers, the ponger, the writer, the
         // spinner and the waiter; all of them exit. (The runtime may start a GC
         // worker or two, which never exit.)

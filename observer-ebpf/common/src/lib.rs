@@ -24,6 +24,8 @@ pub struct GoOffsets {
     pub p_id: u64,
     /// `g.waitreason` (uint8).
     pub g_waitreason: u64,
+    /// `g.startpc` (entry of the function the goroutine was started with).
+    pub g_startpc: u64,
 }
 
 /// Read-only configuration of the kernel programs, written into the global
@@ -116,6 +118,8 @@ pub struct GoroutineStats {
     pub preemptions: u64,
     /// Nanoseconds spent runnable, waiting in a run queue for an M and a P.
     pub runq_wait_ns: u64,
+    /// `g.startpc` (run-time address), read at the goroutine's first run seen.
+    pub start_pc: u64,
 }
 
 /// When a goroutine started to wait, and why (`WAITING` map value).

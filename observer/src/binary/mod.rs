@@ -111,6 +111,8 @@ pub struct GoBinary {
     pub pclntab_functions: HashMap<String, u64>,
     /// How many functions `.gopclntab` lists in all.
     pub pclntab_function_count: usize,
+    /// Every function's entry and name, by entry: for naming code addresses.
+    functions_by_entry: Vec<(u64, String)>,
     segments: Vec<Segment>,
 }
 
@@ -185,9 +187,19 @@ impl GoBinary {
             .map(|(name, s)| (name.clone(), s.address))
             .collect();
         let moduledata_text = struct_offsets.get("runtime.moduledata.text").copied();
-        let (pclntab_functions, pclntab_function_count) =
-            pclntab::runtime_functions(&image, moduledata_text)
-                .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
+        let all_functions = pclntab::all_functions(&image, moduledata_text)
+            .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
+        let pclntab_function_count = all_functions.len();
+        let pclntab_functions: HashMap<String, u64> = all_functions
+            .iter()
+            .filter(|(name, _)| name.starts_with("runtime."))
+            .cloned()
+            .collect();
+        let mut functions_by_entry: Vec<(u64, String)> = all_functions
+            .into_iter()
+            .map(|(name, entry)| (entry, name))
+            .collect();
+        functions_by_entry.sort_unstable();
         let symbols_from = if symtab_functions.is_empty() {
             SymbolSource::Pclntab
         } else {
@@ -213,6 +225,7 @@ impl GoBinary {
             symtab_functions,
             pclntab_functions,
             pclntab_function_count,
+            functions_by_entry,
             segments,
         })
     }
@@ -224,6 +237,23 @@ impl GoBinary {
             SymbolSource::Pclntab => self.pclntab_functions.get(name),
         }
         .copied()
+    }
+
+    /// The function containing link-time address `vaddr`.
+    pub fn function_at(&self, vaddr: u64) -> Option<&str> {
+        let after = self
+            .functions_by_entry
+            .partition_point(|(entry, _)| *entry <= vaddr);
+        let (_, name) = self.functions_by_entry.get(after.checked_sub(1)?)?;
+        Some(name)
+    }
+
+    /// Link-time address of the first byte of the file, to compute a PIE's load bias.
+    pub fn first_segment_vaddr(&self) -> u64 {
+        self.segments
+            .iter()
+            .find(|s| s.file_offset == 0)
+            .map_or(0, |s| s.vaddr)
     }
 
     /// File offset of a link-time virtual address (what a uprobe attaches to).
@@ -309,5 +339,6 @@ fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
         m_p: get("runtime.m.p")?,
         p_id: get("runtime.p.id")?,
         g_waitreason: get("runtime.g.waitreason")?,
+        g_startpc: get("runtime.g.startpc")?,
     })
 }

@@ -16,8 +16,6 @@
 //! Every read is bounds-checked: a truncated or corrupted table is an error, never
 //! a panic.
 
-use std::collections::HashMap;
-
 use anyhow::{Context, Result, bail, ensure};
 use object::{Object, ObjectSection};
 
@@ -134,23 +132,6 @@ impl<'data> Pclntab<'data> {
     }
 }
 
-/// Entry addresses of the functions `wanted` accepts, keyed by name, given the
-/// real text start (`textStart` from the header, or relocated).
-fn function_entries(
-    table: &Pclntab<'_>,
-    text_start: u64,
-    wanted: impl FnMut(&[u8]) -> bool,
-) -> Result<HashMap<String, u64>> {
-    if text_start == 0 {
-        bail!(".gopclntab has no text start address");
-    }
-    Ok(table
-        .functions(wanted)?
-        .into_iter()
-        .map(|(name, offset)| (name, text_start + offset))
-        .collect())
-}
-
 fn read_u32(data: &[u8], at: usize) -> Result<u32> {
     let bytes = at
         .checked_add(4)
@@ -167,12 +148,12 @@ fn read_u64(data: &[u8], at: usize) -> Result<u64> {
     Ok(u64::from_le_bytes(bytes.try_into()?))
 }
 
-/// `runtime.*` entries from `.gopclntab`, and how many functions it lists.
+/// Every function's (name, entry) from `.gopclntab`.
 /// `moduledata_text` is the offset of `text` in `runtime.moduledata`.
-pub fn runtime_functions(
+pub fn all_functions(
     image: &Image<'_, '_>,
     moduledata_text: Option<u64>,
-) -> Result<(HashMap<String, u64>, usize)> {
+) -> Result<Vec<(String, u64)>> {
     let (vaddr, table) = find_pclntab(image.file)?;
     let mut text_start = table.text_start;
     if text_start == 0 {
@@ -185,8 +166,14 @@ pub fn runtime_functions(
     {
         text_start = text_start_from_moduledata(image, vaddr, &table, text_field).unwrap_or(0);
     }
-    let functions = function_entries(&table, text_start, |name| name.starts_with(b"runtime."))?;
-    Ok((functions, table.function_count()))
+    if text_start == 0 {
+        bail!(".gopclntab has no text start address");
+    }
+    Ok(table
+        .functions(|_| true)?
+        .into_iter()
+        .map(|(name, offset)| (name, text_start + offset))
+        .collect())
 }
 
 /// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
