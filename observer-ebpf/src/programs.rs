@@ -19,7 +19,7 @@ static CONFIG: Config = Config {
     target_tgid: 0,
     signal_sig_offset: 0,
     signal_pid_offset: 0,
-    _pad: 0,
+    stream_events: 0,
     offsets: GoOffsets {
         g_goid: 0,
         g_m: 0,
@@ -42,6 +42,29 @@ static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS,
 /// Run-slice lengths (execute → next schedule on the thread), log2 of ns.
 #[map]
 static RUN_SLICES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
+
+/// Sends a transition to the ring buffer when `--events` asked for them.
+#[inline(always)]
+fn emit(kind: u32, goid: u64, value: u64, now: u64) {
+    if config().stream_events == 0 {
+        return;
+    }
+    let event = Event {
+        kind,
+        tid: current_tid(),
+        ts_ns: now,
+        goid,
+        value,
+        m_id: -1,
+        p_id: -1,
+        sender_tid: 0,
+        flags: 0,
+        _pad: 0,
+    };
+    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
+        add(counter::DROPPED, 1);
+    }
+}
 
 /// Run-queue latency (runnable → running), log2 of ns.
 #[map]
@@ -197,6 +220,7 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
             add(counter::RUN_NS, ran);
             add_to_histogram(&RUN_SLICES, ran);
             add_goroutine(running.goid, |s| &mut s.run_ns, ran);
+            emit(event_kind::STOP, running.goid, ran, now);
         }
     }
     0
@@ -219,11 +243,14 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
     match (old, new) {
         (g_status::RUNNABLE, g_status::RUNNING) => started_running(&ctx, &offsets, gp, goid, now),
         (g_status::RUNNING, g_status::WAITING) => parked(gp, &offsets, goid, now),
-        (g_status::RUNNING, g_status::DEAD) => add(counter::EXITED, 1),
+        (g_status::RUNNING, g_status::DEAD) => {
+            add(counter::EXITED, 1);
+            emit(event_kind::EXIT, goid, 0, now);
+        }
         _ => {}
     }
     if new == g_status::RUNNABLE {
-        became_runnable(old, gp, now);
+        became_runnable(old, gp, goid, now);
     }
     0
 }
@@ -232,12 +259,14 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, now: u64) {
     add(counter::EXECUTE, 1);
+    let mut waited = 0;
     if let Some(since) = unsafe { RUNNABLE_SINCE.get(&gp) } {
-        let waited = now.saturating_sub(*since);
+        waited = now.saturating_sub(*since);
         let _ = RUNNABLE_SINCE.remove(&gp);
         add_to_histogram(&RUNQ_LATENCY, waited);
         add_goroutine(goid, |s| &mut s.runq_wait_ns, waited);
     }
+    emit(event_kind::RUN, goid, waited, now);
     let tid = current_tid();
     let mut running = Running {
         goid,
@@ -283,6 +312,7 @@ fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
         unsafe { *slot += 1 };
     }
     add_goroutine(goid, |s| &mut s.parks, 1);
+    emit(event_kind::PARK, goid, reason, now);
     let waiting = Waiting {
         since_ns: now,
         reason,
@@ -292,18 +322,21 @@ fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
 
 /// → runnable: woken (blocked time ends), created, preempted or yielding.
 #[inline(always)]
-fn became_runnable(old: u32, gp: u64, now: u64) {
-    if old == g_status::WAITING
-        && let Some(waiting) = unsafe { WAITING.get(&gp) }
-    {
-        let blocked = now.saturating_sub(waiting.since_ns);
-        if let Some(slot) = BLOCKED_NS.get_ptr_mut(waiting.reason as u32) {
-            unsafe { *slot += blocked };
+fn became_runnable(old: u32, gp: u64, goid: u64, now: u64) {
+    if old == g_status::WAITING {
+        let mut blocked = 0;
+        if let Some(waiting) = unsafe { WAITING.get(&gp) } {
+            blocked = now.saturating_sub(waiting.since_ns);
+            if let Some(slot) = BLOCKED_NS.get_ptr_mut(waiting.reason as u32) {
+                unsafe { *slot += blocked };
+            }
+            let _ = WAITING.remove(&gp);
         }
-        let _ = WAITING.remove(&gp);
+        emit(event_kind::WAKE, goid, blocked, now);
     }
     if old == g_status::DEAD {
         add(counter::CREATED, 1);
+        emit(event_kind::CREATE, 0, 0, now);
     }
     let _ = RUNNABLE_SINCE.insert(&gp, &now, 0);
 }
@@ -333,6 +366,7 @@ pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
     if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
         add_goroutine(goid, |s| &mut s.syscalls, 1);
         add_goroutine(goid, |s| &mut s.syscall_ns, took);
+        emit(event_kind::SYSCALL, goid, took, entered + took);
     }
     0
 }
@@ -360,7 +394,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         tid,
         ts_ns: now,
         goid: 0,
-        ran_ns: 0,
+        value: 0,
         m_id: -1,
         p_id: -1,
         sender_tid: sender as u32,
@@ -375,7 +409,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
             event.flags |= event_flags::STOPPED;
             running.stopped_ns
         };
-        event.ran_ns = until.saturating_sub(running.since_ns);
+        event.value = until.saturating_sub(running.since_ns);
         event.m_id = running.m_id;
         event.p_id = running.p_id;
         add_goroutine(running.goid, |s| &mut s.preemptions, 1);

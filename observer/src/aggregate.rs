@@ -211,7 +211,7 @@ impl Preemption {
             unix_ns: clock.to_unix_ns(event.ts_ns),
             tid: event.tid,
             goid: event.goid,
-            ran_ns: event.ran_ns,
+            ran_ns: event.value,
             m: event.m_id,
             p: event.p_id,
             sender_tid: event.sender_tid,

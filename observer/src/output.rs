@@ -5,7 +5,12 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::aggregate::{Bucket, Preemption, Stats};
+use gobpf_sched_common::{Event, event_kind};
+
+use crate::{
+    aggregate::{Bucket, Clock, Names, Preemption, Stats},
+    wait_reasons,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -54,6 +59,57 @@ impl Printer {
                     preemption.m,
                     preemption.p,
                     preemption.sender_tid,
+                ));
+            }
+        }
+    }
+
+    /// One goroutine transition (`--events`).
+    pub fn transition(&self, event: &Event, clock: &Clock, names: &Names<'_>) {
+        let (name, detail_key, detail) = match event.kind {
+            event_kind::RUN => ("run", "runq_latency_ns", Detail::Duration(event.value)),
+            event_kind::STOP => ("stop", "ran_ns", Detail::Duration(event.value)),
+            event_kind::PARK => (
+                "park",
+                "reason",
+                Detail::Text(wait_reasons::name(names.reasons, event.value as usize)),
+            ),
+            event_kind::WAKE => ("wake", "blocked_ns", Detail::Duration(event.value)),
+            event_kind::CREATE => ("create", "", Detail::None),
+            event_kind::EXIT => ("exit", "", Detail::None),
+            event_kind::SYSCALL => ("syscall", "duration_ns", Detail::Duration(event.value)),
+            _ => ("unknown", "value", Detail::Duration(event.value)),
+        };
+        let unix_ns = clock.to_unix_ns(event.ts_ns);
+        match self.format {
+            Format::Json => {
+                let mut value = json!({
+                    "type": "event",
+                    "event": name,
+                    "ts_ns": event.ts_ns,
+                    "unix_ns": unix_ns,
+                    "tid": event.tid,
+                    "goid": event.goid,
+                });
+                match detail {
+                    Detail::Duration(ns) => value[detail_key] = json!(ns),
+                    Detail::Text(text) => value[detail_key] = json!(text),
+                    Detail::None => {}
+                }
+                emit(&value.to_string());
+            }
+            Format::Text => {
+                let detail = match detail {
+                    Detail::Duration(ns) => format!(" {}", duration(ns)),
+                    Detail::Text(text) => format!(" {text}"),
+                    Detail::None => String::new(),
+                };
+                emit(&format!(
+                    "{} {:<7} tid {} goid {}{detail}",
+                    time_of_day(unix_ns),
+                    name.to_uppercase(),
+                    event.tid,
+                    event.goid
                 ));
             }
         }
@@ -205,6 +261,13 @@ impl Printer {
         }
         out
     }
+}
+
+/// What follows an event's name.
+enum Detail {
+    Duration(u64),
+    Text(String),
+    None,
 }
 
 /// A log2 histogram as libbpf-tools' runqlat prints one.

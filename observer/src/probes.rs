@@ -26,6 +26,10 @@ use crate::{
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gobpf-sched-ebpf"));
 
+/// Ring-buffer size with `--events` (the default, for preemptions alone, is set in
+/// the kernel object: 256 KiB).
+const EVENTS_RING_BYTES: u32 = 32 << 20;
+
 /// Which kernel program watches which runtime function: `schedule` ends run
 /// slices and counts scheduling rounds; `casgstatus` sees goroutine state changes
 /// (parks, wakeups, run starts, creation, exit); the syscall functions pair
@@ -89,15 +93,21 @@ pub fn attach(
     binary: &GoBinary,
     plan: &[PlannedProbe],
     signal_offsets: (u32, u32),
+    stream_events: bool,
 ) -> Result<Probes> {
     let config = Config {
         target_tgid: target.pid,
         signal_sig_offset: signal_offsets.0,
         signal_pid_offset: signal_offsets.1,
-        _pad: 0,
+        stream_events: u32::from(stream_events),
         offsets: binary.offsets,
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if stream_events {
+        // Every transition is a record: room for a burst between two drains.
+        loader.map_max_entries("EVENTS", EVENTS_RING_BYTES);
+    }
+    let mut ebpf = loader
         .override_global(CONFIG_GLOBAL, &config, true)
         .load(EBPF_OBJECT)
         .context(

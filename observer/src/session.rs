@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use gobpf_sched_common::event_kind;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -35,10 +36,16 @@ pub struct AttachArgs {
     /// Also print where each probe is attached.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Print every transition (run, stop, park, wake, create, exit, syscall) as it
+    /// happens: each costs a ring-buffer record, so this is for short sessions.
+    #[arg(long)]
+    pub events: bool,
 }
 
 /// How often the ring buffer is drained (the probes never wake us up).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// ... and with `--events`, whose records come thousands a second.
+const DRAIN_EVENTS_EVERY: Duration = Duration::from_millis(10);
 
 pub fn run(args: AttachArgs) -> Result<()> {
     let started = Instant::now();
@@ -52,7 +59,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
     let load_bias = target.load_bias(binary.pie, binary.first_segment_vaddr())?;
 
     let plan = probes::plan(&binary)?;
-    let mut probes = probes::attach(&target, &binary, &plan, signal_offsets)?;
+    let mut probes = probes::attach(&target, &binary, &plan, signal_offsets, args.events)?;
     let collector = Collector::new(&mut probes.ebpf)?;
     if args.verbose {
         for probe in &plan {
@@ -139,7 +146,11 @@ async fn watch(
     let deadline = args
         .duration
         .map(|d| tokio::time::Instant::from_std(attached_at + d));
-    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    let mut drain = tokio::time::interval(if args.events {
+        DRAIN_EVENTS_EVERY
+    } else {
+        DRAIN_EVERY
+    });
     let mut report = tokio::time::interval(args.interval);
     report.tick().await; // the first tick is immediate
     let mut previous = Snapshot::default();
@@ -147,7 +158,11 @@ async fn watch(
 
     let print_events = |collector: &mut Collector| {
         for event in collector.drain_events() {
-            printer.preemption(&Preemption::from_event(&event, &clock));
+            if event.kind == event_kind::PREEMPT {
+                printer.preemption(&Preemption::from_event(&event, &clock));
+            } else {
+                printer.transition(&event, &clock, names);
+            }
         }
     };
     loop {

@@ -586,3 +586,56 @@ fn tracing_never_changes_what_the_program_computes() {
         }
     }
 }
+
+/// `--events` prints every transition, and exactly as many as the counters saw.
+#[test]
+fn events_mode_prints_every_transition() {
+    for toolchain in full_matrix_toolchains() {
+        let v = toolchain.version.clone();
+        let binary = build(&toolchain, "scenario", Mode::Default);
+        let mut fixture = Fixture::spawn(&binary, &["50", "500", "100", "100"]);
+        let observer = Observer::attach(fixture.pid(), &["--events", "--json"]);
+        fixture.start();
+        let (status, output) = fixture.finish();
+        assert!(status.success());
+        let run = observer.wait();
+        assert!(run.status.success(), "{v}: {}", run.stderr);
+        let summary = run.only("summary");
+        assert_eq!(count(&summary, "dropped"), 0, "{v}");
+        let events: Vec<_> = run
+            .json()
+            .into_iter()
+            .filter(|e| e["type"] == "event")
+            .collect();
+        let number = |kind: &str| events.iter().filter(|e| e["event"] == kind).count() as u64;
+        assert_eq!(number("run"), count(&summary, "run_slices"), "{v}: run");
+        assert_eq!(number("park"), count(&summary, "gopark_total"), "{v}: park");
+        assert_eq!(
+            number("create"),
+            count(&summary, "goroutines_created"),
+            "{v}: create"
+        );
+        assert_eq!(
+            number("exit"),
+            count(&summary, "goroutines_exited"),
+            "{v}: exit"
+        );
+        assert_eq!(
+            number("syscall"),
+            count(&summary, "syscalls"),
+            "{v}: syscall"
+        );
+        // Parks carry the binary's reason names: the 50 sleepers' among them.
+        let writer = goids(&output)["writer"];
+        let sleeps = events
+            .iter()
+            .filter(|e| e["event"] == "park" && e["reason"] == "sleep")
+            .count();
+        assert!(sleeps >= 50, "{v}: {sleeps} sleep parks");
+        let writer_syscalls = events
+            .iter()
+            .filter(|e| e["event"] == "syscall" && e["goid"] == writer)
+            .count();
+        assert_eq!(writer_syscalls, 100, "{v}: the writer's syscalls");
+    }
+}

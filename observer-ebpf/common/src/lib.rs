@@ -39,7 +39,8 @@ pub struct Config {
     /// the tracepoint's format file in tracefs.
     pub signal_sig_offset: u32,
     pub signal_pid_offset: u32,
-    pub _pad: u32,
+    /// Non-zero: stream every transition to the ring buffer (`--events`).
+    pub stream_events: u32,
     pub offsets: GoOffsets,
 }
 
@@ -157,10 +158,25 @@ pub struct Running {
     pub _pad: u32,
 }
 
-/// Kinds of ring-buffer records.
+/// Kinds of ring-buffer records. Only PREEMPT is sent unless `--events` asks.
 pub mod event_kind {
     /// Async preemption: the runtime sent SIGURG to one of its threads.
+    /// `value`: how long `goid` had been running.
     pub const PREEMPT: u32 = 1;
+    /// runnable → running. `value`: run-queue latency (0: unknown).
+    pub const RUN: u32 = 2;
+    /// running → waiting. `value`: the wait reason.
+    pub const PARK: u32 = 3;
+    /// waiting → runnable. `value`: how long it was blocked (0: unknown).
+    pub const WAKE: u32 = 4;
+    /// dead → runnable: a new goroutine (its id may not be assigned yet).
+    pub const CREATE: u32 = 5;
+    /// running → dead.
+    pub const EXIT: u32 = 6;
+    /// A syscall returned. `value`: its duration.
+    pub const SYSCALL: u32 = 7;
+    /// A run slice ended (`schedule`). `value`: its length.
+    pub const STOP: u32 = 8;
 }
 
 /// One ring-buffer record.
@@ -175,8 +191,8 @@ pub struct Event {
     pub ts_ns: u64,
     /// Goroutine concerned, 0 when unknown.
     pub goid: u64,
-    /// For PREEMPT: how long `goid` had been running, 0 when unknown.
-    pub ran_ns: u64,
+    /// Meaning depends on `kind` (see [`event_kind`]).
+    pub value: u64,
     /// M id (-1 when unknown).
     pub m_id: i64,
     /// P id (-1 when unknown).

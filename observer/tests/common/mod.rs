@@ -164,11 +164,19 @@ impl Fixture {
 
     /// Starts `command`, which must end up running a fixture.
     pub fn spawn_command(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start fixture");
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // A binary a test has just written can be briefly "busy": a child forked by
+        // another test thread holds the write descriptor until it execs.
+        let mut attempts = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                    attempts += 1;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.expect("start fixture"),
+            }
+        };
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
