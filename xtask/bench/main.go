@@ -7,6 +7,8 @@
 //	pingpong:  N round trips between two goroutines on unbuffered channels.
 //	syscalls:  N write(2) calls of one byte to /dev/null.
 //	fanout:    N goroutines started, each signalling a WaitGroup.
+//	noop:      N calls of a tiny function that starts with `push %rbp`, an
+//	           instruction the kernel emulates: a probe on it measures the floor.
 //	http:      N requests to an HTTP server on 127.0.0.1, from 4 client
 //	           goroutines in the same process (loopback only, bounded by N).
 package main
@@ -50,6 +52,25 @@ func syscalls(n int) {
 		syscall.Write(fd, b)
 	}
 	syscall.Close(fd)
+}
+
+var sink int
+
+// noop has a frame (so it starts with `push %rbp`) and no stack check (nosplit):
+// its first instruction is one the kernel emulates for a uprobe.
+//
+//go:noinline
+//go:nosplit
+func noop(i int) {
+	var pad [4]int
+	pad[i&3] = i
+	sink += pad[0]
+}
+
+func noops(n int) {
+	for i := 0; i < n; i++ {
+		noop(i)
+	}
 }
 
 func fanout(n int) {
@@ -98,7 +119,7 @@ func requests(n int) {
 }
 
 func main() {
-	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests}
+	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests, "noop": noops}
 	if os.Args[1] == "http" {
 		startServer()
 	}

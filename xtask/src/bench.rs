@@ -127,15 +127,118 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
         results.push((workload, medians));
     }
 
-    let report = render(&results, &go_version);
+    let floor = measure_floor(&binary)?;
+    let events = measure_events(&binary, &observer, &out_dir)?;
+    let mut report = render(&results, &go_version);
+    report.push_str(&format!(
+        "\nkernel floor, an empty bpftrace uprobe on an emulated `push %rbp` (main.noop): \
+         {floor:.0} ns per hit\n\
+         --events on ping-pong: {} transitions drained in {:.2} s ({:.0}/s), {} dropped\n",
+        events.count,
+        events.seconds,
+        events.count as f64 / events.seconds,
+        events.dropped
+    ));
     println!("{report}");
     std::fs::write(out_dir.join("bench.md"), &report)?;
     std::fs::write(
         out_dir.join("bench.json"),
-        serde_json::to_string_pretty(&to_json(&results, &go_version))?,
+        serde_json::to_string_pretty(&json!({
+            "workloads": to_json(&results, &go_version),
+            "floor_ns_per_hit": floor,
+            "events": {"count": events.count, "seconds": events.seconds, "dropped": events.dropped},
+        }))?,
     )?;
     eprintln!("bench: saved target/bench/bench.md and target/bench/bench.json");
     Ok(())
+}
+
+/// ns per hit of the cheapest uprobe the kernel offers here: an empty bpftrace
+/// probe on an instruction it emulates; median of the repetitions.
+fn measure_floor(binary: &Path) -> Result<f64> {
+    const CALLS: u64 = 2_000_000;
+    let mut floors = Vec::new();
+    for _ in 0..REPETITIONS {
+        let mut bare = Workload::start(binary, "noop", CALLS, Tracer::Bare)?;
+        let bare_ns = bare.go()?;
+        let _ = bare.child.wait();
+        let mut traced = Workload::start(binary, "noop", CALLS, Tracer::Bare)?;
+        let pid = traced.child.id().to_string();
+        let program = format!(
+            "BEGIN {{ printf(\"ready\\n\"); }} uprobe:{}:main.noop {{ }}",
+            binary.display()
+        );
+        let mut bpftrace = Command::new("bpftrace")
+            .args(["-p", &pid, "-e", &program])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        expect_line(
+            &mut BufReader::new(bpftrace.stdout.take().context("stdout")?),
+            "ready",
+        )?;
+        let traced_ns = traced.go()?;
+        let _ = traced.child.wait();
+        let _ = bpftrace.wait();
+        floors.push(traced_ns - bare_ns);
+    }
+    floors.sort_by(f64::total_cmp);
+    Ok(floors[floors.len() / 2])
+}
+
+struct EventsRate {
+    count: u64,
+    seconds: f64,
+    dropped: u64,
+}
+
+/// How many transitions `--events` drains per second, and whether any is lost.
+fn measure_events(binary: &Path, observer: &Path, out_dir: &Path) -> Result<EventsRate> {
+    const OPS: u64 = 50_000;
+    let mut target = Workload::start(binary, "pingpong", OPS, Tracer::Bare)?;
+    let pid = target.child.id().to_string();
+    let log = std::fs::File::create(out_dir.join("events.txt"))?;
+    let mut tracer = Command::new(observer)
+        .args(["attach", "--pid", &pid, "--events", "--interval", "1h"])
+        .stdout(log)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+    expect_line(&mut stderr, "gobpf-sched: attached")?;
+    std::thread::spawn(move || stderr.lines().for_each(drop));
+    let started = std::time::Instant::now();
+    let _ = target.go()?;
+    let _ = target.child.wait();
+    tracer.wait()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(out_dir.join("events.txt"))?;
+    let count = text
+        .lines()
+        .filter(|l| {
+            [
+                " RUN ",
+                " STOP ",
+                " PARK ",
+                " WAKE ",
+                " CREATE ",
+                " EXIT ",
+                " SYSCALL ",
+            ]
+            .iter()
+            .any(|kind| l.contains(kind))
+        })
+        .count() as u64;
+    let dropped = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("dropped"))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .next_back()
+        .unwrap_or(0);
+    Ok(EventsRate {
+        count,
+        seconds,
+        dropped,
+    })
 }
 
 fn median(samples: &[Sample]) -> Sample {
