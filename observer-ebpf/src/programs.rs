@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use gobpf_sched_common::{
     COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, HISTOGRAM_SLOTS,
-    MAX_WAIT_REASONS, Running, Waiting, counter, event_flags, event_kind, g_status,
+    MAX_WAIT_REASONS, Running, Waiting, counter, event_flags, event_kind, g_status, signal_frame,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -367,6 +367,43 @@ pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
         add_goroutine(goid, |s| &mut s.syscalls, 1);
         add_goroutine(goid, |s| &mut s.syscall_ns, took);
         emit(event_kind::SYSCALL, goid, took, entered + took);
+    }
+    0
+}
+
+/// `runtime.sigtrampgo(sig uint32, info *siginfo, ctx unsafe.Pointer)`: the Go
+/// signal handler, on the thread the signal interrupted; sig in RAX, the kernel's
+/// signal frame context in RCX. For SIGURG, reports where the preemption landed.
+#[uprobe]
+pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
+    let regs = unsafe { &*ctx.regs };
+    if regs.rax as u32 != SIGURG as u32 {
+        return 0;
+    }
+    let frame = regs.rcx;
+    let Some(rip) = read_user::<u64>(frame + signal_frame::RIP) else {
+        return 0;
+    };
+    // R14 held the goroutine if the thread ran Go code; otherwise the read fails
+    // or gives no plausible goid, and 0 stands for "not a goroutine".
+    let goid = read_user::<u64>(frame + signal_frame::R14)
+        .filter(|&g| g != 0)
+        .and_then(|g| goid_of(g, &config().offsets))
+        .unwrap_or(0);
+    let event = Event {
+        kind: event_kind::PREEMPT_LANDED,
+        tid: current_tid(),
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        goid,
+        value: rip,
+        m_id: -1,
+        p_id: -1,
+        sender_tid: 0,
+        flags: 0,
+        _pad: 0,
+    };
+    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
+        add(counter::DROPPED, 1);
     }
     0
 }

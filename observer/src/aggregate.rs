@@ -202,6 +202,10 @@ pub struct Preemption {
     /// The goroutine had already stopped running (it noticed the preempt flag
     /// sysmon sets just before the signal) when the signal was generated.
     pub stopped: bool,
+    /// Where the signal landed: the function the thread was running, and the
+    /// goroutine it ran (0: no Go code), when the handler's report came in time.
+    pub landed_in: Option<String>,
+    pub landed_goid: Option<u64>,
 }
 
 impl Preemption {
@@ -216,6 +220,8 @@ impl Preemption {
             p: event.p_id,
             sender_tid: event.sender_tid,
             stopped: event.flags & event_flags::STOPPED != 0,
+            landed_in: None,
+            landed_goid: None,
         }
     }
 }

@@ -52,8 +52,18 @@ impl Printer {
                     (ns, false) => duration(ns),
                     (ns, true) => format!("{} (had just yielded)", duration(ns)),
                 };
+                let landed = match (&preemption.landed_in, preemption.landed_goid) {
+                    (Some(function), Some(goid)) if goid == preemption.goid => {
+                        format!(", in {function}")
+                    }
+                    (Some(function), Some(0)) => format!(", landed in {function} (no goroutine)"),
+                    (Some(function), Some(goid)) => {
+                        format!(", landed in {function} (goid {goid})")
+                    }
+                    _ => String::new(),
+                };
                 emit(&format!(
-                    "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran} (SIGURG from tid {})",
+                    "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran}{landed} (SIGURG from tid {})",
                     time_of_day(preemption.unix_ns),
                     preemption.tid,
                     preemption.m,

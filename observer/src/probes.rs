@@ -33,13 +33,15 @@ const EVENTS_RING_BYTES: u32 = 32 << 20;
 /// Which kernel program watches which runtime function: `schedule` ends run
 /// slices and counts scheduling rounds; `casgstatus` sees goroutine state changes
 /// (parks, wakeups, run starts, creation, exit); the syscall functions pair
-/// syscalls (Go 1.26+ enters them without casgstatus).
+/// syscalls (Go 1.26+ enters them without casgstatus); `sigtrampgo`, the Go signal
+/// handler, tells where a SIGURG preemption landed.
 pub const UPROBES: &[(&str, &str)] = &[
     ("go_schedule", "runtime.schedule"),
     ("go_casgstatus", "runtime.casgstatus"),
     ("go_entersyscall", "runtime.entersyscall"),
     ("go_entersyscall", "runtime.entersyscallblock"),
     ("go_exitsyscall", "runtime.exitsyscall"),
+    ("go_sigtrampgo", "runtime.sigtrampgo"),
 ];
 
 /// Where one uprobe goes.

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use gobpf_sched_common::event_kind;
+use gobpf_sched_common::{Event, event_kind};
+use std::collections::{HashMap, VecDeque};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -157,11 +158,33 @@ async fn watch(
     let mut previous_at = Instant::now();
 
     let print_events = |collector: &mut Collector| {
-        for event in collector.drain_events() {
-            if event.kind == event_kind::PREEMPT {
-                printer.preemption(&Preemption::from_event(&event, &clock));
-            } else {
-                printer.transition(&event, &clock, names);
+        let events = collector.drain_events();
+        // Where each thread's SIGURG landed, reported by the Go signal handler
+        // microseconds after the signal was generated: pair them by thread.
+        let mut landed: HashMap<u32, VecDeque<&Event>> = HashMap::new();
+        for event in events
+            .iter()
+            .filter(|e| e.kind == event_kind::PREEMPT_LANDED)
+        {
+            landed.entry(event.tid).or_default().push_back(event);
+        }
+        for event in &events {
+            match event.kind {
+                event_kind::PREEMPT => {
+                    let mut preemption = Preemption::from_event(event, &clock);
+                    // The first landing on that thread after the signal was sent.
+                    let queue = landed.entry(event.tid).or_default();
+                    while queue.front().is_some_and(|l| l.ts_ns < event.ts_ns) {
+                        queue.pop_front();
+                    }
+                    if let Some(landing) = queue.pop_front() {
+                        preemption.landed_in = (names.function_at)(landing.value);
+                        preemption.landed_goid = Some(landing.goid);
+                    }
+                    printer.preemption(&preemption);
+                }
+                event_kind::PREEMPT_LANDED => {}
+                _ => printer.transition(event, &clock, names),
             }
         }
     };

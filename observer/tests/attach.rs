@@ -163,6 +163,16 @@ fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
             .filter(|e| e["goid"] == ids["spinner"])
             .count() as u64;
         assert_eq!(of_spinner, count(&spinner, "preemptions"), "{v}");
+        // The spinner's inner loop makes no call: only SIGURG stops it, and the Go
+        // signal handler reports the signal landed in main.burn.
+        let in_burn = preemptions
+            .iter()
+            .filter(|e| e["goid"] == ids["spinner"] && e["landed_in"] == "main.burn")
+            .count() as u64;
+        assert!(
+            in_burn >= 3 && 2 * in_burn >= of_spinner,
+            "{v}: {in_burn} of {of_spinner} spinner preemptions landed in main.burn"
+        );
         for event in preemptions.iter().filter(|e| e["goid"] == ids["spinner"]) {
             assert!(
                 count(event, "tid") > 0 && count(event, "m") < 1000,
@@ -379,7 +389,7 @@ fn kill_9_of_the_observer_leaves_no_uprobe_behind() {
         let pid = fixture.pid();
         let mut observer = Observer::attach(pid, &["-v"]);
         let sites = probe_sites(&observer.stderr_lines);
-        assert_eq!(sites.len(), 5, "{:?}", observer.stderr_lines);
+        assert_eq!(sites.len(), 6, "{:?}", observer.stderr_lines);
         // schedule is probed on the jbe after `cmp 0x10(%r14),%rsp`; casgstatus is
         // nosplit (no stack check): at its entry.
         let site = |function: &str| {
@@ -394,7 +404,7 @@ fn kill_9_of_the_observer_leaves_no_uprobe_behind() {
             .zip(function_addresses(&binary, &sites))
             .map(|((_, offset, _), start)| start + offset)
             .collect();
-        assert_eq!(code_bytes(pid, &addresses), vec![0xcc; 5]);
+        assert_eq!(code_bytes(pid, &addresses), vec![0xcc; 6]);
         observer.child.kill().unwrap(); // SIGKILL: no cleanup code runs
         observer.child.wait().unwrap();
         let mut bytes = code_bytes(pid, &addresses);

@@ -34,6 +34,7 @@ const PROBED: &[&str] = &[
     "runtime.entersyscall",
     "runtime.entersyscallblock",
     "runtime.exitsyscall",
+    "runtime.sigtrampgo",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -453,7 +454,7 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
         .filter_map(|(_, s)| s[1].observer_rss_kb)
         .collect();
     out.push_str(&format!(
-        "\nattach (load + 5 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
+        "\nattach (load + 6 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
         attach
             .iter()
             .map(|a| format!("{a:.0}"))

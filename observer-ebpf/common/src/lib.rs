@@ -158,6 +158,17 @@ pub struct Running {
     pub _pad: u32,
 }
 
+/// Where a signal handler finds the interrupted registers: the Linux x86-64 signal
+/// frame ABI (uapi `asm/ucontext.h`: `uc_flags`, `uc_link`, `uc_stack` (24 bytes),
+/// then `uc_mcontext`, a `struct sigcontext` whose registers start r8, r9, ..., r14
+/// (7th), ..., ip (17th)). A kernel ABI, the same for every Go version; Go's own
+/// DWARF does not describe it.
+pub mod signal_frame {
+    pub const MCONTEXT: u64 = 40;
+    pub const R14: u64 = MCONTEXT + 6 * 8;
+    pub const RIP: u64 = MCONTEXT + 16 * 8;
+}
+
 /// Kinds of ring-buffer records. Only PREEMPT is sent unless `--events` asks.
 pub mod event_kind {
     /// Async preemption: the runtime sent SIGURG to one of its threads.
@@ -177,6 +188,10 @@ pub mod event_kind {
     pub const SYSCALL: u32 = 7;
     /// A run slice ended (`schedule`). `value`: its length.
     pub const STOP: u32 = 8;
+    /// SIGURG reached the Go signal handler of `tid`. `value`: the interrupted
+    /// instruction pointer (run-time address); `goid`: the goroutine interrupted
+    /// (0 when the thread was not running Go code).
+    pub const PREEMPT_LANDED: u32 = 9;
 }
 
 /// One ring-buffer record.
