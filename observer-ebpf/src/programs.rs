@@ -43,13 +43,10 @@ static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS,
 #[map]
 static RUN_SLICES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
 
-/// Sends a transition to the ring buffer when `--events` asked for them.
+/// A record about the current thread.
 #[inline(always)]
-fn emit(kind: u32, goid: u64, value: u64, now: u64) {
-    if config().stream_events == 0 {
-        return;
-    }
-    let event = Event {
+fn thread_event(kind: u32, goid: u64, value: u64, now: u64) -> Event {
+    Event {
         kind,
         tid: current_tid(),
         ts_ns: now,
@@ -60,9 +57,23 @@ fn emit(kind: u32, goid: u64, value: u64, now: u64) {
         sender_tid: 0,
         flags: 0,
         _pad: 0,
-    };
-    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
+    }
+}
+
+/// Submits a record; a full ring buffer counts as a drop.
+#[inline(always)]
+fn send(event: &Event) {
+    if EVENTS.output::<Event>(event, BPF_RB_NO_WAKEUP).is_err() {
         add(counter::DROPPED, 1);
+    }
+}
+
+/// Sends a transition to the ring buffer when `--events` asked for them.
+#[inline(always)]
+fn emit(kind: u32, goid: u64, value: u64, now: u64) {
+    // Only the flag: this runs on every transition.
+    if unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) } != 0 {
+        send(&thread_event(kind, goid, value, now));
     }
 }
 
@@ -390,21 +401,8 @@ pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
         .filter(|&g| g != 0)
         .and_then(|g| goid_of(g, &config().offsets))
         .unwrap_or(0);
-    let event = Event {
-        kind: event_kind::PREEMPT_LANDED,
-        tid: current_tid(),
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        goid,
-        value: rip,
-        m_id: -1,
-        p_id: -1,
-        sender_tid: 0,
-        flags: 0,
-        _pad: 0,
-    };
-    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
-        add(counter::DROPPED, 1);
-    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    send(&thread_event(event_kind::PREEMPT_LANDED, goid, rip, now));
     0
 }
 
@@ -451,9 +449,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         event.p_id = running.p_id;
         add_goroutine(running.goid, |s| &mut s.preemptions, 1);
     }
-    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
-        add(counter::DROPPED, 1);
-    }
+    send(&event);
     0
 }
 
