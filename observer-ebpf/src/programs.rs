@@ -9,8 +9,9 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
-    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GoOffsets, GoroutineStats, HISTOGRAM_SLOTS,
-    MAX_WAIT_REASONS, Running, Waiting, counter, event_flags, event_kind, g_status, signal_frame,
+    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GOROUTINE_HISTOGRAM_SLOTS, GoOffsets,
+    GoroutineStats, HISTOGRAM_SLOTS, MAX_WAIT_REASONS, Running, Waiting, counter, event_flags,
+    event_kind, g_status, signal_frame,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -20,6 +21,8 @@ static CONFIG: Config = Config {
     signal_sig_offset: 0,
     signal_pid_offset: 0,
     stream_events: 0,
+    syscalls_from_casgstatus: 0,
+    _pad: 0,
     offsets: GoOffsets {
         g_goid: 0,
         g_m: 0,
@@ -258,6 +261,14 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
             add(counter::EXITED, 1);
             emit(event_kind::EXIT, goid, 0, now);
         }
+        (g_status::RUNNING, g_status::SYSCALL) if config().syscalls_from_casgstatus != 0 => {
+            syscall_entered(now)
+        }
+        (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE)
+            if config().syscalls_from_casgstatus != 0 =>
+        {
+            syscall_exited(goid, now)
+        }
         _ => {}
     }
     if new == g_status::RUNNABLE {
@@ -276,6 +287,12 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
         let _ = RUNNABLE_SINCE.remove(&gp);
         add_to_histogram(&RUNQ_LATENCY, waited);
         add_goroutine(goid, |s| &mut s.runq_wait_ns, waited);
+        if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
+            let slot = (log2(waited) as usize).min(GOROUTINE_HISTOGRAM_SLOTS - 1);
+            if let Some(count) = unsafe { &mut *stats }.runq_latency.get_mut(slot) {
+                *count += 1;
+            }
+        }
     }
     emit(event_kind::RUN, goid, waited, now);
     let tid = current_tid();
@@ -352,34 +369,45 @@ fn became_runnable(old: u32, gp: u64, goid: u64, now: u64) {
     let _ = RUNNABLE_SINCE.insert(&gp, &now, 0);
 }
 
-/// `runtime.entersyscall` and `runtime.entersyscallblock` (`//go:nosplit`: at entry).
+/// `runtime.entersyscall` and `runtime.entersyscallblock` (`//go:nosplit`: at
+/// entry). Attached for Go 1.26+ only, which enters syscalls without casgstatus.
 #[uprobe]
 pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
-    add(counter::SYSCALL_ENTER, 1);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
+    syscall_entered(unsafe { bpf_ktime_get_ns() });
     0
 }
 
-/// `runtime.exitsyscall`: pairs with the entersyscall on this thread (a goroutine
-/// keeps its M during a syscall).
+/// `runtime.exitsyscall`, on the goroutine back from its syscall (Go 1.26+).
 #[uprobe]
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
+    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
+        syscall_exited(goid, unsafe { bpf_ktime_get_ns() });
+    }
+    0
+}
+
+#[inline(always)]
+fn syscall_entered(now: u64) {
+    add(counter::SYSCALL_ENTER, 1);
+    let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
+}
+
+/// Pairs with the syscall entered on this thread (a goroutine keeps its M, so
+/// its thread, during a syscall).
+#[inline(always)]
+fn syscall_exited(goid: u64, now: u64) {
     add(counter::SYSCALL_EXIT, 1);
     let tid = current_tid();
     let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {
-        return 0; // entered before we attached
+        return; // entered before we attached
     };
     let _ = SYSCALL_START.remove(&tid);
-    let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(entered);
+    let took = now.saturating_sub(entered);
     add(counter::SYSCALL_PAIRS, 1);
     add(counter::SYSCALL_NS, took);
-    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
-        add_goroutine(goid, |s| &mut s.syscalls, 1);
-        add_goroutine(goid, |s| &mut s.syscall_ns, took);
-        emit(event_kind::SYSCALL, goid, took, entered + took);
-    }
-    0
+    add_goroutine(goid, |s| &mut s.syscalls, 1);
+    add_goroutine(goid, |s| &mut s.syscall_ns, took);
+    emit(event_kind::SYSCALL, goid, took, now);
 }
 
 /// `runtime.sigtrampgo(sig uint32, info *siginfo, ctx unsafe.Pointer)`: the Go

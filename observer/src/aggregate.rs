@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gobpf_sched_common::{Event, GoroutineStats, counter, event_flags};
+use gobpf_sched_common::{Event, GOROUTINE_HISTOGRAM_SLOTS, GoroutineStats, counter, event_flags};
 use serde::Serialize;
 
 use crate::{collect::Snapshot, wait_reasons};
@@ -57,6 +57,18 @@ pub struct Bucket {
     pub count: u64,
 }
 
+/// The upper end of the bucket holding the `q` quantile (0 < q ≤ 1) of a log2
+/// histogram: "99% of the values are below this".
+pub fn quantile_bound(buckets: &[Bucket], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().map(|b| b.count).sum();
+    let rank = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    buckets.iter().find_map(|bucket| {
+        seen += bucket.count;
+        (total > 0 && seen >= rank).then_some(bucket.to_ns)
+    })
+}
+
 /// The non-empty buckets of the difference of two cumulative log2 histograms.
 fn histogram(before: &[u64], after: &[u64]) -> Vec<Bucket> {
     after
@@ -81,6 +93,8 @@ pub struct GoroutineRow {
     pub start_function: Option<String>,
     #[serde(flatten)]
     pub totals: GoroutineStats,
+    /// Its run-queue latencies over the span.
+    pub runq_latency_histogram: Vec<Bucket>,
 }
 
 /// Names what the kernel reports by number: wait reasons, code addresses.
@@ -148,9 +162,15 @@ fn top_goroutines(
         .iter()
         .map(|(&goid, now)| {
             let was = before.goroutines.get(&goid).unwrap_or(&zero);
+            let mut runq_latency = [0; GOROUTINE_HISTOGRAM_SLOTS];
+            for (slot, count) in runq_latency.iter_mut().enumerate() {
+                *count = now.runq_latency[slot].saturating_sub(was.runq_latency[slot]);
+            }
+            let widen = |counts: &[u32]| counts.iter().map(|&c| u64::from(c)).collect::<Vec<_>>();
             GoroutineRow {
                 goid,
                 start_function: None,
+                runq_latency_histogram: histogram(&[], &widen(&runq_latency)),
                 totals: GoroutineStats {
                     run_ns: now.run_ns.saturating_sub(was.run_ns),
                     runs: now.runs.saturating_sub(was.runs),
@@ -160,15 +180,13 @@ fn top_goroutines(
                     preemptions: now.preemptions.saturating_sub(was.preemptions),
                     runq_wait_ns: now.runq_wait_ns.saturating_sub(was.runq_wait_ns),
                     start_pc: now.start_pc,
+                    runq_latency,
                 },
             }
         })
         .filter(|row| {
-            row.totals
-                != GoroutineStats {
-                    start_pc: row.totals.start_pc,
-                    ..zero
-                }
+            let t = &row.totals;
+            t.run_ns + t.runs + t.parks + t.syscalls + t.preemptions + t.runq_wait_ns > 0
         })
         .collect();
     rows.sort_by_key(|row| {

@@ -8,7 +8,8 @@ use serde_json::json;
 use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
-    aggregate::{Bucket, Clock, Names, Preemption, Stats},
+    aggregate::{Bucket, Clock, Names, Preemption, Stats, quantile_bound},
+    probes::Facet,
     wait_reasons,
 };
 
@@ -23,7 +24,12 @@ pub enum Format {
 pub struct Header {
     pub pid: u32,
     pub go_version: String,
+    /// What the attached probes see; the rest is not shown.
+    pub facets: Vec<Facet>,
 }
+
+/// Goroutines whose own run-queue latency histogram the summary draws.
+const HISTOGRAMS_OF_TOP: usize = 3;
 
 pub struct Printer {
     format: Format,
@@ -130,6 +136,7 @@ impl Printer {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
                 value["type"] = json!("interval");
+                value["watching"] = json!(self.header.facets);
                 value["unix_ns"] = json!(unix_ns);
                 value["interval_ns"] = json!(elapsed_ns);
                 value["pid"] = json!(self.header.pid);
@@ -144,6 +151,7 @@ impl Printer {
                     duration(elapsed_ns)
                 ),
                 stats,
+                false,
             )),
         }
     }
@@ -153,6 +161,7 @@ impl Printer {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
                 value["type"] = json!("summary");
+                value["watching"] = json!(self.header.facets);
                 value["pid"] = json!(self.header.pid);
                 value["go_version"] = json!(self.header.go_version);
                 value["duration_ns"] = json!(duration_ns);
@@ -166,65 +175,73 @@ impl Printer {
                     duration(duration_ns)
                 ),
                 stats,
+                true,
             )),
         }
     }
 
-    fn text(&self, title: &str, s: &Stats) -> String {
+    fn text(&self, title: &str, s: &Stats, whole_run: bool) -> String {
+        let watching = |facet| self.header.facets.contains(&facet);
         let mut out = format!("=== {title} ===\n");
         let mut line = |label: &str, value: String| {
             out.push_str(&format!("{label:<13}{value}\n"));
         };
-        line(
-            "schedule",
-            format!(
-                "{:>9}   run slices {}, run time {}",
-                s.schedule,
-                s.run_slices,
-                duration(s.run_ns)
-            ),
-        );
-        let mut reasons: Vec<(&String, &u64)> = s.gopark.iter().collect();
-        reasons.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), (*name).clone()));
-        let reasons: Vec<String> = reasons
-            .iter()
-            .map(|(name, count)| format!("{name} {count}"))
-            .collect();
-        line(
-            "gopark",
-            format!("{:>9}   {}", s.gopark_total, reasons.join(", ")),
-        );
-        let average = s
-            .syscall_ns
-            .checked_div(s.syscalls)
-            .map(|avg| format!(", avg {}", duration(avg)))
-            .unwrap_or_default();
-        line(
-            "syscalls",
-            format!(
-                "{:>9}   {} in syscalls{average} (entered {}, exited {})",
-                s.syscalls,
-                duration(s.syscall_ns),
-                s.syscalls_entered,
-                s.syscalls_exited
-            ),
-        );
-        line(
-            "goroutines",
-            format!(
-                "{:>9}   created, {} exited",
-                s.goroutines_created, s.goroutines_exited
-            ),
-        );
-        let mut blocked: Vec<(&String, &u64)> = s.blocked_ns.iter().collect();
-        blocked.sort_by_key(|(name, ns)| (std::cmp::Reverse(**ns), (*name).clone()));
-        let blocked: Vec<String> = blocked
-            .iter()
-            .take(8)
-            .map(|(name, ns)| format!("{name} {}", duration(**ns)))
-            .collect();
-        line("blocked", format!("{:>9}   {}", "", blocked.join(", ")));
-        line("preemptions", format!("{:>9}", s.preemptions));
+        if watching(Facet::Schedule) {
+            line(
+                "schedule",
+                format!("{:>9}   run time {}", s.schedule, duration(s.run_ns)),
+            );
+        }
+        if watching(Facet::Goroutines) {
+            line("run slices", format!("{:>9}", s.run_slices));
+            let mut reasons: Vec<(&String, &u64)> = s.gopark.iter().collect();
+            reasons.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), (*name).clone()));
+            let reasons: Vec<String> = reasons
+                .iter()
+                .map(|(name, count)| format!("{name} {count}"))
+                .collect();
+            line(
+                "gopark",
+                format!("{:>9}   {}", s.gopark_total, reasons.join(", ")),
+            );
+        }
+        if watching(Facet::Syscalls) {
+            let average = s
+                .syscall_ns
+                .checked_div(s.syscalls)
+                .map(|avg| format!(", avg {}", duration(avg)))
+                .unwrap_or_default();
+            line(
+                "syscalls",
+                format!(
+                    "{:>9}   {} in syscalls{average} (entered {}, exited {})",
+                    s.syscalls,
+                    duration(s.syscall_ns),
+                    s.syscalls_entered,
+                    s.syscalls_exited
+                ),
+            );
+        }
+        if watching(Facet::Goroutines) {
+            line(
+                "goroutines",
+                format!(
+                    "{:>9}   created, {} exited",
+                    s.goroutines_created, s.goroutines_exited
+                ),
+            );
+            let mut blocked: Vec<(&String, &u64)> = s.blocked_ns.iter().collect();
+            blocked.sort_by_key(|(name, ns)| (std::cmp::Reverse(**ns), (*name).clone()));
+            let blocked: Vec<String> = blocked
+                .iter()
+                .take(8)
+                .map(|(name, ns)| format!("{name} {}", duration(**ns)))
+                .collect();
+            line("blocked", format!("{:>9}   {}", "", blocked.join(", ")));
+        }
+        if watching(Facet::Preemptions) {
+            line("preemptions", format!("{:>9}", s.preemptions));
+        }
         line("dropped", format!("{:>9}", s.dropped));
         if s.offset_mismatches > 0 || s.read_errors > 0 {
             line(
@@ -242,10 +259,11 @@ impl Printer {
         out.push_str(&histogram_text("run slice length", &s.run_slice_histogram));
         if !s.top_goroutines.is_empty() {
             out.push_str(&format!(
-                "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
+                "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
                 "GOID",
                 "RUN",
                 "RUNQ WAIT",
+                "RUNQ P99<",
                 "RUNS",
                 "PARKS",
                 "SYSCALLS",
@@ -256,16 +274,27 @@ impl Printer {
             for row in &s.top_goroutines {
                 let g = &row.totals;
                 out.push_str(&format!(
-                    "{:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
+                    "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
                     row.goid,
                     duration(g.run_ns),
                     duration(g.runq_wait_ns),
+                    quantile_bound(&row.runq_latency_histogram, 0.99)
+                        .map(duration)
+                        .unwrap_or_else(|| "-".to_owned()),
                     g.runs,
                     g.parks,
                     g.syscalls,
                     duration(g.syscall_ns),
                     g.preemptions,
                     row.start_function.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        if whole_run {
+            for row in s.top_goroutines.iter().take(HISTOGRAMS_OF_TOP) {
+                out.push_str(&histogram_text(
+                    &format!("goid {} run-queue latency", row.goid),
+                    &row.runq_latency_histogram,
                 ));
             }
         }

@@ -30,18 +30,107 @@ static EBPF_OBJECT: &[u8] =
 /// the kernel object: 256 KiB).
 const EVENTS_RING_BYTES: u32 = 32 << 20;
 
-/// Which kernel program watches which runtime function: `schedule` ends run
-/// slices and counts scheduling rounds; `casgstatus` sees goroutine state changes
-/// (parks, wakeups, run starts, creation, exit); the syscall functions pair
-/// syscalls (Go 1.26+ enters them without casgstatus); `sigtrampgo`, the Go signal
-/// handler, tells where a SIGURG preemption landed.
-pub const UPROBES: &[(&str, &str)] = &[
-    ("go_schedule", "runtime.schedule"),
-    ("go_casgstatus", "runtime.casgstatus"),
-    ("go_entersyscall", "runtime.entersyscall"),
-    ("go_entersyscall", "runtime.entersyscallblock"),
-    ("go_exitsyscall", "runtime.exitsyscall"),
-    ("go_sigtrampgo", "runtime.sigtrampgo"),
+/// What a session can watch; each needs its own probes, and only the probes of
+/// the watched facets are attached (`attach --only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Facet {
+    /// Scheduling rounds and on-CPU slice lengths (`runtime.schedule`).
+    Schedule,
+    /// Goroutine lifecycle: run-queue latency, parks and blocked time by reason,
+    /// creation and exit, per-goroutine totals (`runtime.casgstatus`).
+    Goroutines,
+    /// Syscall counts and durations.
+    Syscalls,
+    /// SIGURG preemptions and where they landed.
+    Preemptions,
+}
+
+impl Facet {
+    pub const ALL: [Facet; 4] = [
+        Facet::Schedule,
+        Facet::Goroutines,
+        Facet::Syscalls,
+        Facet::Preemptions,
+    ];
+}
+
+/// Go 1.26 moved syscall entry and exit off casgstatus: from then on syscalls
+/// need their own probes; before, the casgstatus probe sees them (2 fewer hits
+/// per syscall).
+pub fn syscalls_from_casgstatus(version: (u32, u32)) -> bool {
+    version < (1, 26)
+}
+
+/// One uprobe: which kernel program watches which runtime function, and when.
+struct Uprobe {
+    program: &'static str,
+    function: &'static str,
+    /// Attached when one of these facets is watched.
+    serves: &'static [Facet],
+    /// ... and the binary's Go version is one of these.
+    versions: fn((u32, u32)) -> bool,
+}
+
+fn any_version(_: (u32, u32)) -> bool {
+    true
+}
+
+fn own_syscall_probes(version: (u32, u32)) -> bool {
+    !syscalls_from_casgstatus(version)
+}
+
+fn casgstatus_syscalls(version: (u32, u32)) -> bool {
+    syscalls_from_casgstatus(version)
+}
+
+/// `schedule` ends run slices and counts scheduling rounds; `casgstatus` sees
+/// goroutine state changes (parks, wakeups, run starts, creation, exit, and
+/// syscalls before Go 1.26); the syscall functions pair syscalls on Go 1.26+;
+/// `sigtrampgo`, the Go signal handler, tells where a SIGURG preemption landed.
+const UPROBES: &[Uprobe] = &[
+    Uprobe {
+        program: "go_schedule",
+        function: "runtime.schedule",
+        serves: &[Facet::Schedule],
+        versions: any_version,
+    },
+    Uprobe {
+        program: "go_casgstatus",
+        function: "runtime.casgstatus",
+        serves: &[Facet::Goroutines],
+        versions: any_version,
+    },
+    Uprobe {
+        program: "go_casgstatus",
+        function: "runtime.casgstatus",
+        serves: &[Facet::Syscalls],
+        versions: casgstatus_syscalls,
+    },
+    Uprobe {
+        program: "go_entersyscall",
+        function: "runtime.entersyscall",
+        serves: &[Facet::Syscalls],
+        versions: own_syscall_probes,
+    },
+    Uprobe {
+        program: "go_entersyscall",
+        function: "runtime.entersyscallblock",
+        serves: &[Facet::Syscalls],
+        versions: own_syscall_probes,
+    },
+    Uprobe {
+        program: "go_exitsyscall",
+        function: "runtime.exitsyscall",
+        serves: &[Facet::Syscalls],
+        versions: own_syscall_probes,
+    },
+    Uprobe {
+        program: "go_sigtrampgo",
+        function: "runtime.sigtrampgo",
+        serves: &[Facet::Preemptions],
+        versions: any_version,
+    },
 ];
 
 /// Where one uprobe goes.
@@ -60,11 +149,20 @@ pub struct PlannedProbe {
     pub file_offset: u64,
 }
 
-/// Finds every probed function and its probe site.
-pub fn plan(binary: &GoBinary) -> Result<Vec<PlannedProbe>> {
-    UPROBES
-        .iter()
-        .map(|&(program, function)| {
+/// Finds the functions the watched facets need, and their probe sites.
+pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
+    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
+    for probe in UPROBES {
+        let needed = probe.serves.iter().any(|f| facets.contains(f))
+            && (probe.versions)(binary.version)
+            && !wanted.contains(&(probe.program, probe.function));
+        if needed {
+            wanted.push((probe.program, probe.function));
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|(program, function)| {
             let address = binary
                 .function(function)
                 .with_context(|| format!("the binary has no {function}"))?;
@@ -94,6 +192,7 @@ pub fn attach(
     target: &Target,
     binary: &GoBinary,
     plan: &[PlannedProbe],
+    facets: &[Facet],
     signal_offsets: (u32, u32),
     stream_events: bool,
 ) -> Result<Probes> {
@@ -102,6 +201,10 @@ pub fn attach(
         signal_sig_offset: signal_offsets.0,
         signal_pid_offset: signal_offsets.1,
         stream_events: u32::from(stream_events),
+        syscalls_from_casgstatus: u32::from(
+            facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
+        ),
+        _pad: 0,
         offsets: binary.offsets,
     };
     let mut loader = EbpfLoader::new();
@@ -143,6 +246,9 @@ pub fn attach(
             .with_context(|| format!("cannot attach a uprobe to {}", probe.function))?;
     }
 
+    if !facets.contains(&Facet::Preemptions) {
+        return Ok(Probes { ebpf });
+    }
     let signal: &mut TracePoint = ebpf
         .program_mut("signal_generate")
         .context("the eBPF object has no program signal_generate")?

@@ -13,7 +13,8 @@ use crate::{
     binary::GoBinary,
     collect::{Collector, Snapshot},
     output::{Format, Header, Printer},
-    probes, system,
+    probes::{self, Facet},
+    system,
     target::Target,
 };
 
@@ -41,6 +42,10 @@ pub struct AttachArgs {
     /// happens: each costs a ring-buffer record, so this is for short sessions.
     #[arg(long)]
     pub events: bool,
+    /// Watch only these (comma-separated); only their probes are attached, which
+    /// makes the session cheaper for the target. Default: everything.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Facet>,
 }
 
 /// How often the ring buffer is drained (the probes never wake us up).
@@ -59,8 +64,23 @@ pub fn run(args: AttachArgs) -> Result<()> {
     let signal_offsets = system::signal_generate_offsets(&tracefs)?;
     let load_bias = target.load_bias(binary.pie, binary.first_segment_vaddr())?;
 
-    let plan = probes::plan(&binary)?;
-    let mut probes = probes::attach(&target, &binary, &plan, signal_offsets, args.events)?;
+    let facets = if args.only.is_empty() {
+        Facet::ALL.to_vec()
+    } else {
+        let mut facets = args.only.clone();
+        facets.sort();
+        facets.dedup();
+        facets
+    };
+    let plan = probes::plan(&binary, &facets)?;
+    let mut probes = probes::attach(
+        &target,
+        &binary,
+        &plan,
+        &facets,
+        signal_offsets,
+        args.events,
+    )?;
     let collector = Collector::new(&mut probes.ebpf)?;
     if args.verbose {
         for probe in &plan {
@@ -87,6 +107,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
         Header {
             pid: target.pid,
             go_version: binary.build.go_version.clone(),
+            facets: facets.clone(),
         },
     );
     let attached_at = Instant::now();
@@ -100,10 +121,14 @@ pub fn run(args: AttachArgs) -> Result<()> {
         terminate: signal(SignalKind::terminate())?,
     };
     eprintln!(
-        "gobpf-sched: attached to {shown_as}, {}: {} uprobes + SIGURG tracepoint in {} ms. \
-         Ctrl-C to stop.",
+        "gobpf-sched: attached to {shown_as}, {}: {} uprobes{} in {} ms. Ctrl-C to stop.",
         binary.build.go_version,
         plan.len(),
+        if facets.contains(&Facet::Preemptions) {
+            " + SIGURG tracepoint"
+        } else {
+            ""
+        },
         started.elapsed().as_millis()
     );
 

@@ -137,7 +137,7 @@ fn check_mode(mode: Mode) {
             nm(&toolchain, &binary)
         };
         let probes = report["probes"].as_array().unwrap();
-        assert_eq!(probes.len(), 6, "{v}");
+        assert_eq!(probes.len(), toolchain.expected_uprobes(), "{v}");
         for probe in probes {
             let function = probe["function"].as_str().unwrap();
             let expected = truth[function];

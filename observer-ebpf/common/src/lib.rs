@@ -41,6 +41,10 @@ pub struct Config {
     pub signal_pid_offset: u32,
     /// Non-zero: stream every transition to the ring buffer (`--events`).
     pub stream_events: u32,
+    /// Non-zero: syscalls are seen as `_Grunning` ↔ `_Gsyscall` changes in
+    /// casgstatus (Go ≤ 1.25), and no entersyscall/exitsyscall probe is attached.
+    pub syscalls_from_casgstatus: u32,
+    pub _pad: u32,
     pub offsets: GoOffsets,
 }
 
@@ -61,9 +65,9 @@ pub mod counter {
     pub const EXECUTE: u32 = 1;
     /// `runtime.gopark` calls (a goroutine blocks).
     pub const GOPARK: u32 = 2;
-    /// `runtime.entersyscall` + `runtime.entersyscallblock` calls.
+    /// Syscalls entered (`runtime.entersyscall` + `runtime.entersyscallblock`).
     pub const SYSCALL_ENTER: u32 = 3;
-    /// `runtime.exitsyscall` calls.
+    /// Syscalls left (`runtime.exitsyscall`).
     pub const SYSCALL_EXIT: u32 = 4;
     /// exitsyscall calls matched with an earlier entersyscall on the same thread.
     pub const SYSCALL_PAIRS: u32 = 5;
@@ -97,6 +101,10 @@ pub mod counter {
 /// (slot 0 also counts 0).
 pub const HISTOGRAM_SLOTS: u32 = 64;
 
+/// Slots of the per-goroutine run-queue latency histogram: log2 of ns, the last
+/// slot also counts everything from 2^31 ns (~2 s) up.
+pub const GOROUTINE_HISTOGRAM_SLOTS: usize = 32;
+
 /// Wait reasons are a `uint8` in every supported Go version.
 pub const MAX_WAIT_REASONS: u32 = 256;
 
@@ -121,6 +129,9 @@ pub struct GoroutineStats {
     pub runq_wait_ns: u64,
     /// `g.startpc` (run-time address), read at the goroutine's first run seen.
     pub start_pc: u64,
+    /// Its run-queue latencies, log2 of ns (see [`GOROUTINE_HISTOGRAM_SLOTS`]).
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub runq_latency: [u32; GOROUTINE_HISTOGRAM_SLOTS],
 }
 
 /// When a goroutine started to wait, and why (`WAITING` map value).

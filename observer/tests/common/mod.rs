@@ -23,6 +23,22 @@ pub struct Toolchain {
     pub version: String,
 }
 
+impl Toolchain {
+    /// (major, minor), e.g. (1, 25).
+    pub fn minor(&self) -> (u32, u32) {
+        let mut parts = self.version.trim_start_matches("go").split('.');
+        let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (next(), next())
+    }
+
+    /// Uprobes a full session attaches: schedule, casgstatus, sigtrampgo; from Go
+    /// 1.26 also entersyscall, entersyscallblock and exitsyscall (before, the
+    /// casgstatus probe sees syscalls).
+    pub fn expected_uprobes(&self) -> usize {
+        if self.minor() >= (1, 26) { 6 } else { 3 }
+    }
+}
+
 pub fn toolchains() -> Vec<Toolchain> {
     let list = std::env::var("GOBPF_SCHED_GO_TOOLCHAINS").expect(
         "GOBPF_SCHED_GO_TOOLCHAINS is not set: run the tests with `cargo xtask test`, \

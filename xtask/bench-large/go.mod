@@ -1,0 +1,3 @@
+module gobpf-sched/bench-large
+
+go 1.19
