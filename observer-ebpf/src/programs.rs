@@ -71,13 +71,30 @@ fn send(event: &Event) {
     }
 }
 
-/// Sends a transition to the ring buffer when `--events` asked for them.
+/// Sends a transition to the ring buffer when `--events` (or a recording) asked
+/// for them.
 #[inline(always)]
 fn emit(kind: u32, goid: u64, value: u64, now: u64) {
-    // Only the flag: this runs on every transition.
-    if unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) } != 0 {
+    if streaming() {
         send(&thread_event(kind, goid, value, now));
     }
+}
+
+/// Like [`emit`], for a run slice's start or end: with its M and P.
+#[inline(always)]
+fn emit_run(kind: u32, value: u64, now: u64, running: &Running) {
+    if streaming() {
+        let mut event = thread_event(kind, running.goid, value, now);
+        event.m_id = running.m_id;
+        event.p_id = running.p_id;
+        send(&event);
+    }
+}
+
+#[inline(always)]
+fn streaming() -> bool {
+    // Only the flag: this runs on every transition.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) != 0 }
 }
 
 /// Run-queue latency (runnable → running), log2 of ns.
@@ -199,21 +216,21 @@ fn goid_of(g: u64, offsets: &GoOffsets) -> Option<u64> {
     read_user::<u64>(g + offsets.g_goid)
 }
 
-/// Adds `value` to one field of a goroutine's totals, creating the entry if needed.
-/// A plain add is exact: each field has one writer at a time. A goroutine runs on
-/// one thread at a time and the runtime orders its transitions, so the probes that
-/// fire for it never overlap; the one probe on another thread (the SIGURG
-/// tracepoint, on sysmon) writes only `preemptions`.
+/// A goroutine's totals, created if needed. Plain adds to its fields are exact:
+/// each field has one writer at a time. A goroutine runs on one thread at a time
+/// and the runtime orders its transitions, so the probes that fire for it never
+/// overlap; the one probe on another thread (the SIGURG tracepoint, on sysmon)
+/// writes only `preemptions`. One lookup per probe hit: each lookup is work for
+/// the probe and paths for the verifier (attach time).
 #[inline(always)]
-fn add_goroutine(goid: u64, field: fn(&mut GoroutineStats) -> &mut u64, value: u64) {
-    let mut entry = GOROUTINES.get_ptr_mut(&goid);
-    if entry.is_none() {
-        let _ = GOROUTINES.insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64);
-        entry = GOROUTINES.get_ptr_mut(&goid);
+fn goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
+    if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
+        return Some(unsafe { &mut *stats });
     }
-    if let Some(stats) = entry {
-        *field(unsafe { &mut *stats }) += value;
-    }
+    let _ = GOROUTINES.insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64);
+    GOROUTINES
+        .get_ptr_mut(&goid)
+        .map(|stats| unsafe { &mut *stats })
 }
 
 /// `runtime.schedule()`: runs on the M's g0 whenever the current goroutine stops
@@ -233,8 +250,10 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
             running.stopped_ns = now;
             add(counter::RUN_NS, ran);
             add_to_histogram(&RUN_SLICES, ran);
-            add_goroutine(running.goid, |s| &mut s.run_ns, ran);
-            emit(event_kind::STOP, running.goid, ran, now);
+            if let Some(stats) = goroutine(running.goid) {
+                stats.run_ns += ran;
+            }
+            emit_run(event_kind::STOP, ran, now, running);
         }
     }
     0
@@ -281,20 +300,28 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, now: u64) {
     add(counter::EXECUTE, 1);
-    let mut waited = 0;
-    if let Some(since) = unsafe { RUNNABLE_SINCE.get(&gp) } {
-        waited = now.saturating_sub(*since);
+    let stats = goroutine(goid);
+    // None: it became runnable before we attached.
+    let waited = unsafe { RUNNABLE_SINCE.get(&gp) }.map(|since| now.saturating_sub(*since));
+    if let Some(waited) = waited {
         let _ = RUNNABLE_SINCE.remove(&gp);
         add_to_histogram(&RUNQ_LATENCY, waited);
-        add_goroutine(goid, |s| &mut s.runq_wait_ns, waited);
-        if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
+        add(counter::RUNQ_NS, waited);
+    }
+    if let Some(stats) = stats {
+        stats.runs += 1;
+        if let Some(waited) = waited {
+            stats.runq_wait_ns += waited;
             let slot = (log2(waited) as usize).min(GOROUTINE_HISTOGRAM_SLOTS - 1);
-            if let Some(count) = unsafe { &mut *stats }.runq_latency.get_mut(slot) {
+            if let Some(count) = stats.runq_latency.get_mut(slot) {
                 *count += 1;
             }
         }
+        // Its start function, once: the goid is valid here in every version.
+        if stats.start_pc == 0 {
+            stats.start_pc = read_user::<u64>(gp + offsets.g_startpc).unwrap_or(0);
+        }
     }
-    emit(event_kind::RUN, goid, waited, now);
     let tid = current_tid();
     let mut running = Running {
         goid,
@@ -320,15 +347,8 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
             running.p_id = read_user::<i32>(p + offsets.p_id).unwrap_or(-1);
         }
     }
+    emit_run(event_kind::RUN, waited.unwrap_or(0), now, &running);
     let _ = RUNNING.insert(&tid, &running, 0);
-    add_goroutine(goid, |s| &mut s.runs, 1);
-    // Its start function, once: the goid is valid here in every version.
-    if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
-        let stats = unsafe { &mut *stats };
-        if stats.start_pc == 0 {
-            stats.start_pc = read_user::<u64>(gp + offsets.g_startpc).unwrap_or(0);
-        }
-    }
 }
 
 /// running → waiting (`park_m` after `gopark` set `g.waitreason`).
@@ -339,7 +359,9 @@ fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
     if let Some(slot) = PARKS.get_ptr_mut(reason as u32) {
         unsafe { *slot += 1 };
     }
-    add_goroutine(goid, |s| &mut s.parks, 1);
+    if let Some(stats) = goroutine(goid) {
+        stats.parks += 1;
+    }
     emit(event_kind::PARK, goid, reason, now);
     let waiting = Waiting {
         since_ns: now,
@@ -405,8 +427,10 @@ fn syscall_exited(goid: u64, now: u64) {
     let took = now.saturating_sub(entered);
     add(counter::SYSCALL_PAIRS, 1);
     add(counter::SYSCALL_NS, took);
-    add_goroutine(goid, |s| &mut s.syscalls, 1);
-    add_goroutine(goid, |s| &mut s.syscall_ns, took);
+    if let Some(stats) = goroutine(goid) {
+        stats.syscalls += 1;
+        stats.syscall_ns += took;
+    }
     emit(event_kind::SYSCALL, goid, took, now);
 }
 
@@ -475,7 +499,9 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         event.value = until.saturating_sub(running.since_ns);
         event.m_id = running.m_id;
         event.p_id = running.p_id;
-        add_goroutine(running.goid, |s| &mut s.preemptions, 1);
+        if let Some(stats) = goroutine(running.goid) {
+            stats.preemptions += 1;
+        }
     }
     send(&event);
     0

@@ -21,6 +21,8 @@ pub struct Stats {
     pub run_slice_histogram: Vec<Bucket>,
     /// Time from runnable to running (waiting in a run queue for an M and a P).
     pub runq_latency_histogram: Vec<Bucket>,
+    /// The sum of those latencies.
+    pub runq_latency_ns: u64,
     /// Parks by wait reason (names from the binary).
     pub gopark: BTreeMap<String, u64>,
     /// Time blocked, by wait reason, for the waits that ended in the span.
@@ -119,6 +121,7 @@ impl Stats {
             gopark: by_reason(&before.parks, &after.parks, reasons),
             blocked_ns: by_reason(&before.blocked_ns, &after.blocked_ns, reasons),
             runq_latency_histogram: histogram(&before.runq_latency, &after.runq_latency),
+            runq_latency_ns: delta(counter::RUNQ_NS),
             goroutines_created: delta(counter::CREATED),
             goroutines_exited: delta(counter::EXITED),
             syscalls: delta(counter::SYSCALL_PAIRS),
@@ -269,7 +272,7 @@ impl Clock {
     }
 }
 
-fn read_clock(clock: libc::clockid_t) -> u64 {
+pub fn read_clock(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -10,6 +10,7 @@ use gobpf_sched_common::{Event, event_kind};
 use crate::{
     aggregate::{Bucket, Clock, Names, Preemption, Stats, quantile_bound},
     probes::Facet,
+    sched_state::SchedState,
     wait_reasons,
 };
 
@@ -48,35 +49,7 @@ impl Printer {
                 value["type"] = json!("preemption");
                 emit(&value.to_string());
             }
-            Format::Text => {
-                let goroutine = match preemption.goid {
-                    0 => "goid ?".to_owned(),
-                    goid => format!("goid {goid}"),
-                };
-                let ran = match (preemption.ran_ns, preemption.stopped) {
-                    (0, _) => "?".to_owned(),
-                    (ns, false) => duration(ns),
-                    (ns, true) => format!("{} (had just yielded)", duration(ns)),
-                };
-                let landed = match (&preemption.landed_in, preemption.landed_goid) {
-                    (Some(function), Some(goid)) if goid == preemption.goid => {
-                        format!(", in {function}")
-                    }
-                    (Some(function), Some(0)) => format!(", landed in {function} (no goroutine)"),
-                    (Some(function), Some(goid)) => {
-                        format!(", landed in {function} (goid {goid})")
-                    }
-                    _ => String::new(),
-                };
-                emit(&format!(
-                    "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran}{landed} (SIGURG from tid {})",
-                    time_of_day(preemption.unix_ns),
-                    preemption.tid,
-                    preemption.m,
-                    preemption.p,
-                    preemption.sender_tid,
-                ));
-            }
+            Format::Text => emit(&preemption_line(preemption)),
         }
     }
 
@@ -131,10 +104,17 @@ impl Printer {
         }
     }
 
-    pub fn interval(&self, stats: &Stats, unix_ns: u64, elapsed_ns: u64) {
+    pub fn interval(
+        &self,
+        stats: &Stats,
+        sched: Option<&SchedState>,
+        unix_ns: u64,
+        elapsed_ns: u64,
+    ) {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
+                value["sched"] = json!(sched);
                 value["type"] = json!("interval");
                 value["watching"] = json!(self.header.facets);
                 value["unix_ns"] = json!(unix_ns);
@@ -142,17 +122,23 @@ impl Printer {
                 value["pid"] = json!(self.header.pid);
                 emit(&value.to_string());
             }
-            Format::Text => emit(&self.text(
-                &format!(
-                    "{} pid {} {} — last {}",
-                    time_of_day(unix_ns),
-                    self.header.pid,
-                    self.header.go_version,
-                    duration(elapsed_ns)
-                ),
-                stats,
-                false,
-            )),
+            Format::Text => {
+                let mut text = self.text(
+                    &format!(
+                        "{} pid {} {} — last {}",
+                        time_of_day(unix_ns),
+                        self.header.pid,
+                        self.header.go_version,
+                        duration(elapsed_ns)
+                    ),
+                    stats,
+                    false,
+                );
+                if let Some(state) = sched {
+                    text.push_str(&sched_text(state));
+                }
+                emit(&text);
+            }
         }
     }
 
@@ -302,6 +288,59 @@ impl Printer {
     }
 }
 
+/// The scheduler state in schedtrace's terms.
+fn sched_text(state: &SchedState) -> String {
+    let local: Vec<String> = state
+        .procs
+        .iter()
+        .map(|p| (p.runq + u32::from(p.runnext)).to_string())
+        .collect();
+    format!(
+        "{:<13}gomaxprocs={} idleprocs={} threads={} spinningthreads={} idlethreads={} \
+         runqueue={} [{}]{}\n",
+        "sched",
+        state.gomaxprocs,
+        state.idle_procs,
+        state.threads,
+        state.spinning_threads,
+        state.idle_threads,
+        state.global_runq,
+        local.join(" "),
+        if state.approximate {
+            " (approximate: changed while read)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// One preemption as a log line.
+pub fn preemption_line(preemption: &Preemption) -> String {
+    let goroutine = match preemption.goid {
+        0 => "goid ?".to_owned(),
+        goid => format!("goid {goid}"),
+    };
+    let ran = match (preemption.ran_ns, preemption.stopped) {
+        (0, _) => "?".to_owned(),
+        (ns, false) => duration(ns),
+        (ns, true) => format!("{} (had just yielded)", duration(ns)),
+    };
+    let landed = match (&preemption.landed_in, preemption.landed_goid) {
+        (Some(function), Some(goid)) if goid == preemption.goid => format!(", in {function}"),
+        (Some(function), Some(0)) => format!(", landed in {function} (no goroutine)"),
+        (Some(function), Some(goid)) => format!(", landed in {function} (goid {goid})"),
+        _ => String::new(),
+    };
+    format!(
+        "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran}{landed} (SIGURG from tid {})",
+        time_of_day(preemption.unix_ns),
+        preemption.tid,
+        preemption.m,
+        preemption.p,
+        preemption.sender_tid,
+    )
+}
+
 /// What follows an event's name.
 enum Detail {
     Duration(u64),
@@ -347,7 +386,7 @@ pub fn duration(ns: u64) -> String {
 }
 
 /// `HH:MM:SS.micros` (UTC) of a Unix-epoch nanosecond time.
-fn time_of_day(unix_ns: u64) -> String {
+pub fn time_of_day(unix_ns: u64) -> String {
     let secs = unix_ns / 1_000_000_000;
     let micros = (unix_ns % 1_000_000_000) / 1_000;
     let day_secs = secs % 86_400;

@@ -27,15 +27,6 @@ const WORKLOADS: &[(&str, u64)] = &[
     ("http", 20_000),
 ];
 const REPETITIONS: usize = 3;
-/// The functions gobpf-sched probes; bpftrace gets entry probes on the same ones.
-const PROBED: &[&str] = &[
-    "runtime.schedule",
-    "runtime.casgstatus",
-    "runtime.entersyscall",
-    "runtime.entersyscallblock",
-    "runtime.exitsyscall",
-    "runtime.sigtrampgo",
-];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tracer {
@@ -105,6 +96,22 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
     .trim()
     .to_owned();
 
+    // bpftrace gets entry probes on the functions gobpf-sched probes in this binary.
+    let inspected: Value = serde_json::from_slice(
+        &Command::new(&observer)
+            .args(["inspect", "--json"])
+            .arg(&binary)
+            .output()?
+            .stdout,
+    )
+    .context("gobpf-sched inspect printed no JSON")?;
+    let probed: Vec<String> = inspected["probes"]
+        .as_array()
+        .context("no probes in the inspect report")?
+        .iter()
+        .filter_map(|p| p["function"].as_str().map(str::to_owned))
+        .collect();
+
     let mut results = Vec::new();
     for &(workload, ops) in WORKLOADS {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); TRACERS.len()];
@@ -118,6 +125,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
                 samples[i].push(run_once(
                     &binary,
                     &observer,
+                    &probed,
                     workload,
                     tracer.ops(ops),
                     tracer,
@@ -130,11 +138,21 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
 
     let floor = measure_floor(&binary)?;
     let events = measure_events(&binary, &observer, &out_dir)?;
+    let large = out_dir.join("large");
+    toolchains::build_go(go, &root.join("xtask/bench-large"), &large)?;
+    let large_attach_ms = measure_attach(&large, &observer)?;
+    let large_mb = std::fs::metadata(&large)?.len() as f64 / 1e6;
     let mut report = render(&results, &go_version);
+    report.push_str(&format!(
+        "\nprobed functions (both tools): {}\n",
+        probed.join(", ")
+    ));
     report.push_str(&format!(
         "\nkernel floor, an empty bpftrace uprobe on an emulated `push %rbp` (main.noop): \
          {floor:.0} ns per hit\n\
-         --events on ping-pong: {} transitions drained in {:.2} s ({:.0}/s), {} dropped\n",
+         --events on ping-pong: {} transitions drained in {:.2} s ({:.0}/s), {} dropped\n\
+         attach to a large binary (xtask/bench-large, {large_mb:.1} MB, much of the standard \
+         library, with DWARF): {large_attach_ms:.0} ms (median of {REPETITIONS})\n",
         events.count,
         events.seconds,
         events.count as f64 / events.seconds,
@@ -147,6 +165,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
         serde_json::to_string_pretty(&json!({
             "workloads": to_json(&results, &go_version),
             "floor_ns_per_hit": floor,
+            "large_binary": {"mb": large_mb, "attach_ms": large_attach_ms},
             "events": {"count": events.count, "seconds": events.seconds, "dropped": events.dropped},
         }))?,
     )?;
@@ -185,6 +204,42 @@ fn measure_floor(binary: &Path) -> Result<f64> {
     }
     floors.sort_by(f64::total_cmp);
     Ok(floors[floors.len() / 2])
+}
+
+/// Median attach time (as the observer reports it) to an idle process of `binary`.
+fn measure_attach(binary: &Path, observer: &Path) -> Result<f64> {
+    let mut target = Command::new(binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the large bench program")?;
+    let mut stdout = BufReader::new(target.stdout.take().context("stdout")?);
+    expect_line(&mut stdout, "ready")?;
+    let pid = target.id().to_string();
+    let mut times = Vec::new();
+    for _ in 0..REPETITIONS {
+        let output = Command::new(observer)
+            .args(["attach", "--pid", &pid, "--duration", "100ms", "--json"])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let attached = stderr
+            .lines()
+            .find(|l| l.starts_with("gobpf-sched: attached"))
+            .with_context(|| format!("gobpf-sched did not attach: {stderr}"))?;
+        times.push(attach_ms(attached).context("no attach time")?);
+    }
+    drop(target.stdin.take()); // it exits at the end of its input
+    let _ = target.wait();
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The time in "gobpf-sched: attached to ... in 42 ms. Ctrl-C to stop."
+fn attach_ms(line: &str) -> Option<f64> {
+    line.split(" in ")
+        .last()
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
 }
 
 struct EventsRate {
@@ -295,6 +350,7 @@ fn expect_line(reader: &mut impl BufRead, prefix: &str) -> Result<String> {
 fn run_once(
     binary: &Path,
     observer: &Path,
+    probed: &[String],
     workload: &str,
     ops: u64,
     tracer: Tracer,
@@ -316,12 +372,7 @@ fn run_once(
             let attached = expect_line(&mut stderr, "gobpf-sched: attached")?;
             // Keep reading: the observer reports the target's exit there too.
             std::thread::spawn(move || stderr.lines().for_each(drop));
-            // "... in 42 ms. Ctrl-C to stop."
-            sample.attach_ms = attached
-                .split(" in ")
-                .last()
-                .and_then(|rest| rest.split(" ms").next())
-                .and_then(|ms| ms.parse().ok());
+            sample.attach_ms = attach_ms(&attached);
             sample.ns_per_op = target.go()?;
             sample.observer_rss_kb = peak_rss_kb(tracer.id());
             let output = tracer.wait_with_output()?;
@@ -348,7 +399,7 @@ fn run_once(
             sample.hits_per_op = Some(hits as f64 / ops as f64);
         }
         Tracer::Bpftrace => {
-            let probes: Vec<String> = PROBED
+            let probes: Vec<String> = probed
                 .iter()
                 .map(|f| format!("uprobe:{}:{f}", binary.display()))
                 .collect();
@@ -454,7 +505,7 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
         .filter_map(|(_, s)| s[1].observer_rss_kb)
         .collect();
     out.push_str(&format!(
-        "\nattach (load + 6 uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
+        "\nattach (load + uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
         attach
             .iter()
             .map(|a| format!("{a:.0}"))

@@ -90,6 +90,10 @@ fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<(
     cargo.env(toolchains::ENV, toolchains.env_value());
     cargo.env(toolchains::FULL_ENV, toolchains.full_env_value());
     cargo.env(toolchains::CACHE_ENV, toolchains::cache_dir());
+    cargo.env(
+        "GOBPF_SCHED_PERFETTO_PYTHONPATH",
+        setup::perfetto_python_path(),
+    );
     // Two attach tests at a time fit the 2-core machines this runs on.
     cargo.args(["--", "--test-threads=2"]).args(args);
     shell::run(&mut cargo)

@@ -39,8 +39,12 @@ pub fn run() -> Result<Installed> {
     }
     // What `cargo xtask bench` compares with.
     packages.push("bpftrace");
+    // The tests check the outputs with the real tools they target: promtool and a
+    // real Prometheus, the TUI inside tmux.
+    packages.extend(["prometheus", "tmux"]);
     install_debian_packages(&packages)?;
     install_rust_src()?;
+    install_perfetto_protos()?;
     if need_linker {
         install_bpf_linker()?;
     } else {
@@ -150,6 +154,45 @@ fn install_bpf_linker() -> Result<()> {
         bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");
     }
     Ok(())
+}
+
+/// The `perfetto` PyPI package: its `perfetto_trace_pb2` (the Trace proto, with
+/// the protobuf runtime) is what the recording test parses `--record` files with.
+const PERFETTO_PYPI: &str = "perfetto==0.59.1";
+
+pub fn perfetto_python_path() -> std::path::PathBuf {
+    toolchains::cache_dir().join("py-perfetto")
+}
+
+fn install_perfetto_protos() -> Result<()> {
+    let dir = perfetto_python_path();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+        ])
+        .env("PYTHONPATH", &dir)
+        .output();
+    if check.is_ok_and(|o| o.status.success()) {
+        step("perfetto (PyPI)", "present");
+        return Ok(());
+    }
+    step("perfetto (PyPI)", "installing");
+    shell::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(PERFETTO_PYPI),
+    )
+    .with_context(|| format!("cannot install {PERFETTO_PYPI} from PyPI"))
 }
 
 fn go_version(go: &std::path::Path) -> Option<String> {

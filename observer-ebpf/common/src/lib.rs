@@ -93,8 +93,10 @@ pub mod counter {
     pub const CREATED: u32 = 14;
     /// Goroutines that exited (`_Grunning` → `_Gdead`).
     pub const EXITED: u32 = 15;
+    /// Total nanoseconds of run-queue latency (the sum of `RUNQ_LATENCY`).
+    pub const RUNQ_NS: u32 = 16;
     /// Number of slots in the array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 /// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns

@@ -61,8 +61,11 @@ pub const WANTED_MEMBERS: &[(&str, &[&str])] = &[
             "nmspinning",
             "nmidle",
             "mnext",
+            "nmfreed",
         ],
     ),
+    // Go 1.25+ keeps the global run-queue length in sched.runq.size.
+    ("runtime.gQueue", &["size"]),
     // To find where code starts in a stripped binary (see `text_start`).
     ("runtime.moduledata", &["pcHeader", "funcnametab", "text"]),
 ];
@@ -83,6 +86,15 @@ pub enum LayoutSource {
     Dwarf,
     /// The generated table, for this Go version, made with that toolchain.
     Table { version: String, toolchain: String },
+}
+
+/// Where the scheduler's globals are (link-time addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SchedulerGlobals {
+    /// `runtime.sched`, a `schedt`.
+    pub sched: u64,
+    /// `runtime.allp`, a `[]*p`.
+    pub allp: u64,
 }
 
 #[derive(Debug)]
@@ -111,6 +123,8 @@ pub struct GoBinary {
     pub pclntab_functions: HashMap<String, u64>,
     /// How many functions `.gopclntab` lists in all.
     pub pclntab_function_count: usize,
+    /// Link-time addresses of `runtime.sched` and `runtime.allp`, when known.
+    pub scheduler_globals: Option<SchedulerGlobals>,
     /// Every function's entry and name, by entry: for naming code addresses.
     functions_by_entry: Vec<(u64, String)>,
     segments: Vec<Segment>,
@@ -206,6 +220,13 @@ impl GoBinary {
             SymbolSource::Symtab
         };
 
+        let scheduler_globals = match (symtab.get("runtime.sched"), symtab.get("runtime.allp")) {
+            (Some(sched), Some(allp)) => Some(SchedulerGlobals {
+                sched: sched.address,
+                allp: allp.address,
+            }),
+            _ => None,
+        };
         let offsets = go_offsets(&struct_offsets)
             .with_context(|| format!("cannot find runtime struct offsets of {shown_as}"))?;
 
@@ -225,6 +246,7 @@ impl GoBinary {
             symtab_functions,
             pclntab_functions,
             pclntab_function_count,
+            scheduler_globals,
             functions_by_entry,
             segments,
         })

@@ -1,0 +1,319 @@
+//! `--prometheus ADDR`: serves `/metrics` in the OpenMetrics text format
+//! (prometheus-client), for Prometheus to scrape and Grafana to draw.
+//!
+//! Counters and histograms are the session's totals since attach, refreshed every
+//! `--interval`; the scheduler-state gauges (run queues, idle Ps, threads) are read
+//! from the target's memory at each scrape, so a 10 ms scrape sees 10 ms changes,
+//! as gse shows them.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result};
+use axum::{Router, http::header, routing::get};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    aggregate::{Bucket, Stats},
+    sched_state::{self, SchedLayout},
+};
+
+/// Histogram bucket bounds: log2 steps of the kernel's histograms, 1 µs to ~17 s.
+const BUCKET_SLOTS: std::ops::RangeInclusive<u32> = 9..=33;
+
+/// What the exporter shows; the session updates it.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// Whole-run totals since attach.
+    pub totals: Stats,
+}
+
+#[derive(Debug)]
+struct SchedulerCollector {
+    exported: Arc<Mutex<Exported>>,
+    /// Where to read the scheduler state live, when the binary allows it.
+    live: Option<(u32, SchedLayout)>,
+}
+
+pub struct Exporter {
+    pub exported: Arc<Mutex<Exported>>,
+    pub address: SocketAddr,
+}
+
+impl Exporter {
+    /// Binds `address` and serves `/metrics` on the current tokio runtime.
+    pub async fn start(address: SocketAddr, live: Option<(u32, SchedLayout)>) -> Result<Self> {
+        let exported = Arc::new(Mutex::new(Exported::default()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SchedulerCollector {
+            exported: exported.clone(),
+            live,
+        }));
+        let registry = Arc::new(registry);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} for --prometheus"))?;
+        let address = listener.local_addr()?;
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    let _ = encode(&mut body, &registry);
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                eprintln!("gobpf-sched: the metrics server stopped: {error}");
+            }
+        });
+        Ok(Self { exported, address })
+    }
+
+    pub fn update(&self, totals: &Stats) {
+        if let Ok(mut exported) = self.exported.lock() {
+            exported.totals = totals.clone();
+        }
+    }
+}
+
+const PREFIX: &str = "gobpf_sched_";
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let metric = encoder.encode_descriptor(&name, help, unit, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let metric = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+/// A log2 histogram (non-empty buckets, counts per bucket) as Prometheus
+/// cumulative buckets with fixed bounds, in seconds.
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    buckets: &[Bucket],
+    sum_ns: u64,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let mut cumulative = Vec::new();
+    let mut below = 0;
+    for slot in BUCKET_SLOTS {
+        let bound_ns = 1u64 << (slot + 1);
+        below = buckets
+            .iter()
+            .filter(|b| b.to_ns <= bound_ns)
+            .map(|b| b.count)
+            .sum::<u64>()
+            .max(below);
+        cumulative.push((bound_ns as f64 / 1e9, below));
+    }
+    let count: u64 = buckets.iter().map(|b| b.count).sum();
+    cumulative.push((f64::INFINITY, count));
+    let mut metric =
+        encoder.encode_descriptor(&name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &cumulative, None)
+}
+
+/// A counter per label value, e.g. parks by `reason`.
+fn labelled_counter<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    label: &str,
+    values: impl Iterator<Item = (&'a String, f64)>,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let mut metric = encoder.encode_descriptor(&name, help, unit, MetricType::Counter)?;
+    for (value_of_label, value) in values {
+        let labels = [(label.to_owned(), value_of_label.clone())];
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SchedulerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let totals = match self.exported.lock() {
+            Ok(exported) => exported.totals.clone(),
+            Err(_) => return Ok(()),
+        };
+        let e = &mut encoder;
+        let s = &totals;
+        let secs = |ns: u64| ns as f64 / 1e9;
+        counter(
+            e,
+            "schedule",
+            "runtime.schedule calls (scheduling rounds)",
+            None,
+            s.schedule as f64,
+        )?;
+        counter(
+            e,
+            "run_slices",
+            "Goroutine run slices started (runnable -> running)",
+            None,
+            s.run_slices as f64,
+        )?;
+        counter(
+            e,
+            "run",
+            "Time goroutines ran, in finished run slices",
+            Some(&Unit::Seconds),
+            secs(s.run_ns),
+        )?;
+        labelled_counter(
+            e,
+            "parks",
+            "Goroutines parked (running -> waiting), by wait reason",
+            None,
+            "reason",
+            s.gopark.iter().map(|(reason, n)| (reason, *n as f64)),
+        )?;
+        labelled_counter(
+            e,
+            "blocked",
+            "Time goroutines were blocked, by wait reason (waits that ended)",
+            Some(&Unit::Seconds),
+            "reason",
+            s.blocked_ns.iter().map(|(reason, ns)| (reason, secs(*ns))),
+        )?;
+        counter(e, "syscalls", "Syscalls returned", None, s.syscalls as f64)?;
+        counter(
+            e,
+            "syscall",
+            "Time in those syscalls",
+            Some(&Unit::Seconds),
+            secs(s.syscall_ns),
+        )?;
+        counter(
+            e,
+            "goroutines_created",
+            "Goroutines created",
+            None,
+            s.goroutines_created as f64,
+        )?;
+        counter(
+            e,
+            "goroutines_exited",
+            "Goroutines exited",
+            None,
+            s.goroutines_exited as f64,
+        )?;
+        counter(
+            e,
+            "preemptions",
+            "SIGURG async preemptions sent by the runtime",
+            None,
+            s.preemptions as f64,
+        )?;
+        counter(
+            e,
+            "dropped_events",
+            "Ring-buffer records lost",
+            None,
+            s.dropped as f64,
+        )?;
+        histogram(
+            e,
+            "runq_latency",
+            "Run-queue latency: runnable -> running",
+            &s.runq_latency_histogram,
+            s.runq_latency_ns,
+        )?;
+        histogram(
+            e,
+            "run_slice",
+            "On-CPU run-slice length",
+            &s.run_slice_histogram,
+            s.run_ns,
+        )?;
+
+        let Some((pid, layout)) = &self.live else {
+            return Ok(());
+        };
+        let Ok(state) = sched_state::read(*pid, layout) else {
+            return Ok(()); // the target is gone: no gauges rather than stale ones
+        };
+        gauge(
+            e,
+            "gomaxprocs",
+            "Ps (GOMAXPROCS)",
+            i64::from(state.gomaxprocs),
+        )?;
+        gauge(e, "idle_procs", "Idle Ps", i64::from(state.idle_procs))?;
+        gauge(
+            e,
+            "threads",
+            "Ms (OS threads) alive",
+            state.threads.min(i64::MAX as u64) as i64,
+        )?;
+        gauge(
+            e,
+            "spinning_threads",
+            "Ms spinning, looking for work",
+            i64::from(state.spinning_threads),
+        )?;
+        gauge(e, "idle_threads", "Idle Ms", i64::from(state.idle_threads))?;
+        gauge(
+            e,
+            "global_runq_length",
+            "Goroutines in the global run queue",
+            i64::from(state.global_runq),
+        )?;
+        gauge(
+            e,
+            "state_approximate",
+            "1 when the last read of the scheduler state was torn (values clamped)",
+            i64::from(state.approximate),
+        )?;
+        let name = format!("{PREFIX}local_runq_length");
+        let mut metric = e.encode_descriptor(
+            &name,
+            "Goroutines in each P's local run queue (runnext included)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &state.procs {
+            let labels = [("p".to_owned(), p.id.to_string())];
+            ConstGauge::new(i64::from(p.runq) + i64::from(p.runnext))
+                .encode(metric.encode_family(&labels)?)?;
+        }
+        let name = format!("{PREFIX}procs");
+        let mut metric = e.encode_descriptor(&name, "Ps by status", None, MetricType::Gauge)?;
+        for status in ["idle", "running", "syscall", "gcstop", "dead"] {
+            let count = state.procs.iter().filter(|p| p.status == status).count();
+            let labels = [("status".to_owned(), status.to_owned())];
+            ConstGauge::new(count as i64).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,452 @@
+//! `--record FILE`: a Perfetto trace (protobuf, TrackEvent format) of the session,
+//! to open in ui.perfetto.dev: a track per P and per M (thread) with a slice for
+//! each goroutine run, syscall slices on the M tracks, instants for parks (with
+//! the wait reason) and preemptions, counters for the run-queue lengths.
+//!
+//! The messages below are the subset of Perfetto's `protos/perfetto/trace/
+//! perfetto_trace.proto` we write, with its field numbers (prost derives the
+//! encoding). A file of concatenated `Trace.packet` fields is itself a `Trace`,
+//! so packets are appended as they come.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io::{BufWriter, Write},
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+use gobpf_sched_common::{Event, event_kind};
+use prost::Message;
+
+use crate::{
+    aggregate::{Preemption, read_clock},
+    sched_state::SchedState,
+};
+
+#[derive(Clone, PartialEq, Message)]
+struct TracePacket {
+    #[prost(uint64, optional, tag = "8")]
+    timestamp: Option<u64>,
+    #[prost(uint32, optional, tag = "10")]
+    trusted_packet_sequence_id: Option<u32>,
+    #[prost(message, optional, tag = "11")]
+    track_event: Option<TrackEvent>,
+    #[prost(message, optional, tag = "60")]
+    track_descriptor: Option<TrackDescriptor>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TrackDescriptor {
+    #[prost(uint64, optional, tag = "1")]
+    uuid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    name: Option<String>,
+    #[prost(message, optional, tag = "3")]
+    process: Option<ProcessDescriptor>,
+    #[prost(message, optional, tag = "4")]
+    thread: Option<ThreadDescriptor>,
+    #[prost(uint64, optional, tag = "5")]
+    parent_uuid: Option<u64>,
+    #[prost(message, optional, tag = "8")]
+    counter: Option<CounterDescriptor>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ProcessDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pid: Option<i32>,
+    #[prost(string, optional, tag = "6")]
+    process_name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ThreadDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pid: Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    tid: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    thread_name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CounterDescriptor {
+    #[prost(string, optional, tag = "6")]
+    unit_name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TrackEvent {
+    #[prost(message, repeated, tag = "4")]
+    debug_annotations: Vec<DebugAnnotation>,
+    #[prost(int32, optional, tag = "9")]
+    r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "11")]
+    track_uuid: Option<u64>,
+    #[prost(string, repeated, tag = "22")]
+    categories: Vec<String>,
+    #[prost(string, optional, tag = "23")]
+    name: Option<String>,
+    #[prost(int64, optional, tag = "30")]
+    counter_value: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct DebugAnnotation {
+    #[prost(uint64, optional, tag = "3")]
+    uint_value: Option<u64>,
+    #[prost(string, optional, tag = "6")]
+    string_value: Option<String>,
+    #[prost(string, optional, tag = "10")]
+    name: Option<String>,
+}
+
+/// `TrackEvent.Type`.
+const SLICE_BEGIN: i32 = 1;
+const SLICE_END: i32 = 2;
+const INSTANT: i32 = 3;
+const COUNTER: i32 = 4;
+/// `Trace.packet` is field 1, length-delimited.
+const TRACE_PACKET_KEY: u8 = (1 << 3) | 2;
+const SEQUENCE_ID: u32 = 1;
+
+/// Track ids: one process track, then ranges for P, M and counter tracks.
+const PROCESS_TRACK: u64 = 1;
+const GLOBAL_RUNQ_TRACK: u64 = 2;
+const P_TRACKS: u64 = 1 << 20;
+const P_RUNQ_TRACKS: u64 = 2 << 20;
+const M_TRACKS: u64 = 1 << 32;
+
+/// Names of what a record refers to by number.
+pub struct Naming<'a> {
+    /// goid → the function it was started with.
+    pub start_function: &'a dyn Fn(u64) -> Option<String>,
+    /// Wait-reason names.
+    pub reason: &'a dyn Fn(u64) -> String,
+}
+
+pub struct Recorder {
+    out: BufWriter<File>,
+    pid: u32,
+    /// Added to the kernel's CLOCK_MONOTONIC stamps: Perfetto's default clock is
+    /// CLOCK_BOOTTIME.
+    boottime_minus_monotonic: i128,
+    described: HashSet<u64>,
+    /// Tracks with a run slice open.
+    open: HashSet<u64>,
+    /// What was written, for the session's report.
+    pub run_slices: u64,
+    pub syscall_slices: u64,
+    pub parks: u64,
+    pub preemptions: u64,
+    /// Events of the current interval, written once the goroutines they name are
+    /// known (their start functions come with the interval's snapshot).
+    pending: Vec<Event>,
+    m_of_tid: HashMap<u32, i64>,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, pid: u32, process_name: &str) -> Result<Self> {
+        let file = File::create(path)
+            .with_context(|| format!("cannot create the recording {}", path.display()))?;
+        let mut recorder = Self {
+            out: BufWriter::new(file),
+            pid,
+            boottime_minus_monotonic: read_clock(libc::CLOCK_BOOTTIME) as i128
+                - read_clock(libc::CLOCK_MONOTONIC) as i128,
+            described: HashSet::new(),
+            open: HashSet::new(),
+            run_slices: 0,
+            syscall_slices: 0,
+            parks: 0,
+            preemptions: 0,
+            pending: Vec::new(),
+            m_of_tid: HashMap::new(),
+        };
+        recorder.describe(
+            PROCESS_TRACK,
+            TrackDescriptor {
+                uuid: Some(PROCESS_TRACK),
+                process: Some(ProcessDescriptor {
+                    pid: Some(pid as i32),
+                    process_name: Some(process_name.to_owned()),
+                }),
+                ..Default::default()
+            },
+        )?;
+        Ok(recorder)
+    }
+
+    /// Keeps a transition for the next [`Recorder::flush`].
+    pub fn event(&mut self, event: &Event) {
+        self.pending.push(*event);
+    }
+
+    /// Writes the transitions kept so far.
+    pub fn flush(&mut self, naming: &Naming<'_>) -> Result<()> {
+        let mut events = std::mem::take(&mut self.pending);
+        events.sort_by_key(|e| e.ts_ns);
+        for event in &events {
+            self.write_event(event, naming)?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn write_event(&mut self, event: &Event, naming: &Naming<'_>) -> Result<()> {
+        if event.m_id >= 0 {
+            self.m_of_tid.insert(event.tid, event.m_id);
+        }
+        let m_track = self.m_track(event.tid)?;
+        match event.kind {
+            event_kind::RUN => {
+                let name = match (naming.start_function)(event.goid) {
+                    Some(function) => format!("g{} {function}", event.goid),
+                    None => format!("g{}", event.goid),
+                };
+                let mut tracks = vec![m_track];
+                if event.p_id >= 0 {
+                    tracks.push(self.p_track(event.p_id)?);
+                }
+                for track in tracks {
+                    if self.open.contains(&track) {
+                        self.track_event(track, event.ts_ns, SLICE_END, None, vec![])?;
+                    }
+                    let annotations = vec![
+                        annotation_uint("goid", event.goid),
+                        annotation_uint("runq_latency_ns", event.value),
+                    ];
+                    self.track_event(
+                        track,
+                        event.ts_ns,
+                        SLICE_BEGIN,
+                        Some(name.clone()),
+                        annotations,
+                    )?;
+                    self.open.insert(track);
+                }
+                self.run_slices += 1;
+            }
+            event_kind::STOP => {
+                let mut tracks = vec![m_track];
+                if event.p_id >= 0 {
+                    tracks.push(self.p_track(event.p_id)?);
+                }
+                for track in tracks {
+                    if self.open.remove(&track) {
+                        self.track_event(track, event.ts_ns, SLICE_END, None, vec![])?;
+                    }
+                }
+            }
+            event_kind::SYSCALL => {
+                let start = event.ts_ns.saturating_sub(event.value);
+                let annotations = vec![annotation_uint("goid", event.goid)];
+                self.track_event(
+                    m_track,
+                    start,
+                    SLICE_BEGIN,
+                    Some("syscall".to_owned()),
+                    annotations,
+                )?;
+                self.track_event(m_track, event.ts_ns, SLICE_END, None, vec![])?;
+                self.syscall_slices += 1;
+            }
+            event_kind::PARK => {
+                let reason = (naming.reason)(event.value);
+                let annotations = vec![
+                    annotation_uint("goid", event.goid),
+                    annotation_string("reason", &reason),
+                ];
+                self.track_event(
+                    m_track,
+                    event.ts_ns,
+                    INSTANT,
+                    Some(format!("park: {reason}")),
+                    annotations,
+                )?;
+                self.parks += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A SIGURG preemption, on the track of the thread it was sent to.
+    pub fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
+        let track = self.m_track(preemption.tid)?;
+        let mut annotations = vec![
+            annotation_uint("goid", preemption.goid),
+            annotation_uint("ran_ns", preemption.ran_ns),
+        ];
+        if let Some(function) = &preemption.landed_in {
+            annotations.push(annotation_string("landed_in", function));
+        }
+        self.track_event(
+            track,
+            preemption.ts_ns,
+            INSTANT,
+            Some(format!("preempt g{}", preemption.goid)),
+            annotations,
+        )?;
+        self.preemptions += 1;
+        Ok(())
+    }
+
+    /// Run-queue lengths at `ts_ns` (CLOCK_MONOTONIC).
+    pub fn sched_state(&mut self, ts_ns: u64, state: &SchedState) -> Result<()> {
+        if !self.described.contains(&GLOBAL_RUNQ_TRACK) {
+            self.describe(
+                GLOBAL_RUNQ_TRACK,
+                counter_track(GLOBAL_RUNQ_TRACK, "global runq"),
+            )?;
+        }
+        self.counter(GLOBAL_RUNQ_TRACK, ts_ns, i64::from(state.global_runq))?;
+        for p in &state.procs {
+            let track = P_RUNQ_TRACKS + p.id.max(0) as u64;
+            if !self.described.contains(&track) {
+                self.describe(track, counter_track(track, &format!("P{} runq", p.id)))?;
+            }
+            self.counter(track, ts_ns, i64::from(p.runq) + i64::from(p.runnext))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the slices still open at `ts_ns` and flushes the file.
+    pub fn finish(&mut self, ts_ns: u64, naming: &Naming<'_>) -> Result<()> {
+        self.flush(naming)?;
+        let mut open: Vec<u64> = self.open.drain().collect();
+        open.sort_unstable();
+        for track in open {
+            self.track_event(track, ts_ns, SLICE_END, None, vec![])?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn p_track(&mut self, p: i32) -> Result<u64> {
+        let uuid = P_TRACKS + p as u64;
+        if !self.described.contains(&uuid) {
+            self.describe(
+                uuid,
+                TrackDescriptor {
+                    uuid: Some(uuid),
+                    name: Some(format!("P{p}")),
+                    parent_uuid: Some(PROCESS_TRACK),
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(uuid)
+    }
+
+    fn m_track(&mut self, tid: u32) -> Result<u64> {
+        let uuid = M_TRACKS + u64::from(tid);
+        if !self.described.contains(&uuid) {
+            let name = match self.m_of_tid.get(&tid) {
+                Some(m) => format!("M{m} (thread {tid})"),
+                None => format!("thread {tid}"),
+            };
+            self.describe(
+                uuid,
+                TrackDescriptor {
+                    uuid: Some(uuid),
+                    thread: Some(ThreadDescriptor {
+                        pid: Some(self.pid as i32),
+                        tid: Some(tid as i32),
+                        thread_name: Some(name),
+                    }),
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(uuid)
+    }
+
+    fn describe(&mut self, uuid: u64, descriptor: TrackDescriptor) -> Result<()> {
+        self.described.insert(uuid);
+        self.packet(TracePacket {
+            track_descriptor: Some(descriptor),
+            trusted_packet_sequence_id: Some(SEQUENCE_ID),
+            ..Default::default()
+        })
+    }
+
+    fn counter(&mut self, track: u64, ts_ns: u64, value: i64) -> Result<()> {
+        self.packet(TracePacket {
+            timestamp: Some(self.boottime(ts_ns)),
+            trusted_packet_sequence_id: Some(SEQUENCE_ID),
+            track_event: Some(TrackEvent {
+                r#type: Some(COUNTER),
+                track_uuid: Some(track),
+                counter_value: Some(value),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn track_event(
+        &mut self,
+        track: u64,
+        ts_ns: u64,
+        kind: i32,
+        name: Option<String>,
+        debug_annotations: Vec<DebugAnnotation>,
+    ) -> Result<()> {
+        self.packet(TracePacket {
+            timestamp: Some(self.boottime(ts_ns)),
+            trusted_packet_sequence_id: Some(SEQUENCE_ID),
+            track_event: Some(TrackEvent {
+                r#type: Some(kind),
+                track_uuid: Some(track),
+                name,
+                categories: vec!["scheduler".to_owned()],
+                debug_annotations,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn boottime(&self, monotonic_ns: u64) -> u64 {
+        (monotonic_ns as i128 + self.boottime_minus_monotonic).max(0) as u64
+    }
+
+    fn packet(&mut self, packet: TracePacket) -> Result<()> {
+        let bytes = packet.encode_to_vec();
+        let mut header = vec![TRACE_PACKET_KEY];
+        prost::encoding::encode_varint(bytes.len() as u64, &mut header);
+        self.out.write_all(&header)?;
+        self.out.write_all(&bytes)?;
+        Ok(())
+    }
+}
+
+fn counter_track(uuid: u64, name: &str) -> TrackDescriptor {
+    TrackDescriptor {
+        uuid: Some(uuid),
+        name: Some(name.to_owned()),
+        parent_uuid: Some(PROCESS_TRACK),
+        counter: Some(CounterDescriptor {
+            unit_name: Some("goroutines".to_owned()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn annotation_uint(name: &str, value: u64) -> DebugAnnotation {
+    DebugAnnotation {
+        name: Some(name.to_owned()),
+        uint_value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn annotation_string(name: &str, value: &str) -> DebugAnnotation {
+    DebugAnnotation {
+        name: Some(name.to_owned()),
+        string_value: Some(value.to_owned()),
+        ..Default::default()
+    }
+}

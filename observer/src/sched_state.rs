@@ -1,0 +1,304 @@
+//! The scheduler's own bookkeeping, read from the target's memory: what
+//! `GODEBUG=schedtrace` prints, without restarting the program. `runtime.sched`
+//! (global run queue, idle Ps, spinning and idle Ms, M count) and every P in
+//! `runtime.allp` (local run queue, `runnext`, status), read with
+//! `process_vm_readv`: read-only, the target never notices.
+//!
+//! The structures change while we read them, without a lock we could take. Each
+//! value is checked against what the runtime guarantees (a local run queue holds
+//! at most 256 goroutines, idle Ps are at most GOMAXPROCS, …); a read that breaks
+//! one is taken again, and after a few tries the state is marked `approximate`
+//! with the impossible values clamped.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::binary::GoBinary;
+
+/// Capacity of a P's local run queue (`runq [256]guintptr`, every version).
+const LOCAL_RUNQ_CAPACITY: u32 = 256;
+/// More Ps than this is a torn read of `allp`, not a real GOMAXPROCS.
+const MAX_PROCS: u64 = 1 << 14;
+const READ_ATTEMPTS: usize = 4;
+
+/// Where everything is, for one process.
+#[derive(Debug, Clone)]
+pub struct SchedLayout {
+    /// Run-time addresses of `runtime.sched` and `runtime.allp`.
+    sched: u64,
+    allp: u64,
+    /// Offsets in `schedt`.
+    npidle: u64,
+    nmspinning: u64,
+    nmidle: u64,
+    mnext: u64,
+    nmfreed: u64,
+    /// `schedt.runqsize` up to Go 1.24, `schedt.runq.size` from 1.25.
+    runq_size: u64,
+    /// Offsets in `p`.
+    p_id: u64,
+    p_status: u64,
+    p_runqhead: u64,
+    p_runqtail: u64,
+    p_runnext: u64,
+}
+
+impl SchedLayout {
+    /// Fails with what is missing: the globals (a stripped binary) or a field.
+    pub fn new(binary: &GoBinary, load_bias: u64) -> Result<Self> {
+        let Some(globals) = binary.scheduler_globals else {
+            bail!(
+                "the binary has no symbol table, so runtime.sched and runtime.allp cannot be \
+                 found (build without -ldflags=-s to see run queues)"
+            );
+        };
+        let field = |name: &str| {
+            binary
+                .struct_offsets
+                .get(name)
+                .copied()
+                .with_context(|| format!("no offset for {name}"))
+        };
+        let runq_size = match field("runtime.schedt.runqsize") {
+            Ok(offset) => offset,
+            Err(_) => field("runtime.schedt.runq")? + field("runtime.gQueue.size")?,
+        };
+        Ok(Self {
+            sched: globals.sched.wrapping_add(load_bias),
+            allp: globals.allp.wrapping_add(load_bias),
+            npidle: field("runtime.schedt.npidle")?,
+            nmspinning: field("runtime.schedt.nmspinning")?,
+            nmidle: field("runtime.schedt.nmidle")?,
+            mnext: field("runtime.schedt.mnext")?,
+            nmfreed: field("runtime.schedt.nmfreed")?,
+            runq_size,
+            p_id: field("runtime.p.id")?,
+            p_status: field("runtime.p.status")?,
+            p_runqhead: field("runtime.p.runqhead")?,
+            p_runqtail: field("runtime.p.runqtail")?,
+            p_runnext: field("runtime.p.runnext")?,
+        })
+    }
+
+    /// Bytes of `schedt` and `p` we need to read (up to the last field used).
+    fn sched_span(&self) -> usize {
+        [
+            self.npidle + 4,
+            self.nmspinning + 4,
+            self.nmidle + 4,
+            self.mnext + 8,
+            self.nmfreed + 8,
+            self.runq_size + 4,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize
+    }
+
+    fn p_span(&self) -> usize {
+        [
+            self.p_id + 4,
+            self.p_status + 4,
+            self.p_runqhead + 4,
+            self.p_runqtail + 4,
+            self.p_runnext + 8,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize
+    }
+}
+
+/// One P, as schedtrace shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProcState {
+    pub id: i32,
+    pub status: &'static str,
+    /// Goroutines in its local run queue (`runqtail - runqhead`) ...
+    pub runq: u32,
+    /// ... plus one waiting in `runnext` (runs next, ahead of the queue).
+    pub runnext: bool,
+}
+
+/// The scheduler at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct SchedState {
+    pub gomaxprocs: u32,
+    pub idle_procs: u32,
+    /// Ms (OS threads) alive: `mnext - nmfreed`, schedtrace's `threads`.
+    pub threads: u64,
+    pub spinning_threads: u32,
+    pub idle_threads: u32,
+    /// Goroutines in the global run queue.
+    pub global_runq: u32,
+    pub procs: Vec<ProcState>,
+    /// Some value kept changing while read: clamped to what is possible.
+    pub approximate: bool,
+}
+
+impl SchedState {
+    /// Runnable goroutines waiting in queues: global + local + runnext.
+    pub fn runnable(&self) -> u64 {
+        u64::from(self.global_runq)
+            + self
+                .procs
+                .iter()
+                .map(|p| u64::from(p.runq) + u64::from(p.runnext))
+                .sum::<u64>()
+    }
+
+    /// Ps by status name, for summaries.
+    pub fn procs_by_status(&self) -> BTreeMap<&'static str, u32> {
+        let mut counts = BTreeMap::new();
+        for p in &self.procs {
+            *counts.entry(p.status).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// Reads the scheduler state of `pid`.
+pub fn read(pid: u32, layout: &SchedLayout) -> Result<SchedState> {
+    let mut last = None;
+    for _ in 0..READ_ATTEMPTS {
+        let (state, consistent) = read_once(pid, layout)?;
+        if consistent {
+            return Ok(state);
+        }
+        last = Some(state);
+    }
+    let mut state = last.unwrap_or_default();
+    state.approximate = true;
+    Ok(state)
+}
+
+/// One read; false when some value is impossible (clamped in the result).
+fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
+    let mut consistent = true;
+    let allp = read_memory(pid, layout.allp, 16).context("cannot read runtime.allp")?;
+    let array = u64_at(&allp, 0);
+    let mut len = u64_at(&allp, 8);
+    if len > MAX_PROCS {
+        consistent = false;
+        len = 0;
+    }
+    let sched =
+        read_memory(pid, layout.sched, layout.sched_span()).context("cannot read runtime.sched")?;
+    let pointers = if len == 0 {
+        Vec::new()
+    } else {
+        read_memory(pid, array, len as usize * 8)
+            .context("cannot read the array of runtime.allp")?
+    };
+    let mut procs = Vec::with_capacity(len as usize);
+    for index in 0..len as usize {
+        let p = u64_at(&pointers, index * 8);
+        if p == 0 {
+            consistent = false;
+            continue;
+        }
+        let bytes = read_memory(pid, p, layout.p_span()).context("cannot read a P")?;
+        let head = u32_at(&bytes, layout.p_runqhead as usize);
+        let tail = u32_at(&bytes, layout.p_runqtail as usize);
+        // head and tail are read apart and move while we read: the difference
+        // can be "negative" (wraps) or over capacity for a moment.
+        let mut runq = tail.wrapping_sub(head);
+        if runq > LOCAL_RUNQ_CAPACITY {
+            consistent = false;
+            runq = 0;
+        }
+        let status = u32_at(&bytes, layout.p_status as usize);
+        procs.push(ProcState {
+            id: u32_at(&bytes, layout.p_id as usize) as i32,
+            status: p_status_name(status),
+            runq,
+            runnext: u64_at(&bytes, layout.p_runnext as usize) != 0,
+        });
+    }
+    let gomaxprocs = procs.len() as u32;
+    let mut clamp = |value: u32, max: u32| {
+        if value > max {
+            consistent = false;
+            max
+        } else {
+            value
+        }
+    };
+    let idle_procs = clamp(u32_at(&sched, layout.npidle as usize), gomaxprocs);
+    let spinning_threads = clamp(u32_at(&sched, layout.nmspinning as usize), gomaxprocs);
+    let mnext = u64_at(&sched, layout.mnext as usize);
+    let nmfreed = u64_at(&sched, layout.nmfreed as usize);
+    let threads = mnext.saturating_sub(nmfreed);
+    let idle_threads = clamp(
+        u32_at(&sched, layout.nmidle as usize),
+        threads.min(u64::from(u32::MAX)) as u32,
+    );
+    // A global run queue longer than a million goroutines is a torn read.
+    let global_runq = clamp(u32_at(&sched, layout.runq_size as usize), 1 << 20);
+    Ok((
+        SchedState {
+            gomaxprocs,
+            idle_procs,
+            threads,
+            spinning_threads,
+            idle_threads,
+            global_runq,
+            procs,
+            approximate: !consistent,
+        },
+        consistent,
+    ))
+}
+
+/// `_Pidle` … `_Pdead` (runtime2.go, unchanged since Go 1.5).
+fn p_status_name(status: u32) -> &'static str {
+    match status {
+        0 => "idle",
+        1 => "running",
+        2 => "syscall",
+        3 => "gcstop",
+        4 => "dead",
+        _ => "unknown",
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        .unwrap_or(0)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .unwrap_or(0)
+}
+
+/// `len` bytes at `address` in process `pid`, with one `process_vm_readv`: reads
+/// only, and fails cleanly on an unmapped address instead of faulting.
+fn read_memory(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buffer = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` describes `buffer`, which outlives the call; `remote` is
+    // only read by the kernel, in the other process.
+    let read = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if read < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("process_vm_readv at {address:#x}"));
+    }
+    if read as usize != len {
+        bail!("short read at {address:#x}: {read} of {len} bytes");
+    }
+    Ok(buffer)
+}
