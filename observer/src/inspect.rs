@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    binary::{GoBinary, LayoutSource, SymbolSource, prologue::Placement},
+    binary::{GoBinary, LayoutSource, SchedulerGlobals, SymbolSource, prologue::Placement},
     probes::{self, PlannedProbe},
     target::Target,
 };
@@ -40,6 +40,9 @@ struct Report<'a> {
     pclntab_function_count: usize,
     layout_from: &'a LayoutSource,
     probes: Vec<ProbeReport>,
+    /// `runtime.sched` and `runtime.allp` (link-time), for run-queue state.
+    scheduler_globals: Option<SchedulerGlobals>,
+    scheduler_globals_in_code: Option<SchedulerGlobals>,
     struct_offsets: &'a BTreeMap<String, u64>,
     wait_reasons: &'a [String],
     supported: bool,
@@ -90,6 +93,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
         pclntab_function_count: binary.pclntab_function_count,
         layout_from: &binary.layout_from,
         probes,
+        scheduler_globals: binary.scheduler_globals,
+        scheduler_globals_in_code: binary.scheduler_globals_in_code,
         struct_offsets: &binary.struct_offsets,
         wait_reasons: &binary.wait_reasons,
         // Everything above was found: GoBinary::open refuses what it cannot trace.
@@ -149,6 +154,16 @@ fn text(r: &Report<'_>) -> String {
             LayoutSource::Table { version, toolchain } => {
                 format!("offsets table for go{version} (generated with {toolchain})")
             }
+        },
+    );
+    line(
+        "run queues at",
+        match r.scheduler_globals {
+            Some(g) => format!(
+                "runtime.sched {:#x}, runtime.allp {:#x} (from {:?})",
+                g.sched, g.allp, g.found_in
+            ),
+            None => "unknown: run-queue state cannot be read".to_owned(),
         },
     );
     line("supported", yes_no(r.supported).to_owned());

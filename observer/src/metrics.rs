@@ -12,7 +12,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use axum::{Router, http::header, routing::get};
+use axum::{
+    Router,
+    http::{HeaderMap, header},
+    routing::get,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, text::encode},
@@ -63,18 +67,22 @@ impl Exporter {
         let address = listener.local_addr()?;
         let app = Router::new().route(
             "/metrics",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let registry = registry.clone();
                 async move {
                     let mut body = String::new();
                     let _ = encode(&mut body, &registry);
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
+                    // Prometheus asks for OpenMetrics; curl, promtool and older
+                    // scrapers get the classic text format.
+                    let wants_openmetrics = headers
+                        .get(header::ACCEPT)
+                        .and_then(|accept| accept.to_str().ok())
+                        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+                    if wants_openmetrics {
+                        ([(header::CONTENT_TYPE, OPENMETRICS)], body)
+                    } else {
+                        ([(header::CONTENT_TYPE, CLASSIC_TEXT)], classic_text(&body))
+                    }
                 }
             }),
         );
@@ -94,6 +102,35 @@ impl Exporter {
 }
 
 const PREFIX: &str = "gobpf_sched_";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, which
+/// prometheus-client does not write: a counter's family is named after its
+/// `_total` samples there, and `# UNIT` / `# EOF` do not exist.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
 
 fn counter(
     encoder: &mut DescriptorEncoder,
@@ -113,8 +150,8 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
     ConstGauge::new(value).encode(metric)
 }
 
-/// A log2 histogram (non-empty buckets, counts per bucket) as Prometheus
-/// cumulative buckets with fixed bounds, in seconds.
+/// A log2 histogram (non-empty buckets, counts per bucket) as a Prometheus
+/// histogram with fixed bounds (1 µs to ~17 s, then +Inf), in seconds.
 fn histogram(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -123,23 +160,29 @@ fn histogram(
     sum_ns: u64,
 ) -> std::fmt::Result {
     let name = format!("{PREFIX}{name}");
-    let mut cumulative = Vec::new();
-    let mut below = 0;
+    // prometheus-client takes the count of each bucket and sums them up itself.
+    let mut per_bucket = Vec::new();
+    let mut lower_ns = 0;
     for slot in BUCKET_SLOTS {
         let bound_ns = 1u64 << (slot + 1);
-        below = buckets
+        let in_bucket = buckets
             .iter()
-            .filter(|b| b.to_ns <= bound_ns)
+            .filter(|b| b.to_ns > lower_ns && b.to_ns <= bound_ns)
             .map(|b| b.count)
-            .sum::<u64>()
-            .max(below);
-        cumulative.push((bound_ns as f64 / 1e9, below));
+            .sum::<u64>();
+        per_bucket.push((bound_ns as f64 / 1e9, in_bucket));
+        lower_ns = bound_ns;
     }
+    let above: u64 = buckets
+        .iter()
+        .filter(|b| b.to_ns > lower_ns)
+        .map(|b| b.count)
+        .sum();
+    per_bucket.push((f64::INFINITY, above));
     let count: u64 = buckets.iter().map(|b| b.count).sum();
-    cumulative.push((f64::INFINITY, count));
     let mut metric =
         encoder.encode_descriptor(&name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
-    metric.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &cumulative, None)
+    metric.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &per_bucket, None)
 }
 
 /// A counter per label value, e.g. parks by `reason`.

@@ -219,8 +219,11 @@ pub fn run(args: AttachArgs) -> Result<()> {
         display, recorder, ..
     } = outputs;
     drop(display);
-    let (total, duration_ns) = result?;
-    Printer::new(format, header).summary(&total, duration_ns);
+    let ended = result?;
+    if ended.target_exited {
+        eprintln!("gobpf-sched: process {} exited", target.pid);
+    }
+    Printer::new(format, header).summary(&ended.total, ended.duration_ns);
     if let (Some(recorder), Some(path)) = (&recorder, &args.record) {
         eprintln!(
             "gobpf-sched: recorded {} run slices, {} syscalls, {} parks, {} preemptions to {} \
@@ -347,7 +350,7 @@ fn flush_recording(
     }
 }
 
-/// Runs until a stop; returns the whole-run totals and the session's length.
+/// Runs until a stop.
 #[allow(clippy::too_many_arguments)]
 async fn watch(
     args: &AttachArgs,
@@ -358,7 +361,7 @@ async fn watch(
     outputs: &mut Outputs,
     attached_at: Instant,
     mut stop: StopSignals,
-) -> Result<(Stats, u64)> {
+) -> Result<Ended> {
     let clock = Clock::measure();
     let deadline = args
         .duration
@@ -372,6 +375,7 @@ async fn watch(
     report.tick().await; // the first tick is immediate
     let mut previous = Snapshot::default();
     let mut previous_at = Instant::now();
+    let mut target_exited = false;
     let read_sched = || -> Option<SchedState> {
         sched_layout.and_then(|layout| sched_state::read(target.pid, layout).ok())
     };
@@ -393,7 +397,7 @@ async fn watch(
                     break;
                 }
                 if !target.is_alive() {
-                    eprintln!("gobpf-sched: process {} exited", target.pid);
+                    target_exited = true;
                     break;
                 }
             }
@@ -444,7 +448,19 @@ async fn watch(
         flush_recording(recorder, &last, names, Some(end))?;
     }
     let total = Stats::between(&Snapshot::default(), &last, names, args.top);
-    Ok((total, attached_at.elapsed().as_nanos() as u64))
+    Ok(Ended {
+        total,
+        duration_ns: attached_at.elapsed().as_nanos() as u64,
+        target_exited,
+    })
+}
+
+/// How a session ended.
+struct Ended {
+    /// Whole-run totals.
+    total: Stats,
+    duration_ns: u64,
+    target_exited: bool,
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -13,6 +13,7 @@ pub mod image;
 pub mod layouts;
 pub mod pclntab;
 pub mod prologue;
+pub mod sched_globals;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -95,6 +96,38 @@ pub struct SchedulerGlobals {
     pub sched: u64,
     /// `runtime.allp`, a `[]*p`.
     pub allp: u64,
+    pub found_in: GlobalsSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GlobalsSource {
+    /// Their `.symtab` symbols.
+    Symtab,
+    /// The operands of `runtime.schedtrace` (stripped binaries).
+    Schedtrace,
+}
+
+/// `runtime.sched` and `runtime.allp` from the code of `runtime.schedtrace`.
+fn schedtrace_globals(
+    image: &image::Image<'_, '_>,
+    functions_by_entry: &[(u64, String)],
+    struct_offsets: &BTreeMap<String, u64>,
+) -> Option<SchedulerGlobals> {
+    let index = functions_by_entry
+        .iter()
+        .position(|(_, name)| name == "runtime.schedtrace")?;
+    let entry = functions_by_entry[index].0;
+    let end = functions_by_entry.get(index + 1)?.0;
+    let code = image.bytes(entry, end - entry)?;
+    let reads = sched_globals::rip_relative_reads(code, entry);
+    let fields = sched_globals::schedtrace_fields(struct_offsets);
+    let (sched, allp) = sched_globals::find(&reads, &fields)?;
+    Some(SchedulerGlobals {
+        sched,
+        allp,
+        found_in: GlobalsSource::Schedtrace,
+    })
 }
 
 #[derive(Debug)]
@@ -123,8 +156,12 @@ pub struct GoBinary {
     pub pclntab_functions: HashMap<String, u64>,
     /// How many functions `.gopclntab` lists in all.
     pub pclntab_function_count: usize,
-    /// Link-time addresses of `runtime.sched` and `runtime.allp`, when known.
+    /// Link-time addresses of `runtime.sched` and `runtime.allp`, when known:
+    /// from `.symtab`, else from the code of `runtime.schedtrace` ...
     pub scheduler_globals: Option<SchedulerGlobals>,
+    /// ... which is also tried when there is a symbol table (for `inspect`, which
+    /// lets the tests compare both).
+    pub scheduler_globals_in_code: Option<SchedulerGlobals>,
     /// Every function's entry and name, by entry: for naming code addresses.
     functions_by_entry: Vec<(u64, String)>,
     segments: Vec<Segment>,
@@ -220,12 +257,15 @@ impl GoBinary {
             SymbolSource::Symtab
         };
 
+        let scheduler_globals_in_code =
+            schedtrace_globals(&image, &functions_by_entry, &struct_offsets);
         let scheduler_globals = match (symtab.get("runtime.sched"), symtab.get("runtime.allp")) {
             (Some(sched), Some(allp)) => Some(SchedulerGlobals {
                 sched: sched.address,
                 allp: allp.address,
+                found_in: GlobalsSource::Symtab,
             }),
-            _ => None,
+            _ => scheduler_globals_in_code,
         };
         let offsets = go_offsets(&struct_offsets)
             .with_context(|| format!("cannot find runtime struct offsets of {shown_as}"))?;
@@ -247,6 +287,7 @@ impl GoBinary {
             pclntab_functions,
             pclntab_function_count,
             scheduler_globals,
+            scheduler_globals_in_code,
             functions_by_entry,
             segments,
         })

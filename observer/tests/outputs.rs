@@ -1,0 +1,696 @@
+//! What users look at, each checked with the real tool it targets: the
+//! scheduler state against the runtime's own `GODEBUG=schedtrace`, the
+//! Prometheus exporter with promtool and a real Prometheus running every query
+//! of the shipped Grafana dashboard, the live screen inside tmux, and the
+//! Perfetto recording parsed with the Trace proto of the `perfetto` package.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Fixture, Mode, Observer, Toolchain, build, count, full_matrix_toolchains, goids, goroutine,
+    observer_binary, toolchains,
+};
+use serde_json::Value;
+
+const SPINNERS: usize = 40;
+
+/// The crowd fixture on 2 Ps, waiting for its go-ahead; `stderr` gets the
+/// runtime's schedtrace lines when `schedtrace_ms` is given.
+fn crowd(binary: &Path, run_ms: u64, schedtrace_ms: Option<u64>, stderr: Option<&Path>) -> Fixture {
+    let mut command = Command::new(binary);
+    command
+        .args([SPINNERS.to_string(), run_ms.to_string()])
+        .env("GOMAXPROCS", "2");
+    if let Some(ms) = schedtrace_ms {
+        command.env("GODEBUG", format!("schedtrace={ms}"));
+    }
+    if let Some(path) = stderr {
+        command.stderr(std::fs::File::create(path).expect("stderr file"));
+    }
+    Fixture::spawn_command(command)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gobpf-sched-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// One `SCHED` line of schedtrace, or one `sched` object of the observer.
+#[derive(Debug, Clone)]
+struct Sample {
+    gomaxprocs: u64,
+    idle_procs: u64,
+    threads: u64,
+    /// Global run queue + every P's local run queue (runnext not included:
+    /// schedtrace leaves it out).
+    queued: u64,
+}
+
+/// `SCHED 200ms: gomaxprocs=2 idleprocs=0 threads=4 ... runqueue=19 [ 10 12 ] ...`
+fn parse_schedtrace(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| l.starts_with("SCHED "))
+        .map(|line| {
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+            };
+            let local: u64 = line
+                .split('[')
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .expect("local run queues")
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().unwrap())
+                .sum();
+            Sample {
+                gomaxprocs: field("gomaxprocs"),
+                idle_procs: field("idleprocs"),
+                threads: field("threads"),
+                queued: field("runqueue") + local,
+            }
+        })
+        .collect()
+}
+
+fn observer_samples(intervals: &[Value]) -> Vec<Sample> {
+    intervals
+        .iter()
+        .filter_map(|i| i.get("sched").filter(|s| !s.is_null()))
+        .map(|s| Sample {
+            gomaxprocs: count(s, "gomaxprocs"),
+            idle_procs: count(s, "idle_procs"),
+            threads: count(s, "threads"),
+            queued: count(s, "global_runq")
+                + s["procs"]
+                    .as_array()
+                    .expect("procs")
+                    .iter()
+                    .map(|p| count(p, "runq"))
+                    .sum::<u64>(),
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+/// The observer reads runtime.sched and runtime.allp while the runtime prints
+/// its own schedtrace of the same process, over the same seconds. Tolerances:
+/// GOMAXPROCS exact; threads within the range schedtrace shows (±1: an M can be
+/// started between two reads); idle Ps 0 while the spinners run (median);
+/// goroutines queued (global + local) while busy: medians within 30% or 8 of
+/// each other (the queues move every few microseconds; the two sample at
+/// different instants).
+#[test]
+fn scheduler_state_matches_schedtrace() {
+    let mut cases: Vec<(Toolchain, Mode)> = full_matrix_toolchains()
+        .into_iter()
+        .map(|t| (t, Mode::Default))
+        .collect();
+    // Stripped: runtime.sched and runtime.allp found in runtime.schedtrace's code.
+    cases.extend(toolchains().into_iter().map(|t| (t, Mode::Stripped)));
+    let dir = scratch_dir("schedtrace");
+    for (toolchain, mode) in cases {
+        let v = format!("{} {mode:?}", toolchain.version);
+        let binary = build(&toolchain, "crowd", mode);
+        let trace_path = dir.join("schedtrace.txt");
+        let mut fixture = crowd(&binary, 1500, Some(100), Some(&trace_path));
+        let observer = Observer::attach(fixture.pid(), &["--json", "--interval", "100ms"]);
+        fixture.start();
+        let (status, output) = fixture.finish();
+        assert!(status.success() && output.contains("done"), "{v}");
+        let run = observer.wait();
+        assert!(run.status.success(), "{v}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains("no run-queue state"),
+            "{v}: {}",
+            run.stderr
+        );
+
+        let theirs = parse_schedtrace(&std::fs::read_to_string(&trace_path).unwrap());
+        let intervals: Vec<Value> = run
+            .json()
+            .into_iter()
+            .filter(|e| e["type"] == "interval")
+            .collect();
+        let ours = observer_samples(&intervals);
+        assert!(
+            ours.len() >= 10 && theirs.len() >= 10,
+            "{v}: {ours:?} {theirs:?}"
+        );
+        assert!(ours.iter().all(|s| s.gomaxprocs == 2), "{v}: {ours:?}");
+        assert!(theirs.iter().all(|s| s.gomaxprocs == 2), "{v}: {theirs:?}");
+        let (low, high) = (
+            theirs.iter().map(|s| s.threads).min().unwrap(),
+            theirs.iter().map(|s| s.threads).max().unwrap(),
+        );
+        assert!(
+            ours.iter()
+                .all(|s| (low.saturating_sub(1)..=high + 1).contains(&s.threads)),
+            "{v}: threads {ours:?} vs schedtrace {low}..={high}"
+        );
+        let busy = |samples: &[Sample]| -> Vec<Sample> {
+            samples.iter().filter(|s| s.queued > 5).cloned().collect()
+        };
+        let (our_busy, their_busy) = (busy(&ours), busy(&theirs));
+        assert!(
+            our_busy.len() >= 5 && their_busy.len() >= 5,
+            "{v}: busy samples {our_busy:?} / {their_busy:?}"
+        );
+        let ours_queued = median(our_busy.iter().map(|s| s.queued).collect());
+        let theirs_queued = median(their_busy.iter().map(|s| s.queued).collect());
+        let tolerance = (theirs_queued * 3 / 10).max(8);
+        assert!(
+            ours_queued.abs_diff(theirs_queued) <= tolerance,
+            "{v}: queued goroutines {ours_queued} vs schedtrace {theirs_queued}"
+        );
+        assert!(ours_queued >= SPINNERS as u64 / 2, "{v}: {ours_queued}");
+        assert_eq!(median(our_busy.iter().map(|s| s.idle_procs).collect()), 0);
+        assert_eq!(median(their_busy.iter().map(|s| s.idle_procs).collect()), 0);
+        let torn = intervals
+            .iter()
+            .filter(|i| i["sched"]["approximate"] == true)
+            .count();
+        assert!(torn * 2 <= intervals.len(), "{v}: {torn} torn reads");
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status, body).
+fn http_get(address: &str, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus answers so).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+fn dashboards() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+/// Every PromQL expression of the dashboard, with Grafana's `$__rate_interval`
+/// made concrete.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(dashboards().join("gobpf-sched.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "2s");
+            queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    queries
+}
+
+#[test]
+fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "crowd", Mode::Default);
+    let dir = scratch_dir("prometheus");
+
+    let (valid, report) = promtool(
+        &[
+            "check",
+            "config",
+            dashboards().join("prometheus.yml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(valid, "shipped prometheus.yml: {report}");
+
+    let mut fixture = crowd(&binary, 30_000, None, None);
+    let observer = Observer::attach(
+        fixture.pid(),
+        &[
+            "--json",
+            "--interval",
+            "100ms",
+            "--prometheus",
+            "127.0.0.1:0",
+        ],
+    );
+    let address = observer
+        .stderr_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("gobpf-sched: Prometheus metrics on http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("the metrics address")
+        .to_owned();
+    fixture.start();
+    thread::sleep(Duration::from_millis(500));
+
+    // The classic text format for curl and promtool, OpenMetrics when asked.
+    let (status, scrape) = http_get(&address, "/metrics", None);
+    assert_eq!(status, 200);
+    let (valid, report) = promtool(&["check", "metrics"], Some(&scrape));
+    assert!(valid, "promtool check metrics: {report}\n{scrape}");
+    for series in [
+        "gobpf_sched_local_runq_length{p=\"0\"}",
+        "gobpf_sched_local_runq_length{p=\"1\"}",
+        "gobpf_sched_gomaxprocs 2",
+        "gobpf_sched_parks_total{reason=\"sleep\"}",
+        "gobpf_sched_runq_latency_seconds_count",
+    ] {
+        assert!(scrape.contains(series), "no {series} in {scrape}");
+    }
+    // Histogram buckets are cumulative and end with the count.
+    let buckets: Vec<u64> = scrape
+        .lines()
+        .filter(|l| l.starts_with("gobpf_sched_runq_latency_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let total: u64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("gobpf_sched_runq_latency_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&total), "{buckets:?}");
+    assert!(total > 100, "{total}");
+    let (_, openmetrics) = http_get(
+        &address,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(openmetrics.trim_end().ends_with("# EOF"), "{openmetrics}");
+
+    // A real Prometheus with the shipped configuration (10 ms scrapes),
+    // pointed at this observer.
+    let config = std::fs::read_to_string(dashboards().join("prometheus.yml"))
+        .unwrap()
+        .replace("localhost:9464", &address);
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&web).is_err() || http_get(&web, "/-/ready", None).0 != 200 {
+        assert!(Instant::now() < deadline, "Prometheus did not start");
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Prometheus takes up to 5 s to turn the configuration into a scrape target.
+    while !http_get(&web, "/api/v1/targets", None)
+        .1
+        .contains("\"health\":\"up\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the observer"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_secs(3)); // a few hundred scrapes, rate windows filled
+
+    let mut empty = Vec::new();
+    for (panel, expr) in dashboard_queries() {
+        let (status, body) = http_get(
+            &web,
+            &format!("/api/v1/query?query={}", percent_encode(&expr)),
+            None,
+        );
+        let answer: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(status, 200, "{panel}: {expr}: {body}");
+        assert_eq!(answer["status"], "success", "{panel}: {expr}: {body}");
+        if answer["data"]["result"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+        {
+            empty.push(format!("{panel}: {expr}"));
+        }
+    }
+    let (_, targets) = http_get(&web, "/api/v1/targets", None);
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        empty.is_empty(),
+        "queries without data: {empty:#?}\ntargets: {targets}"
+    );
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+
+    drop(fixture); // killed: the observer ends with it
+    let run = observer.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// A tmux server of its own, so tests never touch a user's sessions.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Self {
+        let tmux = Self {
+            socket: format!("gobpf-sched-test-{}", std::process::id()),
+        };
+        let status = tmux
+            .command(&["new-session", "-d", "-x", "180", "-y", "52", command])
+            .status()
+            .expect("tmux (Debian package tmux; `cargo xtask setup` installs it)");
+        assert!(status.success());
+        tmux
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]).args(args);
+        command
+    }
+
+    /// The visible screen and the lines scrolled off it.
+    fn screen(&self) -> String {
+        let output = self
+            .command(&["capture-pane", "-p", "-S", "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        assert!(
+            self.command(&["send-keys", keys])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits (at most 30 s) until the screen shows `text`; returns the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "never saw {text:?}:\n{screen}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]).status();
+    }
+}
+
+/// The live screen, in a real terminal: numbers, keys, and the terminal given
+/// back (with the summary) on `q` and when the target exits.
+#[test]
+fn live_screen_in_tmux() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "crowd", Mode::Default);
+    let mut fixture = crowd(&binary, 6000, None, None);
+    let pid = fixture.pid();
+    let tmux = Tmux::start(&format!(
+        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
+        observer_binary()
+    ));
+    tmux.wait_for("GOMAXPROCS");
+    fixture.start();
+    thread::sleep(Duration::from_millis(2500));
+    let screen = tmux.wait_for("PREEMPT tid");
+    let line_of = |label: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label:?} on the screen:\n{screen}"))
+            .to_owned()
+    };
+    assert!(line_of("gobpf-sched — pid").contains(&format!("pid {pid} {}", toolchain.version)));
+    assert!(line_of("GOMAXPROCS").contains(" 2 "), "{screen}");
+    assert!(line_of("idle Ps").contains(" 0 "), "{screen}");
+    let bars = line_of(" P0 ");
+    assert!(bars.contains(" P1 ") && bars.contains("global"), "{bars}");
+    assert!(line_of("sleep ").contains("sleep"), "{screen}");
+    // The spinners are the busiest goroutines, named by their start function
+    // (`main.main.func1`, or its `main.main.gowrap1` wrapper from Go 1.22 on).
+    assert!(line_of("busiest goroutines").contains("busiest"));
+    assert!(screen.contains("  main.main."), "{screen}");
+    std::fs::write(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tui-screen.txt"),
+        &screen,
+    )
+    .unwrap();
+
+    tmux.keys("p");
+    tmux.wait_for("PAUSED");
+    tmux.keys("p");
+    tmux.keys("q");
+    let after = tmux.wait_for("observer-exit=0");
+    assert!(after.contains("=== SUMMARY"), "{after}");
+    assert!(
+        !after.contains("q quit · p pause"),
+        "screen not restored:\n{after}"
+    );
+    drop(tmux);
+    let (status, _) = fixture.finish();
+    assert!(status.success());
+
+    // The target exiting ends the screen too.
+    let mut fixture = crowd(&binary, 500, None, None);
+    let pid = fixture.pid();
+    let tmux = Tmux::start(&format!(
+        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
+        observer_binary()
+    ));
+    tmux.wait_for("GOMAXPROCS");
+    fixture.start();
+    let after = tmux.wait_for("observer-exit=0");
+    assert!(after.contains(&format!("process {pid} exited")), "{after}");
+    assert!(after.contains("=== SUMMARY"), "{after}");
+    let (status, _) = fixture.finish();
+    assert!(status.success());
+}
+
+/// The recording of the deterministic scenario, read back with Perfetto's own
+/// Trace proto: as many run slices, syscalls, parks and preemptions as the
+/// observer counted.
+#[test]
+fn perfetto_recording_matches_the_counters() {
+    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").expect(
+        "GOBPF_SCHED_PERFETTO_PYTHONPATH is not set: run the tests with `cargo xtask test`",
+    );
+    let dir = scratch_dir("perfetto");
+    let mut cases = full_matrix_toolchains();
+    // Go 1.26+ sees syscalls through their own probes.
+    cases.extend(toolchains().pop());
+    for toolchain in cases {
+        let v = toolchain.version.clone();
+        let binary = build(&toolchain, "scenario", Mode::Default);
+        let file = dir.join(format!("{v}.pftrace"));
+        let mut fixture = Fixture::spawn(&binary, &["10", "100", "50", "200"]);
+        let observer = Observer::attach(
+            fixture.pid(),
+            &[
+                "--json",
+                "--interval",
+                "100ms",
+                "--top",
+                "1000",
+                "--record",
+                file.to_str().unwrap(),
+            ],
+        );
+        fixture.start();
+        let (status, output) = fixture.finish();
+        assert!(status.success());
+        let run = observer.wait();
+        assert!(run.status.success(), "{v}: {}", run.stderr);
+        let summary = run.only("summary");
+        assert_eq!(count(&summary, "dropped"), 0, "{v}");
+
+        let parsed = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
+            .arg(&file)
+            .env("PYTHONPATH", &python_path)
+            .output()
+            .expect("python3");
+        assert!(
+            parsed.status.success(),
+            "{v}: {}",
+            String::from_utf8_lossy(&parsed.stderr)
+        );
+        let trace: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+        let tracks = trace["tracks"].as_array().unwrap();
+        let p_tracks: Vec<&Value> = tracks
+            .iter()
+            .filter(|t| t["kind"] == "track" && t["name"].as_str().unwrap().starts_with('P'))
+            .collect();
+        let threads: Vec<&Value> = tracks.iter().filter(|t| t["kind"] == "thread").collect();
+        let sum =
+            |tracks: &[&Value], key: &str| -> u64 { tracks.iter().map(|t| count(t, key)).sum() };
+        let run_slices = count(&summary, "run_slices");
+        // Each run is a slice on its P's track and on its thread's track, where
+        // the syscalls are slices too; every slice is closed.
+        assert_eq!(sum(&p_tracks, "begins"), run_slices, "{v}");
+        assert_eq!(
+            sum(&threads, "begins") - sum(&threads, "syscalls"),
+            run_slices,
+            "{v}"
+        );
+        assert_eq!(
+            sum(&threads, "syscalls"),
+            count(&summary, "syscalls"),
+            "{v}"
+        );
+        for track in tracks {
+            assert_eq!(track["begins"], track["ends"], "{v}: {track}");
+        }
+        let instants = |name: &str| -> u64 {
+            threads
+                .iter()
+                .map(|t| t["instants"][name].as_u64().unwrap_or(0))
+                .sum()
+        };
+        assert_eq!(instants("park:"), count(&summary, "gopark_total"), "{v}");
+        assert_eq!(instants("preempt"), count(&summary, "preemptions"), "{v}");
+        assert!(count(&summary, "preemptions") >= 5, "{v}");
+        // Run slices are named by goroutine and start function.
+        let ponger = goids(&output)["ponger"];
+        let ponger_slice = format!("g{ponger} main.pingpong.func1");
+        assert!(
+            threads.iter().any(|t| t["begin_names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == &ponger_slice)),
+            "{v}: no slice {ponger_slice}"
+        );
+        assert!(count(&goroutine(&summary, ponger), "runs") > 0, "{v}");
+        // Run-queue lengths as counter tracks, sampled every interval.
+        let counter = |name: &str| {
+            tracks
+                .iter()
+                .find(|t| t["kind"] == "counter" && t["name"] == name)
+                .map(|t| count(t, "counters"))
+                .unwrap_or(0)
+        };
+        assert!(counter("global runq") >= 2, "{v}: {tracks:?}");
+        assert!(counter("P0 runq") >= 2, "{v}");
+        assert!(
+            run.stderr
+                .contains(&format!("recorded {run_slices} run slices")),
+            "{v}: {}",
+            run.stderr
+        );
+    }
+}
