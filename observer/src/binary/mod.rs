@@ -162,8 +162,10 @@ pub struct GoBinary {
     /// ... which is also tried when there is a symbol table (for `inspect`, which
     /// lets the tests compare both).
     pub scheduler_globals_in_code: Option<SchedulerGlobals>,
-    /// Every function's entry and name, by entry: for naming code addresses.
+    /// Every function's entry and name, by entry: for naming code addresses ...
     functions_by_entry: Vec<(u64, String)>,
+    /// ... up to the end of Go's code (beyond: the vDSO, C libraries, ...).
+    text_end: u64,
     segments: Vec<Segment>,
 }
 
@@ -238,7 +240,7 @@ impl GoBinary {
             .map(|(name, s)| (name.clone(), s.address))
             .collect();
         let moduledata_text = struct_offsets.get("runtime.moduledata.text").copied();
-        let all_functions = pclntab::all_functions(&image, moduledata_text)
+        let (all_functions, text_end) = pclntab::all_functions(&image, moduledata_text)
             .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
         let pclntab_function_count = all_functions.len();
         let pclntab_functions: HashMap<String, u64> = all_functions
@@ -289,6 +291,7 @@ impl GoBinary {
             scheduler_globals,
             scheduler_globals_in_code,
             functions_by_entry,
+            text_end,
             segments,
         })
     }
@@ -302,8 +305,11 @@ impl GoBinary {
         .copied()
     }
 
-    /// The function containing link-time address `vaddr`.
+    /// The Go function containing link-time address `vaddr`.
     pub fn function_at(&self, vaddr: u64) -> Option<&str> {
+        if vaddr >= self.text_end {
+            return None;
+        }
         let after = self
             .functions_by_entry
             .partition_point(|(entry, _)| *entry <= vaddr);

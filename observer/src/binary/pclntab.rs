@@ -117,6 +117,15 @@ impl<'data> Pclntab<'data> {
         Ok(out)
     }
 
+    /// Offset from textStart of the end of the last function (the table's
+    /// final `entryOff`).
+    pub fn end_offset(&self) -> Result<u64> {
+        Ok(u64::from(read_u32(
+            self.data,
+            self.functab_offset + self.nfunc * 8,
+        )?))
+    }
+
     fn name_at(&self, name_off: i32) -> Result<&'data [u8]> {
         let start = usize::try_from(name_off)
             .ok()
@@ -148,12 +157,12 @@ fn read_u64(data: &[u8], at: usize) -> Result<u64> {
     Ok(u64::from_le_bytes(bytes.try_into()?))
 }
 
-/// Every function's (name, entry) from `.gopclntab`.
+/// Every function's (name, entry) from `.gopclntab`, and where the last one ends.
 /// `moduledata_text` is the offset of `text` in `runtime.moduledata`.
 pub fn all_functions(
     image: &Image<'_, '_>,
     moduledata_text: Option<u64>,
-) -> Result<Vec<(String, u64)>> {
+) -> Result<(Vec<(String, u64)>, u64)> {
     let (vaddr, table) = find_pclntab(image.file)?;
     let mut text_start = table.text_start;
     if text_start == 0 {
@@ -169,11 +178,12 @@ pub fn all_functions(
     if text_start == 0 {
         bail!(".gopclntab has no text start address");
     }
-    Ok(table
+    let functions = table
         .functions(|_| true)?
         .into_iter()
         .map(|(name, offset)| (name, text_start + offset))
-        .collect())
+        .collect();
+    Ok((functions, text_start + table.end_offset()?))
 }
 
 /// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
