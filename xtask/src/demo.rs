@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: builds the bundled workload (xtask/workload), starts it and
-//! runs `gobpf-sched attach` on it for a while.
+//! runs `gobpf-sched attach` on it for a while: the live screen in a terminal
+//! (`q` ends it early), text lines when piped.
 
 use std::{
     process::{Command, Stdio},
@@ -20,7 +21,9 @@ pub fn run(toolchains: &toolchains::Installed, duration: &str, args: &[String]) 
     toolchains::build_go(go, &root.join("xtask/workload"), &binary)?;
     let mut workload = Command::new(&binary)
         .args(["-for", "10m"])
-        .stdout(Stdio::inherit())
+        // Nothing of it on the terminal, where the live screen draws.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .context("cannot start the workload")?;
     thread::sleep(Duration::from_millis(300));
