@@ -143,6 +143,7 @@ pub struct Recorder {
     /// Events of the current interval, written once the goroutines they name are
     /// known (their start functions come with the interval's snapshot).
     pending: Vec<Event>,
+    pending_preemptions: Vec<Preemption>,
     m_of_tid: HashMap<u32, i64>,
 }
 
@@ -162,6 +163,7 @@ impl Recorder {
             parks: 0,
             preemptions: 0,
             pending: Vec::new(),
+            pending_preemptions: Vec::new(),
             m_of_tid: HashMap::new(),
         };
         recorder.describe(
@@ -187,17 +189,21 @@ impl Recorder {
     pub fn flush(&mut self, naming: &Naming<'_>) -> Result<()> {
         let mut events = std::mem::take(&mut self.pending);
         events.sort_by_key(|e| e.ts_ns);
+        // Run records say which M a thread is: known before its track is named.
+        for event in events.iter().filter(|e| e.m_id >= 0) {
+            self.m_of_tid.insert(event.tid, event.m_id);
+        }
         for event in &events {
             self.write_event(event, naming)?;
+        }
+        for preemption in std::mem::take(&mut self.pending_preemptions) {
+            self.write_preemption(&preemption)?;
         }
         self.out.flush()?;
         Ok(())
     }
 
     fn write_event(&mut self, event: &Event, naming: &Naming<'_>) -> Result<()> {
-        if event.m_id >= 0 {
-            self.m_of_tid.insert(event.tid, event.m_id);
-        }
         let m_track = self.m_track(event.tid)?;
         match event.kind {
             event_kind::RUN => {
@@ -272,8 +278,13 @@ impl Recorder {
         Ok(())
     }
 
-    /// A SIGURG preemption, on the track of the thread it was sent to.
-    pub fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
+    /// A SIGURG preemption, for the next [`Recorder::flush`].
+    pub fn preemption(&mut self, preemption: &Preemption) {
+        self.pending_preemptions.push(preemption.clone());
+    }
+
+    /// On the track of the thread the signal was sent to.
+    fn write_preemption(&mut self, preemption: &Preemption) -> Result<()> {
         let track = self.m_track(preemption.tid)?;
         let mut annotations = vec![
             annotation_uint("goid", preemption.goid),

@@ -259,7 +259,7 @@ impl Outputs {
             Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
         }
         if let Some(recorder) = &mut self.recorder {
-            recorder.preemption(preemption)?;
+            recorder.preemption(preemption);
         }
         Ok(())
     }

