@@ -9,9 +9,9 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
-    COOKIE_AT_STACK_CHECK_JUMP, Config, Event, GOROUTINE_HISTOGRAM_SLOTS, GoOffsets,
-    GoroutineStats, HISTOGRAM_SLOTS, MAX_WAIT_REASONS, Running, Waiting, counter, event_flags,
-    event_kind, g_status, signal_frame,
+    ByReason, COOKIE_AT_STACK_CHECK_JUMP, Config, Counters, Event, GOROUTINE_HISTOGRAM_SLOTS,
+    GoOffsets, GoroutineStats, Histogram, Running, Waiting, counter, event_flags, event_kind,
+    g_status, signal_frame,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -36,15 +36,15 @@ static CONFIG: Config = Config {
 };
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
 /// gopark calls by wait reason (the reason byte is the index).
 #[map]
-static PARKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS, 0);
+static PARKS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
 
 /// Run-slice lengths (execute → next schedule on the thread), log2 of ns.
 #[map]
-static RUN_SLICES: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
+static RUN_SLICES: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(1, 0);
 
 /// A record about the current thread.
 #[inline(always)]
@@ -99,11 +99,11 @@ fn streaming() -> bool {
 
 /// Run-queue latency (runnable → running), log2 of ns.
 #[map]
-static RUNQ_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(HISTOGRAM_SLOTS, 0);
+static RUNQ_LATENCY: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(1, 0);
 
 /// Nanoseconds goroutines spent blocked, by wait reason.
 #[map]
-static BLOCKED_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_WAIT_REASONS, 0);
+static BLOCKED_NS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
 
 /// g address → when it became runnable. Keyed by the g, not its id: newproc1 in
 /// Go 1.19 assigns the goid after making the new g runnable.
@@ -145,9 +145,17 @@ fn config() -> Config {
 
 #[inline(always)]
 fn add(index: u32, value: u64) {
-    // Per-CPU slot and BPF programs do not migrate mid-run: a plain add is exact.
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        unsafe { *slot += value };
+    bump(&COUNTERS, index as usize, value);
+}
+
+/// Adds `value` to slot `index` of a one-entry per-CPU array of slots. Per-CPU
+/// value and BPF programs do not migrate mid-run: a plain add is exact.
+#[inline(always)]
+fn bump<const N: usize>(array: &PerCpuArray<[u64; N]>, index: usize, value: u64) {
+    if let Some(slots) = array.get_ptr_mut(0)
+        && let Some(slot) = unsafe { &mut *slots }.get_mut(index)
+    {
+        *slot += value;
     }
 }
 
@@ -186,10 +194,8 @@ fn log2(mut value: u64) -> u32 {
 }
 
 #[inline(always)]
-fn add_to_histogram(histogram: &PerCpuArray<u64>, value: u64) {
-    if let Some(slot) = histogram.get_ptr_mut(log2(value)) {
-        unsafe { *slot += 1 };
-    }
+fn add_to_histogram(histogram: &PerCpuArray<Histogram>, value: u64) {
+    bump(histogram, log2(value) as usize, 1);
 }
 
 /// True when this hit must not count: the probe sits on the `jbe` of the stack
@@ -356,9 +362,7 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
 fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
     add(counter::GOPARK, 1);
     let reason = u64::from(read_user::<u8>(gp + offsets.g_waitreason).unwrap_or(0));
-    if let Some(slot) = PARKS.get_ptr_mut(reason as u32) {
-        unsafe { *slot += 1 };
-    }
+    bump(&PARKS, reason as usize, 1);
     if let Some(stats) = goroutine(goid) {
         stats.parks += 1;
     }
@@ -377,9 +381,7 @@ fn became_runnable(old: u32, gp: u64, goid: u64, now: u64) {
         let mut blocked = 0;
         if let Some(waiting) = unsafe { WAITING.get(&gp) } {
             blocked = now.saturating_sub(waiting.since_ns);
-            if let Some(slot) = BLOCKED_NS.get_ptr_mut(waiting.reason as u32) {
-                unsafe { *slot += blocked };
-            }
+            bump(&BLOCKED_NS, waiting.reason as usize, blocked);
             let _ = WAITING.remove(&gp);
         }
         emit(event_kind::WAKE, goid, blocked, now);

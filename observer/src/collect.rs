@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
-use gobpf_sched_common::{Event, GoroutineStats, HISTOGRAM_SLOTS, MAX_WAIT_REASONS, counter};
+use gobpf_sched_common::{ByReason, Counters, Event, GoroutineStats, Histogram, counter};
 
 /// Everything the maps held at one moment. All values are cumulative since attach.
 #[derive(Debug, Clone, Default)]
@@ -31,11 +31,11 @@ impl Snapshot {
 }
 
 pub struct Collector {
-    counters: PerCpuArray<MapData, u64>,
-    parks: PerCpuArray<MapData, u64>,
-    run_slices: PerCpuArray<MapData, u64>,
-    runq_latency: PerCpuArray<MapData, u64>,
-    blocked_ns: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, Counters>,
+    parks: PerCpuArray<MapData, ByReason>,
+    run_slices: PerCpuArray<MapData, Histogram>,
+    runq_latency: PerCpuArray<MapData, Histogram>,
+    blocked_ns: PerCpuArray<MapData, ByReason>,
     goroutines: BpfHashMap<MapData, u64, GoroutineStats>,
     events: RingBuf<MapData>,
 }
@@ -65,13 +65,11 @@ impl Collector {
 
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut counters = [0; counter::COUNT as usize];
-        for (index, slot) in counters.iter_mut().enumerate() {
-            *slot = self.counters.get(&(index as u32), 0)?.iter().sum();
-        }
-        let parks = sum_slots(&self.parks, MAX_WAIT_REASONS)?;
-        let run_slices = sum_slots(&self.run_slices, HISTOGRAM_SLOTS)?;
-        let runq_latency = sum_slots(&self.runq_latency, HISTOGRAM_SLOTS)?;
-        let blocked_ns = sum_slots(&self.blocked_ns, MAX_WAIT_REASONS)?;
+        counters.copy_from_slice(&sum_cpus(&self.counters)?);
+        let parks = sum_cpus(&self.parks)?;
+        let run_slices = sum_cpus(&self.run_slices)?;
+        let runq_latency = sum_cpus(&self.runq_latency)?;
+        let blocked_ns = sum_cpus(&self.blocked_ns)?;
         // An entry may be evicted between listing keys and reading it: skip those.
         let goroutines = self.goroutines.iter().filter_map(Result::ok).collect();
         Ok(Snapshot {
@@ -98,9 +96,14 @@ impl Collector {
     }
 }
 
-/// Each slot of a per-CPU array, summed over the CPUs.
-fn sum_slots(array: &PerCpuArray<MapData, u64>, slots: u32) -> Result<Vec<u64>> {
-    (0..slots)
-        .map(|slot| Ok(array.get(&slot, 0)?.iter().sum()))
-        .collect()
+/// The slots of a one-entry per-CPU array (see `gobpf_sched_common::Counters`),
+/// summed over the CPUs: one syscall.
+fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>) -> Result<Vec<u64>> {
+    let mut sums = vec![0; N];
+    for cpu in array.get(&0, 0)?.iter() {
+        for (sum, value) in sums.iter_mut().zip(cpu) {
+            *sum += value;
+        }
+    }
+    Ok(sums)
 }

@@ -103,6 +103,15 @@ pub mod counter {
 /// (slot 0 also counts 0).
 pub const HISTOGRAM_SLOTS: u32 = 64;
 
+/// Values of the per-CPU arrays. Each array has ONE entry holding every slot, so
+/// userspace reads a whole array with one syscall (a snapshot every 10 ms stays
+/// cheap), and the kernel program indexes inside the value.
+pub type Counters = [u64; counter::COUNT as usize];
+/// Indexed by wait reason.
+pub type ByReason = [u64; MAX_WAIT_REASONS as usize];
+/// A log2 histogram (see [`HISTOGRAM_SLOTS`]).
+pub type Histogram = [u64; HISTOGRAM_SLOTS as usize];
+
 /// Slots of the per-goroutine run-queue latency histogram: log2 of ns, the last
 /// slot also counts everything from 2^31 ns (~2 s) up.
 pub const GOROUTINE_HISTOGRAM_SLOTS: usize = 32;
