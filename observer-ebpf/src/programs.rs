@@ -5,12 +5,12 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
     ByReason, COOKIE_AT_STACK_CHECK_JUMP, Config, Counters, Event, GOROUTINE_HISTOGRAM_SLOTS,
-    GoOffsets, GoroutineStats, Histogram, Running, Waiting, counter, event_flags, event_kind,
+    GState, GoOffsets, GoroutineStats, Histogram, Running, counter, event_flags, event_kind,
     g_status, signal_frame,
 };
 
@@ -105,28 +105,27 @@ static RUNQ_LATENCY: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static BLOCKED_NS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
 
-/// g address → when it became runnable. Keyed by the g, not its id: newproc1 in
-/// Go 1.19 assigns the goid after making the new g runnable.
+/// g address → since when it is runnable or waiting (see `GState`). Keyed by
+/// the g, not its id: newproc1 in Go 1.19 assigns the goid after making the new
+/// g runnable. One entry per g, updated in place: one lookup per transition.
+/// (The runtime reuses dead gs, so the entries follow the live goroutines.)
 #[map]
-static RUNNABLE_SINCE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-
-/// g address → when it started to wait, and why.
-#[map]
-static WAITING: LruHashMap<u64, Waiting> = LruHashMap::with_max_entries(65536, 0);
+static G_STATE: LruHashMap<u64, GState> = LruHashMap::with_max_entries(65536, 0);
 
 /// Totals per goroutine id. LRU: a program with millions of short-lived
 /// goroutines evicts the oldest instead of failing inserts.
 #[map]
 static GOROUTINES: LruHashMap<u64, GoroutineStats> = LruHashMap::with_max_entries(65536, 0);
 
-/// Thread id → goroutine running on it (see `Running`).
+/// Thread id → goroutine running on it (see `Running`). A plain hash, cheaper
+/// than an LRU one: a process has far fewer threads than this.
 #[map]
-static RUNNING: LruHashMap<u32, Running> = LruHashMap::with_max_entries(16384, 0);
+static RUNNING: HashMap<u32, Running> = HashMap::with_max_entries(16384, 0);
 
 /// Thread id → time of its pending entersyscall. A goroutine in a syscall keeps its
 /// M (thread) until exitsyscall, so the thread id pairs enter and exit.
 #[map]
-static SYSCALL_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+static SYSCALL_START: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -275,16 +274,25 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
     let regs = unsafe { &*ctx.regs };
     let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
     let offsets = config().offsets;
-    let Some(goid) = goid_of(gp, &offsets) else {
-        return 0;
-    };
     let now = unsafe { bpf_ktime_get_ns() };
+    // The goid is read only where it is used: every read costs the probe.
+    let goid = || goid_of(gp, &offsets);
     match (old, new) {
-        (g_status::RUNNABLE, g_status::RUNNING) => started_running(&ctx, &offsets, gp, goid, now),
-        (g_status::RUNNING, g_status::WAITING) => parked(gp, &offsets, goid, now),
+        (g_status::RUNNABLE, g_status::RUNNING) => {
+            if let Some(goid) = goid() {
+                started_running(&ctx, &offsets, gp, goid, now);
+            }
+        }
+        (g_status::RUNNING, g_status::WAITING) => {
+            if let Some(goid) = goid() {
+                parked(gp, &offsets, goid, now);
+            }
+        }
         (g_status::RUNNING, g_status::DEAD) => {
             add(counter::EXITED, 1);
-            emit(event_kind::EXIT, goid, 0, now);
+            if streaming() {
+                emit(event_kind::EXIT, goid().unwrap_or(0), 0, now);
+            }
         }
         (g_status::RUNNING, g_status::SYSCALL) if config().syscalls_from_casgstatus != 0 => {
             syscall_entered(now)
@@ -292,12 +300,12 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE)
             if config().syscalls_from_casgstatus != 0 =>
         {
-            syscall_exited(goid, now)
+            syscall_exited(goid().unwrap_or(0), now)
         }
         _ => {}
     }
     if new == g_status::RUNNABLE {
-        became_runnable(old, gp, goid, now);
+        became_runnable(old, gp, now, goid);
     }
     0
 }
@@ -308,9 +316,14 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
     add(counter::EXECUTE, 1);
     let stats = goroutine(goid);
     // None: it became runnable before we attached.
-    let waited = unsafe { RUNNABLE_SINCE.get(&gp) }.map(|since| now.saturating_sub(*since));
+    let waited = G_STATE.get_ptr_mut(&gp).and_then(|state| {
+        let state = unsafe { &mut *state };
+        (state.status == g_status::RUNNABLE).then(|| {
+            state.status = g_status::RUNNING;
+            now.saturating_sub(state.since_ns)
+        })
+    });
     if let Some(waited) = waited {
-        let _ = RUNNABLE_SINCE.remove(&gp);
         add_to_histogram(&RUNQ_LATENCY, waited);
         add(counter::RUNQ_NS, waited);
     }
@@ -328,33 +341,53 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
             stats.start_pc = read_user::<u64>(gp + offsets.g_startpc).unwrap_or(0);
         }
     }
-    let tid = current_tid();
-    let mut running = Running {
-        goid,
-        since_ns: now,
-        stopped_ns: 0,
-        m_id: -1,
-        p_id: -1,
-        _pad: 0,
+    let Some(running) = running_on_this_thread(ctx, offsets) else {
+        return;
     };
-    // g0's g.m is this thread's M, and m.p the P just acquired.
-    if let Some(m) = read_user::<u64>(current_g(ctx) + offsets.g_m) {
-        running.m_id = read_user::<i64>(m + offsets.m_id).unwrap_or(-1);
-        if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
-            // Self-check of the offsets against the kernel's own thread id.
-            add(counter::OFFSET_CHECKS, 1);
-            if procid != tid as u64 {
-                add(counter::OFFSET_MISMATCHES, 1);
-            }
-        }
-        if let Some(p) = read_user::<u64>(m + offsets.m_p)
-            && p != 0
-        {
-            running.p_id = read_user::<i32>(p + offsets.p_id).unwrap_or(-1);
+    running.goid = goid;
+    running.since_ns = now;
+    running.stopped_ns = 0;
+    // m.p is the P just acquired; its id is read again only when it changed.
+    if let Some(p) = read_user::<u64>(running.m + offsets.m_p)
+        && p != running.p
+    {
+        running.p = p;
+        running.p_id = if p == 0 {
+            -1
+        } else {
+            read_user::<i32>(p + offsets.p_id).unwrap_or(-1)
+        };
+    }
+    emit_run(event_kind::RUN, waited.unwrap_or(0), now, running);
+}
+
+/// This thread's entry in `RUNNING`, created at the first run seen on it: its M
+/// (g0's `g.m`; R14 is g0 in `execute`) is read once, and checked against the
+/// kernel's thread id through `m.procid` (a self-check of the offsets).
+#[inline(always)]
+fn running_on_this_thread(ctx: &ProbeContext, offsets: &GoOffsets) -> Option<&'static mut Running> {
+    let tid = current_tid();
+    if let Some(running) = RUNNING.get_ptr_mut(&tid) {
+        return Some(unsafe { &mut *running });
+    }
+    let m = read_user::<u64>(current_g(ctx) + offsets.g_m)?;
+    let mut running = Running {
+        m,
+        m_id: read_user::<i64>(m + offsets.m_id).unwrap_or(-1),
+        p_id: -1,
+        ..Running::default()
+    };
+    if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
+        add(counter::OFFSET_CHECKS, 1);
+        if procid != tid as u64 {
+            add(counter::OFFSET_MISMATCHES, 1);
+            running.m_id = -1;
         }
     }
-    emit_run(event_kind::RUN, waited.unwrap_or(0), now, &running);
     let _ = RUNNING.insert(&tid, &running, 0);
+    RUNNING
+        .get_ptr_mut(&tid)
+        .map(|running| unsafe { &mut *running })
 }
 
 /// running → waiting (`park_m` after `gopark` set `g.waitreason`).
@@ -367,30 +400,57 @@ fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
         stats.parks += 1;
     }
     emit(event_kind::PARK, goid, reason, now);
-    let waiting = Waiting {
+    set_state(gp, g_status::WAITING, reason as u32, now);
+}
+
+/// Records that `gp` is in `status` since `now`.
+#[inline(always)]
+fn set_state(gp: u64, status: u32, reason: u32, now: u64) {
+    let state = GState {
         since_ns: now,
+        status,
         reason,
     };
-    let _ = WAITING.insert(&gp, &waiting, 0);
+    match G_STATE.get_ptr_mut(&gp) {
+        Some(entry) => unsafe { *entry = state },
+        None => {
+            let _ = G_STATE.insert(&gp, &state, 0);
+        }
+    }
 }
 
 /// → runnable: woken (blocked time ends), created, preempted or yielding.
 #[inline(always)]
-fn became_runnable(old: u32, gp: u64, goid: u64, now: u64) {
+fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) {
+    let runnable = GState {
+        since_ns: now,
+        status: g_status::RUNNABLE,
+        reason: 0,
+    };
+    let entry = G_STATE.get_ptr_mut(&gp);
     if old == g_status::WAITING {
         let mut blocked = 0;
-        if let Some(waiting) = unsafe { WAITING.get(&gp) } {
-            blocked = now.saturating_sub(waiting.since_ns);
-            bump(&BLOCKED_NS, waiting.reason as usize, blocked);
-            let _ = WAITING.remove(&gp);
+        if let Some(state) = entry
+            && unsafe { (*state).status } == g_status::WAITING
+        {
+            let state = unsafe { &*state };
+            blocked = now.saturating_sub(state.since_ns);
+            bump(&BLOCKED_NS, state.reason as usize, blocked);
         }
-        emit(event_kind::WAKE, goid, blocked, now);
+        if streaming() {
+            emit(event_kind::WAKE, goid().unwrap_or(0), blocked, now);
+        }
     }
     if old == g_status::DEAD {
         add(counter::CREATED, 1);
         emit(event_kind::CREATE, 0, 0, now);
     }
-    let _ = RUNNABLE_SINCE.insert(&gp, &now, 0);
+    match entry {
+        Some(state) => unsafe { *state = runnable },
+        None => {
+            let _ = G_STATE.insert(&gp, &runnable, 0);
+        }
+    }
 }
 
 /// `runtime.entersyscall` and `runtime.entersyscallblock` (`//go:nosplit`: at

@@ -106,7 +106,8 @@ fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
         let summary = run.only("summary");
         assert_eq!(summary["go_version"], toolchain.version.as_str());
         assert_eq!(count(&summary, "dropped"), 0, "{v}: events dropped");
-        assert!(count(&summary, "offset_checks") > 1000, "{v}: {summary}");
+        // Checked once per thread that ran a goroutine.
+        assert!(count(&summary, "offset_checks") >= 1, "{v}: {summary}");
         assert_eq!(
             count(&summary, "offset_mismatches"),
             0,

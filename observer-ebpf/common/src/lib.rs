@@ -145,12 +145,17 @@ pub struct GoroutineStats {
     pub runq_latency: [u32; GOROUTINE_HISTOGRAM_SLOTS],
 }
 
-/// When a goroutine started to wait, and why (`WAITING` map value).
+/// Since when a goroutine is runnable or waiting, and why it waits (`G_STATE`
+/// map value, updated in place at each transition).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Waiting {
+pub struct GState {
     pub since_ns: u64,
-    pub reason: u64,
+    /// `g_status::RUNNABLE` or `WAITING` since `since_ns`; anything else: the
+    /// timestamp was used.
+    pub status: u32,
+    /// The wait reason, when waiting.
+    pub reason: u32,
 }
 
 /// Goroutine states (`runtime2.go`, the same in every supported version).
@@ -178,6 +183,11 @@ pub struct Running {
     pub m_id: i64,
     pub p_id: i32,
     pub _pad: u32,
+    /// The thread's M (an M is one thread for life: read once per thread) ...
+    pub m: u64,
+    /// ... and the P it held last, whose id is `p_id` (read again only when the
+    /// M holds another P).
+    pub p: u64,
 }
 
 /// Where a signal handler finds the interrupted registers: the Linux x86-64 signal
@@ -255,5 +265,5 @@ mod pod {
     unsafe impl aya::Pod for super::GoroutineStats {}
     unsafe impl aya::Pod for super::Running {}
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::Waiting {}
+    unsafe impl aya::Pod for super::GState {}
 }
