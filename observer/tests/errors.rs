@@ -154,7 +154,50 @@ fn unprivileged_callers_are_told_what_is_missing() {
 
 #[test]
 fn bad_arguments() {
-    let (status, stderr) = run_observer(&[], &["attach", "--pid", "1", "--interval", "soon"]);
-    assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--interval"), "{stderr}");
+    for (args, expected) in [
+        (&["--interval", "soon"][..], "--interval"),
+        (
+            &["--only", "everything"][..],
+            "possible values: schedule, goroutines",
+        ),
+        (&["--prometheus", "port-9464"][..], "invalid socket address"),
+        (
+            &["--json", "--plain"][..],
+            "'--json' cannot be used with '--plain'",
+        ),
+    ] {
+        let mut all = vec!["attach", "--pid", "1"];
+        all.extend(args);
+        let (status, stderr) = run_observer(&[], &all);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// Outputs that cannot be set up end the session at once, saying why.
+#[test]
+fn outputs_that_cannot_be_set_up() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "scenario", Mode::Default);
+    let fixture = Fixture::spawn(&binary, &[]);
+    let pid = fixture.pid().to_string();
+    assert_fails(
+        &[],
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--record",
+            "/nonexistent/dir/t.pftrace",
+        ],
+        "cannot create the recording /nonexistent/dir/t.pftrace",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    assert_fails(
+        &[],
+        &["attach", "--pid", &pid, "--prometheus", &address],
+        &format!("cannot listen on {address} for --prometheus: Address already in use"),
+    );
+    drop(fixture);
 }
