@@ -134,8 +134,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
     let sched_layout = SchedLayout::new(&binary, load_bias);
     let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
     // --events prints lines: it asks for a log, not a screen.
-    let live_screen =
-        !args.json && !args.plain && !args.events && std::io::stdout().is_terminal();
+    let live_screen = !args.json && !args.plain && !args.events && std::io::stdout().is_terminal();
     if let Some(note) = &sched_note
         && !live_screen
     {

@@ -158,6 +158,18 @@ fn check_mode(mode: Mode) {
             };
             assert_eq!(probe["placement"], expected_site, "{v} {function}");
         }
+        // runtime.sched and runtime.allp: from .symtab, and found again in the
+        // code of runtime.schedtrace at the same addresses; stripped, from the code.
+        let globals = &report["scheduler_globals"];
+        let in_code = &report["scheduler_globals_in_code"];
+        assert!(
+            globals["sched"].as_u64().is_some_and(|a| a > 0),
+            "{v}: {globals}"
+        );
+        assert_eq!(globals["sched"], in_code["sched"], "{v}");
+        assert_eq!(globals["allp"], in_code["allp"], "{v}");
+        let expected_source = if stripped { "schedtrace" } else { "symtab" };
+        assert_eq!(globals["found_in"], expected_source, "{v}");
         let reasons: Vec<String> = serde_json::from_value(report["wait_reasons"].clone()).unwrap();
         for name in ["chan receive", "chan send", "sleep", "select"] {
             assert!(
