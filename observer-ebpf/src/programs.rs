@@ -242,6 +242,7 @@ fn goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
 /// running (park, yield, preemption, exit). Closes the run slice open on this thread.
 #[uprobe]
 pub fn go_schedule(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
     if call_restarts(&ctx) {
         return 0;
     }
@@ -271,6 +272,7 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
 /// blocked, and goroutine creation and exit.
 #[uprobe]
 pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
     let regs = unsafe { &*ctx.regs };
     let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
     let offsets = config().offsets;
@@ -457,6 +459,7 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
 /// entry). Attached for Go 1.26+ only, which enters syscalls without casgstatus.
 #[uprobe]
 pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
     syscall_entered(unsafe { bpf_ktime_get_ns() });
     0
 }
@@ -464,6 +467,7 @@ pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
 /// `runtime.exitsyscall`, on the goroutine back from its syscall (Go 1.26+).
 #[uprobe]
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
     if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
         syscall_exited(goid, unsafe { bpf_ktime_get_ns() });
     }
@@ -501,6 +505,7 @@ fn syscall_exited(goid: u64, now: u64) {
 /// signal frame context in RCX. For SIGURG, reports where the preemption landed.
 #[uprobe]
 pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
     let regs = unsafe { &*ctx.regs };
     if regs.rax as u32 != SIGURG as u32 {
         return 0;

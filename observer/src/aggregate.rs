@@ -46,6 +46,9 @@ pub struct Stats {
     pub read_errors: u64,
     /// Probe hits skipped because the call restarted after growing its stack.
     pub restarts: u64,
+    /// Every uprobe hit (restarts included): what the session costs the target
+    /// is about this many times the per-hit cost (`cargo xtask bench`).
+    pub probe_hits: u64,
     /// The busiest goroutines (by run time, then scheduling events).
     pub top_goroutines: Vec<GoroutineRow>,
 }
@@ -134,6 +137,7 @@ impl Stats {
             offset_mismatches: delta(counter::OFFSET_MISMATCHES),
             read_errors: delta(counter::READ_ERRORS),
             restarts: delta(counter::RESTARTS),
+            probe_hits: delta(counter::PROBE_HITS),
             top_goroutines: top_goroutines(before, after, top, names),
         }
     }

@@ -114,6 +114,18 @@ fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
             "{v}: wrong offsets"
         );
         assert_eq!(count(&summary, "read_errors"), 0, "{v}");
+        // Every hit is counted, the ones that change no other counter too.
+        let counted: u64 = [
+            "schedule",
+            "restarts",
+            "run_slices",
+            "gopark_total",
+            "goroutines_exited",
+        ]
+        .iter()
+        .map(|key| count(&summary, key))
+        .sum();
+        assert!(count(&summary, "probe_hits") > counted, "{v}: {summary}");
 
         // Each sleeper parks exactly once, with reason "sleep". The runtime's
         // scavenger may also park with that reason, hence the small allowance on

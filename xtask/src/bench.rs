@@ -381,21 +381,8 @@ fn run_once(
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
                 .find(|v| v["type"] == "summary")
                 .context("gobpf-sched printed no summary")?;
-            // Probe hits: schedule, syscall enter and exit, and the casgstatus
-            // changes counted (into running, waiting, dead); casgstatus also fires
-            // for changes not counted (into runnable, syscall), so this undercounts.
-            let hits: u64 = [
-                "schedule",
-                "restarts",
-                "run_slices",
-                "gopark_total",
-                "syscalls_entered",
-                "syscalls_exited",
-                "goroutines_exited",
-            ]
-            .iter()
-            .map(|key| summary[key].as_u64().unwrap_or(0))
-            .sum();
+            // Every uprobe hit, counted by the programs themselves.
+            let hits = summary["probe_hits"].as_u64().unwrap_or(0);
             sample.hits_per_op = Some(hits as f64 / ops as f64);
         }
         Tracer::Bpftrace => {

@@ -95,8 +95,10 @@ pub mod counter {
     pub const EXITED: u32 = 15;
     /// Total nanoseconds of run-queue latency (the sum of `RUNQ_LATENCY`).
     pub const RUNQ_NS: u32 = 16;
+    /// Uprobe hits, every one (what the bench divides the overhead by).
+    pub const PROBE_HITS: u32 = 17;
     /// Number of slots in the array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns
