@@ -275,7 +275,10 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
     add(counter::PROBE_HITS, 1);
     let regs = unsafe { &*ctx.regs };
     let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
-    let offsets = config().offsets;
+    // One read of the configuration: this runs on every state change.
+    let cfg = config();
+    let offsets = cfg.offsets;
+    let syscalls_here = cfg.syscalls_from_casgstatus != 0;
     let now = unsafe { bpf_ktime_get_ns() };
     // The goid is read only where it is used: every read costs the probe.
     let goid = || goid_of(gp, &offsets);
@@ -296,12 +299,8 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
                 emit(event_kind::EXIT, goid().unwrap_or(0), 0, now);
             }
         }
-        (g_status::RUNNING, g_status::SYSCALL) if config().syscalls_from_casgstatus != 0 => {
-            syscall_entered(now)
-        }
-        (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE)
-            if config().syscalls_from_casgstatus != 0 =>
-        {
+        (g_status::RUNNING, g_status::SYSCALL) if syscalls_here => syscall_entered(now),
+        (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE) if syscalls_here => {
             syscall_exited(goid().unwrap_or(0), now)
         }
         _ => {}

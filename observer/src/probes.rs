@@ -80,10 +80,6 @@ fn own_syscall_probes(version: (u32, u32)) -> bool {
     !syscalls_from_casgstatus(version)
 }
 
-fn casgstatus_syscalls(version: (u32, u32)) -> bool {
-    syscalls_from_casgstatus(version)
-}
-
 /// `schedule` ends run slices and counts scheduling rounds; `casgstatus` sees
 /// goroutine state changes (parks, wakeups, run starts, creation, exit, and
 /// syscalls before Go 1.26); the syscall functions pair syscalls on Go 1.26+;
@@ -105,7 +101,7 @@ const UPROBES: &[Uprobe] = &[
         program: "go_casgstatus",
         function: "runtime.casgstatus",
         serves: &[Facet::Syscalls],
-        versions: casgstatus_syscalls,
+        versions: syscalls_from_casgstatus,
     },
     Uprobe {
         program: "go_entersyscall",

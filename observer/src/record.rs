@@ -205,17 +205,20 @@ impl Recorder {
 
     fn write_event(&mut self, event: &Event, naming: &Naming<'_>) -> Result<()> {
         let m_track = self.m_track(event.tid)?;
+        // A run slice is drawn on its thread's track and on its P's.
+        let p_track = match event.kind {
+            event_kind::RUN | event_kind::STOP if event.p_id >= 0 => {
+                Some(self.p_track(event.p_id)?)
+            }
+            _ => None,
+        };
         match event.kind {
             event_kind::RUN => {
                 let name = match (naming.start_function)(event.goid) {
                     Some(function) => format!("g{} {function}", event.goid),
                     None => format!("g{}", event.goid),
                 };
-                let mut tracks = vec![m_track];
-                if event.p_id >= 0 {
-                    tracks.push(self.p_track(event.p_id)?);
-                }
-                for track in tracks {
+                for track in [Some(m_track), p_track].into_iter().flatten() {
                     if self.open.contains(&track) {
                         self.track_event(track, event.ts_ns, SLICE_END, None, vec![])?;
                     }
@@ -235,11 +238,7 @@ impl Recorder {
                 self.run_slices += 1;
             }
             event_kind::STOP => {
-                let mut tracks = vec![m_track];
-                if event.p_id >= 0 {
-                    tracks.push(self.p_track(event.p_id)?);
-                }
-                for track in tracks {
+                for track in [Some(m_track), p_track].into_iter().flatten() {
                     if self.open.remove(&track) {
                         self.track_event(track, event.ts_ns, SLICE_END, None, vec![])?;
                     }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::binary::GoBinary;
+use crate::binary::{GoBinary, sched_globals};
 
 /// Capacity of a P's local run queue (`runq [256]guintptr`, every version).
 const LOCAL_RUNQ_CAPACITY: u32 = 256;
@@ -61,10 +61,8 @@ impl SchedLayout {
                 .copied()
                 .with_context(|| format!("no offset for {name}"))
         };
-        let runq_size = match field("runtime.schedt.runqsize") {
-            Ok(offset) => offset,
-            Err(_) => field("runtime.schedt.runq")? + field("runtime.gQueue.size")?,
-        };
+        let runq_size = sched_globals::runq_size_offset(&binary.struct_offsets)
+            .context("no offset for the global run-queue length")?;
         Ok(Self {
             sched: globals.sched.wrapping_add(load_bias),
             allp: globals.allp.wrapping_add(load_bias),

@@ -254,7 +254,7 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
+    fn preemption(&mut self, preemption: &Preemption) {
         match &mut self.display {
             Display::Lines(printer) => printer.preemption(preemption),
             Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
@@ -262,7 +262,6 @@ impl Outputs {
         if let Some(recorder) = &mut self.recorder {
             recorder.preemption(preemption);
         }
-        Ok(())
     }
 
     fn transition(&mut self, event: &Event, clock: &Clock, names: &Names<'_>) {
@@ -289,12 +288,7 @@ struct StopSignals {
 
 /// Pairs SIGURG records with the Go handler's report of where each landed, and
 /// hands every record to the outputs.
-fn dispatch(
-    events: Vec<Event>,
-    outputs: &mut Outputs,
-    clock: &Clock,
-    names: &Names<'_>,
-) -> Result<()> {
+fn dispatch(events: Vec<Event>, outputs: &mut Outputs, clock: &Clock, names: &Names<'_>) {
     // Where each thread's SIGURG landed, reported by the Go signal handler
     // microseconds after the signal was generated: pair them by thread.
     let mut landed: HashMap<u32, VecDeque<&Event>> = HashMap::new();
@@ -317,13 +311,12 @@ fn dispatch(
                     preemption.landed_in = (names.function_at)(landing.value);
                     preemption.landed_goid = Some(landing.goid);
                 }
-                outputs.preemption(&preemption)?;
+                outputs.preemption(&preemption);
             }
             event_kind::PREEMPT_LANDED => {}
             _ => outputs.transition(event, clock, names),
         }
     }
-    Ok(())
 }
 
 /// Writes the recorded transitions, naming goroutines from the latest snapshot.
@@ -391,7 +384,7 @@ async fn watch(
             _ = stop.terminate.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = drain.tick() => {
-                dispatch(collector.drain_events(), outputs, &clock, names)?;
+                dispatch(collector.drain_events(), outputs, &clock, names);
                 if let Display::Screen(screen) = &mut outputs.display
                     && let Key::Quit = screen.keys()?
                 {
@@ -403,7 +396,7 @@ async fn watch(
                 }
             }
             _ = report.tick() => {
-                dispatch(collector.drain_events(), outputs, &clock, names)?;
+                dispatch(collector.drain_events(), outputs, &clock, names);
                 let now = collector.snapshot()?;
                 let stats = Stats::between(&previous, &now, names, args.top);
                 let sched = read_sched();
@@ -442,7 +435,7 @@ async fn watch(
             }
         }
     }
-    dispatch(collector.drain_events(), outputs, &clock, names)?;
+    dispatch(collector.drain_events(), outputs, &clock, names);
     let last = collector.snapshot()?;
     if let Some(recorder) = &mut outputs.recorder {
         let end = read_clock(libc::CLOCK_MONOTONIC);
