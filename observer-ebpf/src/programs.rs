@@ -1,17 +1,18 @@
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, bpf_pidns_info},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
-    ByReason, COOKIE_AT_STACK_CHECK_JUMP, Config, Counters, Event, GOROUTINE_HISTOGRAM_SLOTS,
-    GState, GoOffsets, GoroutineStats, Histogram, Running, counter, event_flags, event_kind,
-    g_status, signal_frame,
+    ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, Counters, Event,
+    GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram, MAX_GOROUTINES,
+    Running, counter, event_flags, event_kind, g_status, signal_frame,
 };
 
 /// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
@@ -23,6 +24,8 @@ static CONFIG: Config = Config {
     stream_events: 0,
     syscalls_from_casgstatus: 0,
     _pad: 0,
+    pidns_dev: 0,
+    pidns_ino: 0,
     offsets: GoOffsets {
         g_goid: 0,
         g_m: 0,
@@ -32,6 +35,7 @@ static CONFIG: Config = Config {
         p_id: 0,
         g_waitreason: 0,
         g_startpc: 0,
+        g_async_safe_point: 0,
     },
 };
 
@@ -108,14 +112,17 @@ static BLOCKED_NS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
 /// g address → since when it is runnable or waiting (see `GState`). Keyed by
 /// the g, not its id: newproc1 in Go 1.19 assigns the goid after making the new
 /// g runnable. One entry per g, updated in place: one lookup per transition.
-/// (The runtime reuses dead gs, so the entries follow the live goroutines.)
+/// The runtime reuses dead gs and never frees one, so there are at most as many
+/// entries as the target ever had goroutines at once: no eviction (an LRU map
+/// silently lost samples above its size), memory per entry in use.
 #[map]
-static G_STATE: LruHashMap<u64, GState> = LruHashMap::with_max_entries(65536, 0);
+static G_STATE: HashMap<u64, GState> = HashMap::with_max_entries(MAX_GOROUTINES, BPF_F_NO_PREALLOC);
 
-/// Totals per goroutine id. LRU: a program with millions of short-lived
-/// goroutines evicts the oldest instead of failing inserts.
+/// Totals per goroutine id, created at its first run, park or syscall seen;
+/// marked `exited` at its exit, then deleted by userspace once read.
 #[map]
-static GOROUTINES: LruHashMap<u64, GoroutineStats> = LruHashMap::with_max_entries(65536, 0);
+static GOROUTINES: HashMap<u64, GoroutineStats> =
+    HashMap::with_max_entries(MAX_GOROUTINES, BPF_F_NO_PREALLOC);
 
 /// Thread id → goroutine running on it (see `Running`). A plain hash, cheaper
 /// than an LRU one: a process has far fewer threads than this.
@@ -202,12 +209,17 @@ fn add_to_histogram(histogram: &PerCpuArray<Histogram>, value: u64) {
 /// `morestack` and starts over, and the probe fires again for the same call.
 #[inline(always)]
 fn call_restarts(ctx: &ProbeContext) -> bool {
-    let at_jump = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } == COOKIE_AT_STACK_CHECK_JUMP;
+    let at_jump = cookie(ctx) & COOKIE_AT_STACK_CHECK_JUMP != 0;
     if at_jump && unsafe { (*ctx.regs).eflags } & (CARRY_FLAG | ZERO_FLAG) != 0 {
         add(counter::RESTARTS, 1);
         return true;
     }
     false
+}
+
+#[inline(always)]
+fn cookie(ctx: &ProbeContext) -> u64 {
+    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }
 }
 
 /// The current goroutine: R14 holds `g` in Go's register ABI (amd64, Go ≥ 1.17).
@@ -229,10 +241,23 @@ fn goid_of(g: u64, offsets: &GoOffsets) -> Option<u64> {
 /// the probe and paths for the verifier (attach time).
 #[inline(always)]
 fn goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
-    if let Some(stats) = GOROUTINES.get_ptr_mut(&goid) {
-        return Some(unsafe { &mut *stats });
+    if let Some(stats) = existing_goroutine(goid) {
+        return Some(stats);
     }
-    let _ = GOROUTINES.insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64);
+    if GOROUTINES
+        .insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64)
+        .is_err()
+    {
+        add(counter::GOROUTINES_LOST, 1);
+    }
+    existing_goroutine(goid)
+}
+
+/// A goroutine's totals if it has an entry. The probes that fire after a
+/// goroutine may have exited (the end of its last run slice, a late SIGURG) never
+/// create one: userspace may already have deleted it, and nobody would again.
+#[inline(always)]
+fn existing_goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
     GOROUTINES
         .get_ptr_mut(&goid)
         .map(|stats| unsafe { &mut *stats })
@@ -256,7 +281,7 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
             running.stopped_ns = now;
             add(counter::RUN_NS, ran);
             add_to_histogram(&RUN_SLICES, ran);
-            if let Some(stats) = goroutine(running.goid) {
+            if let Some(stats) = existing_goroutine(running.goid) {
                 stats.run_ns += ran;
             }
             emit_run(event_kind::STOP, ran, now, running);
@@ -295,9 +320,11 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         }
         (g_status::RUNNING, g_status::DEAD) => {
             add(counter::EXITED, 1);
-            if streaming() {
-                emit(event_kind::EXIT, goid().unwrap_or(0), 0, now);
+            let goid = goid().unwrap_or(0);
+            if let Some(stats) = existing_goroutine(goid) {
+                stats.exited = 1;
             }
+            emit(event_kind::EXIT, goid, 0, now);
         }
         (g_status::RUNNING, g_status::SYSCALL) if syscalls_here => syscall_entered(now),
         (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE) if syscalls_here => {
@@ -380,7 +407,7 @@ fn running_on_this_thread(ctx: &ProbeContext, offsets: &GoOffsets) -> Option<&'s
     };
     if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
         add(counter::OFFSET_CHECKS, 1);
-        if procid != tid as u64 {
+        if procid != u64::from(tid_in_target_namespace(tid)) {
             add(counter::OFFSET_MISMATCHES, 1);
             running.m_id = -1;
         }
@@ -389,6 +416,26 @@ fn running_on_this_thread(ctx: &ProbeContext, offsets: &GoOffsets) -> Option<&'s
     RUNNING
         .get_ptr_mut(&tid)
         .map(|running| unsafe { &mut *running })
+}
+
+/// This thread's id as the target sees it: in a container (its own pid
+/// namespace) the runtime's `m.procid` holds the namespaced id.
+#[inline(always)]
+fn tid_in_target_namespace(tid: u32) -> u32 {
+    let cfg = config();
+    if cfg.pidns_ino == 0 {
+        return tid;
+    }
+    let mut ids = bpf_pidns_info { pid: 0, tgid: 0 };
+    let found = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            cfg.pidns_dev,
+            cfg.pidns_ino,
+            &mut ids,
+            size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    if found == 0 { ids.pid } else { tid }
 }
 
 /// running → waiting (`park_m` after `gopark` set `g.waitreason`).
@@ -414,9 +461,14 @@ fn set_state(gp: u64, status: u32, reason: u32, now: u64) {
     };
     match G_STATE.get_ptr_mut(&gp) {
         Some(entry) => unsafe { *entry = state },
-        None => {
-            let _ = G_STATE.insert(&gp, &state, 0);
-        }
+        None => insert_state(gp, &state),
+    }
+}
+
+#[inline(always)]
+fn insert_state(gp: u64, state: &GState) {
+    if G_STATE.insert(&gp, state, 0).is_err() {
+        add(counter::G_STATE_LOST, 1);
     }
 }
 
@@ -448,9 +500,7 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
     }
     match entry {
         Some(state) => unsafe { *state = runnable },
-        None => {
-            let _ = G_STATE.insert(&gp, &runnable, 0);
-        }
+        None => insert_state(gp, &runnable),
     }
 }
 
@@ -524,6 +574,68 @@ pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// A goroutine is preempted: `runtime.goschedImpl(gp, preempted)` (Go 1.22+,
+/// only with `preempted`) or `runtime.gopreempt_m(gp)` (before), on g0 with gp in
+/// RAX. `gp.asyncSafePoint` tells a SIGURG's doing (`asyncPreempt2` sets it)
+/// from a preemption at a stack check. Rare: counted and always sent.
+#[uprobe]
+pub fn go_preempted(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
+    if call_restarts(&ctx) {
+        return 0;
+    }
+    let regs = unsafe { &*ctx.regs };
+    if cookie(&ctx) & COOKIE_PREEMPTED_ARGUMENT != 0 && regs.rbx as u8 == 0 {
+        return 0; // runtime.Gosched: a yield, not a preemption
+    }
+    let gp = regs.rax;
+    let offsets = config().offsets;
+    let by_signal = read_user::<u8>(gp + offsets.g_async_safe_point).unwrap_or(0) != 0;
+    add(
+        if by_signal {
+            counter::ASYNC_PREEMPTED
+        } else {
+            counter::COOPERATIVE_PREEMPTED
+        },
+        1,
+    );
+    let goid = goid_of(gp, &offsets).unwrap_or(0);
+    // Per goroutine, as in the log: the preemptions a signal made.
+    if by_signal && let Some(stats) = existing_goroutine(goid) {
+        stats.preemptions += 1;
+    }
+    let mut event = thread_event(event_kind::PREEMPTED, goid, 0, unsafe {
+        bpf_ktime_get_ns()
+    });
+    if by_signal {
+        event.flags = event_flags::ASYNC;
+    }
+    send(&event);
+    0
+}
+
+/// `runtime.preemptPark(gp)`: a goroutine stops for the GC to scan its stack.
+/// Counted when a SIGURG did it (`gp.asyncSafePoint`), the other outcome of a
+/// signal besides a preemption.
+#[uprobe]
+pub fn go_preempt_park(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
+    if call_restarts(&ctx) {
+        return 0;
+    }
+    let gp = unsafe { (*ctx.regs).rax };
+    let offsets = config().offsets;
+    if read_user::<u8>(gp + offsets.g_async_safe_point).unwrap_or(0) == 0 {
+        return 0;
+    }
+    add(counter::GC_SUSPENDED, 1);
+    let goid = goid_of(gp, &offsets).unwrap_or(0);
+    send(&thread_event(event_kind::GC_SUSPENDED, goid, 0, unsafe {
+        bpf_ktime_get_ns()
+    }));
+    0
+}
+
 /// `signal:signal_generate`, kept to SIGURG sent by a thread of the target (sysmon's
 /// `preemptone`, or the GC suspending a goroutine) to a thread of the target.
 #[tracepoint]
@@ -565,11 +677,18 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         event.value = until.saturating_sub(running.since_ns);
         event.m_id = running.m_id;
         event.p_id = running.p_id;
-        if let Some(stats) = goroutine(running.goid) {
-            stats.preemptions += 1;
-        }
     }
     send(&event);
+    0
+}
+
+/// `sched:sched_process_exec`: the target runs another image from now on (the
+/// same pid); userspace notices the count change and re-attaches or ends.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == config().target_tgid {
+        add(counter::EXECS, 1);
+    }
     0
 }
 

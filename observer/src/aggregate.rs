@@ -36,10 +36,25 @@ pub struct Stats {
     pub syscall_ns: u64,
     pub syscalls_entered: u64,
     pub syscalls_exited: u64,
-    /// SIGURG async preemptions.
+    /// Goroutines a SIGURG preempted (running → runnable): async preemption.
     pub preemptions: u64,
+    /// Goroutines preempted at a stack check, without a signal (cooperative).
+    /// With `preemptions`, what runtime/trace records as "preempted".
+    pub cooperative_preemptions: u64,
+    /// SIGURG signals the runtime sent its threads (preemption requests) ...
+    pub sigurg_signals: u64,
+    /// ... of which stopped a goroutine for the GC to scan its stack ...
+    pub gc_suspensions: u64,
+    /// ... and found nothing to preempt (the goroutine had moved on, the thread
+    /// was in the runtime or a syscall, not at a safe point).
+    pub signals_without_effect: u64,
     /// Ring-buffer records lost.
     pub dropped: u64,
+    /// Goroutines that found the kernel maps full (more than
+    /// `MAX_GOROUTINES` at once): a run-queue latency or blocked time not
+    /// measured, per-goroutine totals not kept.
+    pub lost_latency_samples: u64,
+    pub lost_goroutine_totals: u64,
     /// Offset self-checks (m.procid against the kernel's thread id) and failures.
     pub offset_checks: u64,
     pub offset_mismatches: u64,
@@ -131,8 +146,15 @@ impl Stats {
             syscall_ns: delta(counter::SYSCALL_NS),
             syscalls_entered: delta(counter::SYSCALL_ENTER),
             syscalls_exited: delta(counter::SYSCALL_EXIT),
-            preemptions: delta(counter::PREEMPT),
+            preemptions: delta(counter::ASYNC_PREEMPTED),
+            cooperative_preemptions: delta(counter::COOPERATIVE_PREEMPTED),
+            sigurg_signals: delta(counter::PREEMPT),
+            gc_suspensions: delta(counter::GC_SUSPENDED),
+            signals_without_effect: delta(counter::PREEMPT)
+                .saturating_sub(delta(counter::ASYNC_PREEMPTED) + delta(counter::GC_SUSPENDED)),
             dropped: delta(counter::DROPPED),
+            lost_latency_samples: delta(counter::G_STATE_LOST),
+            lost_goroutine_totals: delta(counter::GOROUTINES_LOST),
             offset_checks: delta(counter::OFFSET_CHECKS),
             offset_mismatches: delta(counter::OFFSET_MISMATCHES),
             read_errors: delta(counter::READ_ERRORS),
@@ -164,10 +186,30 @@ fn top_goroutines(
     names: &Names<'_>,
 ) -> Vec<GoroutineRow> {
     let zero = GoroutineStats::default();
-    let mut rows: Vec<GoroutineRow> = after
+    // Rank first, build rows for the top only: a target may have 100k goroutines.
+    let mut ranked: Vec<((u64, u64, u64), u64)> = after
         .goroutines
         .iter()
-        .map(|(&goid, now)| {
+        .filter_map(|(&goid, now)| {
+            let was = before.goroutines.get(&goid).unwrap_or(&zero);
+            let d = |now: u64, was: u64| now.saturating_sub(was);
+            let run_ns = d(now.run_ns, was.run_ns);
+            let events =
+                d(now.runs, was.runs) + d(now.parks, was.parks) + d(now.syscalls, was.syscalls);
+            let active = run_ns
+                + events
+                + d(now.preemptions, was.preemptions)
+                + d(now.runq_wait_ns, was.runq_wait_ns)
+                > 0;
+            active.then_some(((run_ns, events, goid), goid))
+        })
+        .collect();
+    ranked.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+    ranked.truncate(top);
+    let mut rows: Vec<GoroutineRow> = ranked
+        .into_iter()
+        .map(|(_, goid)| {
+            let now = &after.goroutines[&goid];
             let was = before.goroutines.get(&goid).unwrap_or(&zero);
             let mut runq_latency = [0; GOROUTINE_HISTOGRAM_SLOTS];
             for (slot, count) in runq_latency.iter_mut().enumerate() {
@@ -188,19 +230,11 @@ fn top_goroutines(
                     runq_wait_ns: now.runq_wait_ns.saturating_sub(was.runq_wait_ns),
                     start_pc: now.start_pc,
                     runq_latency,
+                    exited: now.exited,
                 },
             }
         })
-        .filter(|row| {
-            let t = &row.totals;
-            t.run_ns + t.runs + t.parks + t.syscalls + t.preemptions + t.runq_wait_ns > 0
-        })
         .collect();
-    rows.sort_by_key(|row| {
-        let t = &row.totals;
-        std::cmp::Reverse((t.run_ns, t.runs + t.parks + t.syscalls, row.goid))
-    });
-    rows.truncate(top);
     for row in &mut rows {
         if row.totals.start_pc != 0 {
             row.start_function = (names.function_at)(row.totals.start_pc);
@@ -209,9 +243,22 @@ fn top_goroutines(
     rows
 }
 
-/// One SIGURG preemption, as printed and exported.
+/// What a SIGURG did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The goroutine it landed on was preempted (running → runnable).
+    Preempted,
+    /// The goroutine stopped for the GC to scan its stack.
+    GcSuspended,
+    /// Nothing: no goroutine to preempt where it landed, or not at a safe point.
+    NothingPreempted,
+}
+
+/// One SIGURG and what it did, as printed and exported.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preemption {
+    pub outcome: Outcome,
     /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
     pub ts_ns: u64,
     /// Wall-clock time of the same instant, nanoseconds since the Unix epoch.
@@ -236,6 +283,7 @@ pub struct Preemption {
 impl Preemption {
     pub fn from_event(event: &Event, clock: &Clock) -> Self {
         Self {
+            outcome: Outcome::NothingPreempted,
             ts_ns: event.ts_ns,
             unix_ns: clock.to_unix_ns(event.ts_ns),
             tid: event.tid,

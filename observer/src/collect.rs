@@ -1,13 +1,17 @@
 //! Drains the kernel maps: cumulative counters, park counts by reason, per-goroutine
 //! totals (read each interval) and the ring buffer of preemption events.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::{AsFd, AsRawFd},
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
 };
+use aya_obj::generated::{bpf_attr, bpf_cmd};
 use gobpf_sched_common::{ByReason, Counters, Event, GoroutineStats, Histogram, counter};
 
 /// Everything the maps held at one moment. All values are cumulative since attach.
@@ -21,6 +25,8 @@ pub struct Snapshot {
     pub runq_latency: Vec<u64>,
     /// Nanoseconds blocked, by wait reason.
     pub blocked_ns: Vec<u64>,
+    /// Live goroutines, those that exited since the last snapshot, and the
+    /// busiest of those that exited earlier (see `Collector::retired`).
     pub goroutines: HashMap<u64, GoroutineStats>,
 }
 
@@ -36,8 +42,16 @@ pub struct Collector {
     run_slices: PerCpuArray<MapData, Histogram>,
     runq_latency: PerCpuArray<MapData, Histogram>,
     blocked_ns: PerCpuArray<MapData, ByReason>,
-    goroutines: BpfHashMap<MapData, u64, GoroutineStats>,
+    /// `GOROUTINES`, read in batches (aya has no batch API, see `lookup_all`).
+    goroutines: MapData,
     events: RingBuf<MapData>,
+    /// Goroutines seen exited at the last snapshot: read once more (the end of
+    /// their last run slice lands just after the exit), then deleted.
+    exited: HashSet<u64>,
+    /// The busiest deleted goroutines (final totals), as many as a summary lists:
+    /// whole-run rankings stay exact while the map holds only live goroutines.
+    retired: Vec<(u64, GoroutineStats)>,
+    keep_retired: usize,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -51,27 +65,40 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 impl Collector {
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self> {
+    /// `keep_retired`: how many exited goroutines the whole-run ranking keeps.
+    pub fn new(ebpf: &mut Ebpf, keep_retired: usize) -> Result<Self> {
+        let goroutines = match ebpf.take_map("GOROUTINES") {
+            Some(Map::HashMap(data)) => data,
+            _ => bail!("the eBPF object has no hash map GOROUTINES"),
+        };
         Ok(Self {
             counters: take(ebpf, "COUNTERS")?,
             parks: take(ebpf, "PARKS")?,
             run_slices: take(ebpf, "RUN_SLICES")?,
             runq_latency: take(ebpf, "RUNQ_LATENCY")?,
             blocked_ns: take(ebpf, "BLOCKED_NS")?,
-            goroutines: take(ebpf, "GOROUTINES")?,
+            goroutines,
             events: take(ebpf, "EVENTS")?,
+            exited: HashSet::new(),
+            retired: Vec::new(),
+            keep_retired,
         })
     }
 
-    pub fn snapshot(&self) -> Result<Snapshot> {
+    /// The cumulative counters alone: one read (what the drain loop checks).
+    pub fn counters(&self) -> Result<Counters> {
         let mut counters = [0; counter::COUNT as usize];
         counters.copy_from_slice(&sum_cpus(&self.counters)?);
+        Ok(counters)
+    }
+
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let counters = self.counters()?;
         let parks = sum_cpus(&self.parks)?;
         let run_slices = sum_cpus(&self.run_slices)?;
         let runq_latency = sum_cpus(&self.runq_latency)?;
         let blocked_ns = sum_cpus(&self.blocked_ns)?;
-        // An entry may be evicted between listing keys and reading it: skip those.
-        let goroutines = self.goroutines.iter().filter_map(Result::ok).collect();
+        let goroutines = self.goroutines()?;
         Ok(Snapshot {
             counters,
             parks,
@@ -80,6 +107,39 @@ impl Collector {
             blocked_ns,
             goroutines,
         })
+    }
+
+    /// Reads the per-goroutine map, deletes the entries of goroutines that exited
+    /// before the last snapshot, and adds the retired ones.
+    fn goroutines(&mut self) -> Result<HashMap<u64, GoroutineStats>> {
+        let fd = self.goroutines.fd().as_fd().as_raw_fd();
+        let mut goroutines: HashMap<u64, GoroutineStats> = self.retired.iter().copied().collect();
+        let mut delete = Vec::new();
+        let mut exited = HashSet::new();
+        for (goid, stats) in lookup_all::<u64, GoroutineStats>(fd)? {
+            if stats.exited != 0 {
+                if self.exited.contains(&goid) {
+                    delete.push(goid);
+                    self.retire(goid, stats);
+                } else {
+                    exited.insert(goid);
+                }
+            }
+            goroutines.insert(goid, stats);
+        }
+        delete_all(fd, &delete)?;
+        self.exited = exited;
+        Ok(goroutines)
+    }
+
+    /// Keeps `stats` if it ranks among the `keep_retired` busiest deleted
+    /// goroutines (the order the summary ranks goroutines in).
+    fn retire(&mut self, goid: u64, stats: GoroutineStats) {
+        self.retired.push((goid, stats));
+        self.retired.sort_by_key(|(goid, s)| {
+            std::cmp::Reverse((s.run_ns, s.runs + s.parks + s.syscalls, *goid))
+        });
+        self.retired.truncate(self.keep_retired);
     }
 
     /// Takes every record waiting in the ring buffer.
@@ -106,4 +166,90 @@ fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>) -> Result<Ve
         }
     }
     Ok(sums)
+}
+
+/// Entries read per `BPF_MAP_LOOKUP_BATCH` call. A hash map's batch stops at a
+/// bucket boundary, so this must exceed the longest bucket (a few entries).
+const BATCH: usize = 4096;
+
+/// Every entry of a hash map, with `BPF_MAP_LOOKUP_BATCH`: one syscall per
+/// `BATCH` entries (iterating key by key costs two per entry: 100k goroutines
+/// were 200k syscalls an interval). The command is in the kernel since 5.6.
+fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> Result<Vec<(K, V)>> {
+    let mut keys = vec![K::default(); BATCH];
+    let mut values = vec![V::default(); BATCH];
+    let mut entries = Vec::new();
+    // The position in the map, written by the kernel (a bucket index for hashes).
+    let mut token = 0u64;
+    let mut first = true;
+    loop {
+        // SAFETY: bpf_attr is plain data; zero is its default for every command.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: `batch` is the union member BPF_MAP_LOOKUP_BATCH reads; the
+        // buffers outlive the call and hold `BATCH` keys and values.
+        let count = unsafe {
+            attr.batch.in_batch = if first { 0 } else { (&raw const token) as u64 };
+            attr.batch.out_batch = (&raw mut token) as u64;
+            attr.batch.keys = keys.as_mut_ptr() as u64;
+            attr.batch.values = values.as_mut_ptr() as u64;
+            attr.batch.count = BATCH as u32;
+            attr.batch.map_fd = fd as u32;
+            let result = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+            let error = std::io::Error::last_os_error();
+            let count = attr.batch.count as usize;
+            if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
+                return Err(error).context("BPF_MAP_LOOKUP_BATCH on the goroutine map");
+            }
+            entries.extend(
+                keys[..count]
+                    .iter()
+                    .copied()
+                    .zip(values[..count].iter().copied()),
+            );
+            if result < 0 {
+                break; // ENOENT: the last entries are in
+            }
+            count
+        };
+        if count == 0 {
+            break;
+        }
+        first = false;
+    }
+    Ok(entries)
+}
+
+/// Deletes `keys` with `BPF_MAP_DELETE_BATCH`. A key already gone is no error
+/// worth stopping for (the map is only ever shrunk here).
+fn delete_all<K>(fd: i32, keys: &[K]) -> Result<()> {
+    for chunk in keys.chunks(BATCH) {
+        // SAFETY: as in `lookup_all`; `chunk` outlives the call.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        let result = unsafe {
+            attr.batch.keys = chunk.as_ptr() as u64;
+            attr.batch.count = chunk.len() as u32;
+            attr.batch.map_fd = fd as u32;
+            bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr)
+        };
+        let error = std::io::Error::last_os_error();
+        if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
+            return Err(error).context("BPF_MAP_DELETE_BATCH on the goroutine map");
+        }
+    }
+    Ok(())
+}
+
+/// The `bpf(2)` system call.
+///
+/// # Safety
+/// `attr` must be valid for `command`.
+unsafe fn bpf(command: bpf_cmd, attr: &mut bpf_attr) -> libc::c_long {
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command as libc::c_int,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>() as libc::c_uint,
+        )
+    }
 }

@@ -18,6 +18,7 @@ pub mod probes;
 pub mod record;
 pub mod sched_state;
 pub mod session;
+pub mod signals;
 pub mod system;
 pub mod target;
 pub mod tui;

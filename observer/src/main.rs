@@ -28,10 +28,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): end quietly, as `grep | head` does,
+        // with the status a shell gives a process killed by SIGPIPE.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(141),
         Err(error) => {
             // One line: the context chain, outermost first.
             eprintln!("gobpf-sched: error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

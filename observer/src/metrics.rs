@@ -274,9 +274,37 @@ impl Collector for SchedulerCollector {
         counter(
             e,
             "preemptions",
-            "SIGURG async preemptions sent by the runtime",
+            "Goroutines preempted by a SIGURG (async preemption)",
             None,
             s.preemptions as f64,
+        )?;
+        counter(
+            e,
+            "cooperative_preemptions",
+            "Goroutines preempted at a stack check, without a signal",
+            None,
+            s.cooperative_preemptions as f64,
+        )?;
+        counter(
+            e,
+            "sigurg_signals",
+            "SIGURG preemption requests the runtime sent its threads",
+            None,
+            s.sigurg_signals as f64,
+        )?;
+        counter(
+            e,
+            "sigurg_without_effect",
+            "SIGURG signals that found nothing to preempt",
+            None,
+            s.signals_without_effect as f64,
+        )?;
+        counter(
+            e,
+            "gc_suspensions",
+            "Goroutines a SIGURG stopped for the GC's stack scan",
+            None,
+            s.gc_suspensions as f64,
         )?;
         counter(
             e,
@@ -284,6 +312,20 @@ impl Collector for SchedulerCollector {
             "Ring-buffer records lost",
             None,
             s.dropped as f64,
+        )?;
+        counter(
+            e,
+            "lost_latency_samples",
+            "Run-queue latency or blocked-time samples lost: the kernel map was full",
+            None,
+            s.lost_latency_samples as f64,
+        )?;
+        counter(
+            e,
+            "lost_goroutine_totals",
+            "Goroutines whose totals were not kept: the kernel map was full",
+            None,
+            s.lost_goroutine_totals as f64,
         )?;
         histogram(
             e,

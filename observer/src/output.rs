@@ -1,14 +1,14 @@
 //! Prints what was aggregated: readable text (bpftrace/BCC style, fine in a
 //! terminal and in a log file) or JSON lines for scripts.
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use serde_json::json;
 
 use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
-    aggregate::{Bucket, Clock, Names, Preemption, Stats, quantile_bound},
+    aggregate::{Bucket, Clock, Names, Outcome, Preemption, Stats, quantile_bound},
     probes::Facet,
     sched_state::SchedState,
     wait_reasons,
@@ -42,19 +42,23 @@ impl Printer {
         Self { format, header }
     }
 
-    pub fn preemption(&self, preemption: &Preemption) {
+    pub fn preemption(&self, preemption: &Preemption) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(preemption).unwrap_or_default();
-                value["type"] = json!("preemption");
-                emit(&value.to_string());
+                // Only a signal that preempted is called a preemption.
+                value["type"] = json!(match preemption.outcome {
+                    Outcome::Preempted => "preemption",
+                    Outcome::GcSuspended | Outcome::NothingPreempted => "sigurg",
+                });
+                emit(&value.to_string())
             }
             Format::Text => emit(&preemption_line(preemption)),
         }
     }
 
     /// One goroutine transition (`--events`).
-    pub fn transition(&self, event: &Event, clock: &Clock, names: &Names<'_>) {
+    pub fn transition(&self, event: &Event, clock: &Clock, names: &Names<'_>) -> io::Result<()> {
         let (name, detail_key, detail) = match event.kind {
             event_kind::RUN => ("run", "runq_latency_ns", Detail::Duration(event.value)),
             event_kind::STOP => ("stop", "ran_ns", Detail::Duration(event.value)),
@@ -85,7 +89,7 @@ impl Printer {
                     Detail::Text(text) => value[detail_key] = json!(text),
                     Detail::None => {}
                 }
-                emit(&value.to_string());
+                emit(&value.to_string())
             }
             Format::Text => {
                 let detail = match detail {
@@ -99,7 +103,7 @@ impl Printer {
                     name.to_uppercase(),
                     event.tid,
                     event.goid
-                ));
+                ))
             }
         }
     }
@@ -110,7 +114,7 @@ impl Printer {
         sched: Option<&SchedState>,
         unix_ns: u64,
         elapsed_ns: u64,
-    ) {
+    ) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
@@ -120,7 +124,7 @@ impl Printer {
                 value["unix_ns"] = json!(unix_ns);
                 value["interval_ns"] = json!(elapsed_ns);
                 value["pid"] = json!(self.header.pid);
-                emit(&value.to_string());
+                emit(&value.to_string())
             }
             Format::Text => {
                 let mut text = self.text(
@@ -137,12 +141,27 @@ impl Printer {
                 if let Some(state) = sched {
                     text.push_str(&sched_text(state));
                 }
-                emit(&text);
+                emit(&text)
             }
         }
     }
 
-    pub fn summary(&self, stats: &Stats, duration_ns: u64) {
+    /// The target exec'd another program: what follows is about the image before.
+    pub fn exec(&self, new_exe: &str) -> io::Result<()> {
+        match self.format {
+            Format::Json => emit(
+                &json!({"type": "exec", "pid": self.header.pid, "exe": new_exe,
+                        "previous_go_version": self.header.go_version})
+                .to_string(),
+            ),
+            Format::Text => emit(&format!(
+                "=== pid {} exec'd {new_exe}: the summary below is of the previous image ({}) ===",
+                self.header.pid, self.header.go_version
+            )),
+        }
+    }
+
+    pub fn summary(&self, stats: &Stats, duration_ns: u64) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
@@ -151,7 +170,7 @@ impl Printer {
                 value["pid"] = json!(self.header.pid);
                 value["go_version"] = json!(self.header.go_version);
                 value["duration_ns"] = json!(duration_ns);
-                emit(&value.to_string());
+                emit(&value.to_string())
             }
             Format::Text => emit(&self.text(
                 &format!(
@@ -226,9 +245,34 @@ impl Printer {
             line("blocked", format!("{:>9}   {}", "", blocked.join(", ")));
         }
         if watching(Facet::Preemptions) {
-            line("preemptions", format!("{:>9}", s.preemptions));
+            line(
+                "preemptions",
+                format!(
+                    "{:>9}   by SIGURG, {} at stack checks",
+                    s.preemptions, s.cooperative_preemptions
+                ),
+            );
+            line(
+                "SIGURG",
+                format!(
+                    "{:>9}   signals: {} preempted, {} stopped for GC, {} found nothing",
+                    s.sigurg_signals, s.preemptions, s.gc_suspensions, s.signals_without_effect
+                ),
+            );
         }
         line("dropped", format!("{:>9}", s.dropped));
+        if s.lost_latency_samples + s.lost_goroutine_totals > 0 {
+            line(
+                "WARNING",
+                format!(
+                    "more goroutines than the kernel maps hold ({}): {} run-queue latency or \
+                     blocked-time samples and {} goroutines' totals lost",
+                    gobpf_sched_common::MAX_GOROUTINES,
+                    s.lost_latency_samples,
+                    s.lost_goroutine_totals
+                ),
+            );
+        }
         if s.offset_mismatches > 0 || s.read_errors > 0 {
             line(
                 "WARNING",
@@ -331,13 +375,21 @@ pub fn preemption_line(preemption: &Preemption) -> String {
         (Some(function), Some(goid)) => format!(", landed in {function} (goid {goid})"),
         _ => String::new(),
     };
+    let (label, effect) = match preemption.outcome {
+        Outcome::Preempted => ("PREEMPT", ""),
+        Outcome::GcSuspended => ("GC-STOP", ", stopped for the GC's stack scan"),
+        Outcome::NothingPreempted => ("SIGURG ", ", nothing preempted"),
+    };
+    let sender = match preemption.sender_tid {
+        0 => "SIGURG sent before attach".to_owned(),
+        tid => format!("SIGURG from tid {tid}"),
+    };
     format!(
-        "{} PREEMPT tid {} {goroutine} m {} p {} ran {ran}{landed} (SIGURG from tid {})",
+        "{} {label} tid {} {goroutine} m {} p {} ran {ran}{landed}{effect} ({sender})",
         time_of_day(preemption.unix_ns),
         preemption.tid,
         preemption.m,
         preemption.p,
-        preemption.sender_tid,
     )
 }
 
@@ -368,11 +420,12 @@ fn histogram_text(title: &str, buckets: &[Bucket]) -> String {
     out
 }
 
-fn emit(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (e.g. `| head`) is not worth a panic; the session ends anyway.
-    let _ = writeln!(stdout, "{}", text.trim_end());
-    let _ = stdout.flush();
+/// Writes one report. A failed write (a closed pipe, a full disk) is returned:
+/// the session must end, not go on watching for nobody.
+fn emit(text: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{}", text.trim_end())?;
+    stdout.flush()
 }
 
 /// `1234567` → `1.23ms`.

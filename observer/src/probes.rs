@@ -11,7 +11,9 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use gobpf_sched_common::{CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, Config};
+use gobpf_sched_common::{
+    CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config,
+};
 use serde::Serialize;
 
 use crate::{
@@ -70,6 +72,8 @@ struct Uprobe {
     serves: &'static [Facet],
     /// ... and the binary's Go version is one of these.
     versions: fn((u32, u32)) -> bool,
+    /// Attach-cookie bits the program reads (besides the probe placement's).
+    cookie: u64,
 }
 
 fn any_version(_: (u32, u32)) -> bool {
@@ -80,52 +84,92 @@ fn own_syscall_probes(version: (u32, u32)) -> bool {
     !syscalls_from_casgstatus(version)
 }
 
+/// Go 1.22 folded `gopreempt_m` into `goschedImpl(gp, preempted bool)` (and
+/// `newstack` inlines it); 1.26 removed `gopreempt_m`.
+fn preempted_in_gosched_impl(version: (u32, u32)) -> bool {
+    version >= (1, 22)
+}
+
+fn preempted_in_gopreempt_m(version: (u32, u32)) -> bool {
+    !preempted_in_gosched_impl(version)
+}
+
 /// `schedule` ends run slices and counts scheduling rounds; `casgstatus` sees
 /// goroutine state changes (parks, wakeups, run starts, creation, exit, and
 /// syscalls before Go 1.26); the syscall functions pair syscalls on Go 1.26+;
-/// `sigtrampgo`, the Go signal handler, tells where a SIGURG preemption landed.
+/// `sigtrampgo`, the Go signal handler, tells where a SIGURG landed; the
+/// preemption functions say whether it (or a stack check) preempted a goroutine,
+/// and `preemptPark` whether it stopped one for the GC instead.
 const UPROBES: &[Uprobe] = &[
     Uprobe {
         program: "go_schedule",
         function: "runtime.schedule",
         serves: &[Facet::Schedule],
         versions: any_version,
+        cookie: 0,
     },
     Uprobe {
         program: "go_casgstatus",
         function: "runtime.casgstatus",
         serves: &[Facet::Goroutines],
         versions: any_version,
+        cookie: 0,
     },
     Uprobe {
         program: "go_casgstatus",
         function: "runtime.casgstatus",
         serves: &[Facet::Syscalls],
         versions: syscalls_from_casgstatus,
+        cookie: 0,
     },
     Uprobe {
         program: "go_entersyscall",
         function: "runtime.entersyscall",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        cookie: 0,
     },
     Uprobe {
         program: "go_entersyscall",
         function: "runtime.entersyscallblock",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        cookie: 0,
     },
     Uprobe {
         program: "go_exitsyscall",
         function: "runtime.exitsyscall",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        cookie: 0,
     },
     Uprobe {
         program: "go_sigtrampgo",
         function: "runtime.sigtrampgo",
         serves: &[Facet::Preemptions],
         versions: any_version,
+        cookie: 0,
+    },
+    Uprobe {
+        program: "go_preempted",
+        function: "runtime.gopreempt_m",
+        serves: &[Facet::Preemptions],
+        versions: preempted_in_gopreempt_m,
+        cookie: 0,
+    },
+    Uprobe {
+        program: "go_preempted",
+        function: "runtime.goschedImpl",
+        serves: &[Facet::Preemptions],
+        versions: preempted_in_gosched_impl,
+        cookie: COOKIE_PREEMPTED_ARGUMENT,
+    },
+    Uprobe {
+        program: "go_preempt_park",
+        function: "runtime.preemptPark",
+        serves: &[Facet::Preemptions],
+        versions: any_version,
+        cookie: 0,
     },
 ];
 
@@ -143,38 +187,55 @@ pub struct PlannedProbe {
     pub placement: Placement,
     /// File offset of the probe site (what the kernel attaches to).
     pub file_offset: u64,
+    /// The attach cookie: the placement's bit and the program's own.
+    #[serde(skip)]
+    pub cookie: u64,
 }
 
 /// Finds the functions the watched facets need, and their probe sites.
 pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
-    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
+    let mut wanted: Vec<&Uprobe> = Vec::new();
     for probe in UPROBES {
         let needed = probe.serves.iter().any(|f| facets.contains(f))
             && (probe.versions)(binary.version)
-            && !wanted.contains(&(probe.program, probe.function));
+            && !wanted
+                .iter()
+                .any(|w| (w.program, w.function) == (probe.program, probe.function));
         if needed {
-            wanted.push((probe.program, probe.function));
+            wanted.push(probe);
         }
     }
     wanted
         .into_iter()
-        .map(|(program, function)| {
-            let address = binary
-                .function(function)
-                .with_context(|| format!("the binary has no {function}"))?;
-            let site = prologue::probe_site(&binary.code(address, PROLOGUE_BYTES)?);
-            let file_offset = binary
-                .file_offset(address + site.offset)
-                .with_context(|| format!("{function} at {address:#x} is not in the file"))?;
-            Ok(PlannedProbe {
-                program,
-                function,
-                address,
-                site_offset: site.offset,
-                placement: site.placement,
-                file_offset,
-            })
-        })
+        .map(
+            |&Uprobe {
+                 program,
+                 function,
+                 cookie,
+                 ..
+             }| {
+                let address = binary
+                    .function(function)
+                    .with_context(|| format!("the binary has no {function}"))?;
+                let site = prologue::probe_site(&binary.code(address, PROLOGUE_BYTES)?);
+                let file_offset = binary
+                    .file_offset(address + site.offset)
+                    .with_context(|| format!("{function} at {address:#x} is not in the file"))?;
+                Ok(PlannedProbe {
+                    program,
+                    function,
+                    address,
+                    site_offset: site.offset,
+                    placement: site.placement,
+                    file_offset,
+                    cookie: cookie
+                        | match site.placement {
+                            Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
+                            Placement::Entry => 0,
+                        },
+                })
+            },
+        )
         .collect()
 }
 
@@ -192,6 +253,7 @@ pub fn attach(
     signal_offsets: (u32, u32),
     stream_events: bool,
 ) -> Result<Probes> {
+    let pid_namespace = target.pid_namespace()?;
     let config = Config {
         target_tgid: target.pid,
         signal_sig_offset: signal_offsets.0,
@@ -201,6 +263,8 @@ pub fn attach(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
         _pad: 0,
+        pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
+        pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
         offsets: binary.offsets,
     };
     let mut loader = EbpfLoader::new();
@@ -231,10 +295,7 @@ pub fn attach(
             .attach(
                 UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
-                    cookie: Some(match probe.placement {
-                        Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
-                        Placement::Entry => 0,
-                    }),
+                    cookie: Some(probe.cookie),
                 },
                 &target.exe,
                 UProbeScope::OneProcess(pid),
@@ -242,19 +303,24 @@ pub fn attach(
             .with_context(|| format!("cannot attach a uprobe to {}", probe.function))?;
     }
 
-    if !facets.contains(&Facet::Preemptions) {
-        return Ok(Probes { ebpf });
+    // Always: an exec replaces what every probe is attached to.
+    attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
+    if facets.contains(&Facet::Preemptions) {
+        attach_tracepoint(&mut ebpf, "signal_generate", "signal", "signal_generate")?;
     }
-    let signal: &mut TracePoint = ebpf
-        .program_mut("signal_generate")
-        .context("the eBPF object has no program signal_generate")?
-        .try_into()?;
-    signal
-        .load()
-        .context("the verifier rejected signal_generate")?;
-    signal
-        .attach("signal", "signal_generate")
-        .context("cannot attach to the signal:signal_generate tracepoint")?;
-
     Ok(Probes { ebpf })
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("the eBPF object has no program {program}"))?
+        .try_into()?;
+    tracepoint
+        .load()
+        .with_context(|| format!("the verifier rejected {program}"))?;
+    tracepoint
+        .attach(category, name)
+        .with_context(|| format!("cannot attach to the {category}:{name} tracepoint"))?;
+    Ok(())
 }

@@ -10,17 +10,18 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::File,
     io::{BufWriter, Write},
-    path::Path,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
-use gobpf_sched_common::{Event, event_kind};
+use anyhow::{Context, Result, bail};
+use gobpf_sched_common::{Event, event_flags, event_kind};
 use prost::Message;
+use tempfile::NamedTempFile;
 
 use crate::{
-    aggregate::{Preemption, read_clock},
+    aggregate::{Outcome, Preemption, read_clock},
     sched_state::SchedState,
 };
 
@@ -127,7 +128,12 @@ pub struct Naming<'a> {
 }
 
 pub struct Recorder {
-    out: BufWriter<File>,
+    /// A new file beside the recording's path, renamed to it when complete: the
+    /// path is never opened, so a link there is never followed, a FIFO never
+    /// blocks, and an existing file is replaced only with --force.
+    out: BufWriter<NamedTempFile>,
+    path: PathBuf,
+    replace: bool,
     pid: u32,
     /// Added to the kernel's CLOCK_MONOTONIC stamps: Perfetto's default clock is
     /// CLOCK_BOOTTIME.
@@ -148,11 +154,43 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn create(path: &Path, pid: u32, process_name: &str) -> Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create the recording {}", path.display()))?;
+    /// Starts a recording that [`Recorder::keep`] puts at `path`; an existing
+    /// file there is replaced only when `replace`, and never one that is not a
+    /// regular file (a symbolic link, FIFO, device or directory).
+    pub fn create(path: &Path, replace: bool, pid: u32, process_name: &str) -> Result<Self> {
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                bail!("will not record to {shown}: it is a symbolic link")
+            }
+            Ok(meta) if !meta.is_file() => bail!(
+                "will not record to {shown}: it is not a regular file (a FIFO, device or \
+                 directory)"
+            ),
+            Ok(_) if !replace => {
+                bail!("{shown} exists: choose another name, or pass --force to replace it")
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create the recording {shown}"));
+            }
+        }
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create the recording {shown}"))?;
         let mut recorder = Self {
             out: BufWriter::new(file),
+            path: path.to_owned(),
+            replace,
             pid,
             boottime_minus_monotonic: read_clock(libc::CLOCK_BOOTTIME) as i128
                 - read_clock(libc::CLOCK_MONOTONIC) as i128,
@@ -272,6 +310,17 @@ impl Recorder {
                 )?;
                 self.parks += 1;
             }
+            // A preemption by a signal is drawn with its signal (write_preemption).
+            event_kind::PREEMPTED if event.flags & event_flags::ASYNC == 0 => {
+                let annotations = vec![annotation_uint("goid", event.goid)];
+                self.track_event(
+                    m_track,
+                    event.ts_ns,
+                    INSTANT,
+                    Some(format!("stack-check-preempt g{}", event.goid)),
+                    annotations,
+                )?;
+            }
             _ => {}
         }
         Ok(())
@@ -292,14 +341,15 @@ impl Recorder {
         if let Some(function) = &preemption.landed_in {
             annotations.push(annotation_string("landed_in", function));
         }
-        self.track_event(
-            track,
-            preemption.ts_ns,
-            INSTANT,
-            Some(format!("preempt g{}", preemption.goid)),
-            annotations,
-        )?;
-        self.preemptions += 1;
+        let name = match preemption.outcome {
+            Outcome::Preempted => format!("preempt g{}", preemption.goid),
+            Outcome::GcSuspended => format!("gc-stop g{}", preemption.goid),
+            Outcome::NothingPreempted => "sigurg (nothing preempted)".to_owned(),
+        };
+        self.track_event(track, preemption.ts_ns, INSTANT, Some(name), annotations)?;
+        if preemption.outcome == Outcome::Preempted {
+            self.preemptions += 1;
+        }
         Ok(())
     }
 
@@ -320,6 +370,23 @@ impl Recorder {
             self.counter(track, ts_ns, i64::from(p.runq) + i64::from(p.runnext))?;
         }
         Ok(())
+    }
+
+    /// Where the recording goes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Puts the finished recording at its path.
+    pub fn keep(self) -> Result<()> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        persist(file, &self.path, self.replace)
+    }
+
+    /// Puts what could be written at the path, after a write failed.
+    pub fn keep_incomplete(self) -> Result<()> {
+        let (file, _unwritten) = self.out.into_parts();
+        persist(file, &self.path, self.replace)
     }
 
     /// Closes the slices still open at `ts_ns` and flushes the file.
@@ -431,6 +498,19 @@ impl Recorder {
         self.out.write_all(&bytes)?;
         Ok(())
     }
+}
+
+/// Renames the temporary file to `path` (atomically; without `replace`, only if
+/// nothing is there).
+fn persist(file: NamedTempFile, path: &Path, replace: bool) -> Result<()> {
+    let persisted = if replace {
+        file.persist(path).map(drop)
+    } else {
+        file.persist_noclobber(path).map(drop)
+    };
+    persisted
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot save the recording as {}", path.display()))
 }
 
 fn counter_track(uuid: u64, name: &str) -> TrackDescriptor {

@@ -19,9 +19,10 @@ use crate::binary::{GoBinary, sched_globals};
 
 /// Capacity of a P's local run queue (`runq [256]guintptr`, every version).
 const LOCAL_RUNQ_CAPACITY: u32 = 256;
-/// More Ps than this is a torn read of `allp`, not a real GOMAXPROCS.
-const MAX_PROCS: u64 = 1 << 14;
 const READ_ATTEMPTS: usize = 4;
+/// Ps read per `process_vm_readv` (two pieces each; the kernel takes at most
+/// IOV_MAX = 1024 pieces a call).
+const PS_PER_READ: usize = 512;
 
 /// Where everything is, for one process.
 #[derive(Debug, Clone)]
@@ -95,17 +96,19 @@ impl SchedLayout {
         .unwrap_or(0) as usize
     }
 
-    fn p_span(&self) -> usize {
-        [
+    /// The bytes of a P read: from its start to the last of id, status and the
+    /// queue's head and tail; then runnext alone (the 2 KiB queue lies between).
+    fn p_pieces(&self) -> [(u64, usize); 2] {
+        let head = [
             self.p_id + 4,
             self.p_status + 4,
             self.p_runqhead + 4,
             self.p_runqtail + 4,
-            self.p_runnext + 8,
         ]
         .into_iter()
         .max()
-        .unwrap_or(0) as usize
+        .unwrap_or(0);
+        [(0, head as usize), (self.p_runnext, 8)]
     }
 }
 
@@ -175,10 +178,12 @@ pub fn read(pid: u32, layout: &SchedLayout) -> Result<SchedState> {
 /// One read; false when some value is impossible (clamped in the result).
 fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
     let mut consistent = true;
-    let allp = read_memory(pid, layout.allp, 16).context("cannot read runtime.allp")?;
+    // A slice: pointer, length, capacity. GOMAXPROCS has no upper bound in Go;
+    // a length over the capacity is a torn read.
+    let allp = read_memory(pid, layout.allp, 24).context("cannot read runtime.allp")?;
     let array = u64_at(&allp, 0);
     let mut len = u64_at(&allp, 8);
-    if len > MAX_PROCS {
+    if len > u64_at(&allp, 16) || len > i32::MAX as u64 {
         consistent = false;
         len = 0;
     }
@@ -190,14 +195,15 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
         read_memory(pid, array, len as usize * 8)
             .context("cannot read the array of runtime.allp")?
     };
-    let mut procs = Vec::with_capacity(len as usize);
-    for index in 0..len as usize {
-        let p = u64_at(&pointers, index * 8);
-        if p == 0 {
-            consistent = false;
-            continue;
-        }
-        let bytes = read_memory(pid, p, layout.p_span()).context("cannot read a P")?;
+    let addresses: Vec<u64> = (0..len as usize)
+        .map(|index| u64_at(&pointers, index * 8))
+        .collect();
+    if addresses.contains(&0) {
+        consistent = false;
+    }
+    let addresses: Vec<u64> = addresses.into_iter().filter(|&p| p != 0).collect();
+    let mut procs = Vec::with_capacity(addresses.len());
+    for (bytes, runnext) in read_procs(pid, &addresses, layout.p_pieces())? {
         let head = u32_at(&bytes, layout.p_runqhead as usize);
         let tail = u32_at(&bytes, layout.p_runqtail as usize);
         // head and tail are read apart and move while we read: the difference
@@ -212,7 +218,7 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
             id: u32_at(&bytes, layout.p_id as usize) as i32,
             status: p_status_name(status),
             runq,
-            runnext: u64_at(&bytes, layout.p_runnext as usize) != 0,
+            runnext: u64_at(&runnext, 0) != 0,
         });
     }
     let gomaxprocs = procs.len() as u32;
@@ -274,6 +280,57 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
         .get(at..at + 8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
         .unwrap_or(0)
+}
+
+/// The two pieces of each P at `addresses`, `PS_PER_READ` Ps per
+/// `process_vm_readv` (GOMAXPROCS can be in the thousands).
+fn read_procs(
+    pid: u32,
+    addresses: &[u64],
+    [(head_at, head_len), (next_at, next_len)]: [(u64, usize); 2],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut procs = Vec::with_capacity(addresses.len());
+    for chunk in addresses.chunks(PS_PER_READ) {
+        let mut buffers: Vec<(Vec<u8>, Vec<u8>)> = chunk
+            .iter()
+            .map(|_| (vec![0u8; head_len], vec![0u8; next_len]))
+            .collect();
+        let mut local = Vec::with_capacity(chunk.len() * 2);
+        let mut remote = Vec::with_capacity(chunk.len() * 2);
+        for ((head, next), &p) in buffers.iter_mut().zip(chunk) {
+            for (buffer, at) in [(head, head_at), (next, next_at)] {
+                local.push(libc::iovec {
+                    iov_base: buffer.as_mut_ptr().cast(),
+                    iov_len: buffer.len(),
+                });
+                remote.push(libc::iovec {
+                    iov_base: (p + at) as *mut libc::c_void,
+                    iov_len: buffer.len(),
+                });
+            }
+        }
+        let wanted = chunk.len() * (head_len + next_len);
+        // SAFETY: each local iovec describes a buffer of `buffers`, alive and not
+        // moved during the call; the remote ones are only read, in the other process.
+        let read = unsafe {
+            libc::process_vm_readv(
+                pid as libc::pid_t,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        if read < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot read the Ps");
+        }
+        if read as usize != wanted {
+            bail!("short read of the Ps: {read} of {wanted} bytes");
+        }
+        procs.extend(buffers);
+    }
+    Ok(procs)
 }
 
 /// `len` bytes at `address` in process `pid`, with one `process_vm_readv`: reads

@@ -17,7 +17,30 @@ pub struct Target {
 }
 
 impl Target {
+    /// The process `pid`, or the process a thread id `pid` belongs to (PREEMPT
+    /// lines print thread ids, and users paste them): said on stderr.
     pub fn find(pid: u32) -> Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|_| anyhow::anyhow!("no process with pid {pid}"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+        };
+        if field("State:").is_some_and(|state| state.starts_with('Z')) {
+            bail!(
+                "process {pid} has exited and is waiting to be reaped by its parent (pid {}):                  there is nothing left to watch",
+                field("PPid:").unwrap_or("?")
+            );
+        }
+        let tgid: u32 = field("Tgid:").and_then(|t| t.parse().ok()).unwrap_or(pid);
+        let pid = if tgid != pid {
+            eprintln!("gobpf-sched: {pid} is a thread of process {tgid}: watching process {tgid}");
+            tgid
+        } else {
+            pid
+        };
         let Some(start_time) = start_time(pid) else {
             bail!("no process with pid {pid}");
         };
@@ -40,6 +63,19 @@ impl Target {
         }
     }
 
+    /// `error`, or what really happened when the process is gone: attaching to
+    /// a process that exits midway fails in odd places (perf_event_open: ENOENT).
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        if self.is_alive() {
+            error
+        } else {
+            anyhow::anyhow!(
+                "process {} exited while gobpf-sched was attaching",
+                self.pid
+            )
+        }
+    }
+
     /// False once the process has exited (or is a zombie waiting for its parent).
     pub fn is_alive(&self) -> bool {
         start_time(self.pid) == Some(self.start_time)
@@ -47,6 +83,16 @@ impl Target {
 }
 
 impl Target {
+    /// The target's pid namespace (device, inode of `/proc/PID/ns/pid`) when it
+    /// is not ours: a container. Thread ids the runtime stores are from there.
+    pub fn pid_namespace(&self) -> Result<Option<(u64, u64)>> {
+        let theirs = std::fs::metadata(format!("/proc/{}/ns/pid", self.pid))
+            .with_context(|| format!("cannot read the pid namespace of process {}", self.pid))?;
+        let ours = std::fs::metadata("/proc/self/ns/pid")?;
+        Ok((theirs.ino() != ours.ino() || theirs.dev() != ours.dev())
+            .then(|| (theirs.dev(), theirs.ino())))
+    }
+
     /// Difference between run-time and link-time addresses: 0 unless PIE.
     pub fn load_bias(&self, pie: bool, first_segment_vaddr: u64) -> Result<u64> {
         if !pie {

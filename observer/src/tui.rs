@@ -161,7 +161,7 @@ impl View<'_> {
     fn render(&self, frame: &mut Frame) {
         let [title, top, middle, bottom, log] = Layout::vertical([
             Constraint::Length(1),
-            Constraint::Length(10),
+            Constraint::Length(11),
             Constraint::Length(12),
             Constraint::Min(6),
             Constraint::Length(8),
@@ -248,8 +248,12 @@ impl View<'_> {
             s.run_slices, s.gopark_total, s.syscalls
         ));
         lines.push(format!(
-            "preemptions   {:>6}  (total {})",
-            s.preemptions, self.totals.preemptions
+            "preemptions   {:>6}  (total {})  stack checks {}",
+            s.preemptions, self.totals.preemptions, s.cooperative_preemptions
+        ));
+        lines.push(format!(
+            "SIGURG        {:>6}  found nothing {}  GC stops {}",
+            s.sigurg_signals, s.signals_without_effect, s.gc_suspensions
         ));
         let title = format!(" scheduler — last {} ", duration(self.interval_ns));
         frame.render_widget(

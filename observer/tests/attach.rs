@@ -327,7 +327,8 @@ fn fixture_pid_of(stderr: &str) -> u64 {
 
 /// `--only` attaches the probes of what is watched, nothing else, and still counts
 /// exactly: syscalls come from casgstatus before Go 1.26, from their own probes
-/// after; preemptions need only the signal handler's probe and the tracepoint.
+/// after; preemptions need only the signal handler's probe, the preemption
+/// functions' and the tracepoint.
 #[test]
 fn only_the_watched_facets_are_probed() {
     for toolchain in toolchains() {
@@ -373,7 +374,15 @@ fn only_the_watched_facets_are_probed() {
 
         let (sites, run, ids) = watch("preemptions");
         let functions: Vec<&str> = sites.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(functions, ["runtime.sigtrampgo"], "{v}");
+        assert_eq!(
+            functions,
+            [
+                "runtime.sigtrampgo",
+                toolchain.preemption_function(),
+                "runtime.preemptPark"
+            ],
+            "{v}"
+        );
         assert!(run.stderr.contains("SIGURG tracepoint"), "{v}");
         let summary = run.only("summary");
         assert_eq!(count(&summary, "syscalls"), 0, "{v}");

@@ -153,8 +153,10 @@ fn check_mode(mode: Mode) {
                 );
             }
             let expected_site = match function {
-                "runtime.schedule" => "StackCheckJump",
-                _ => "Entry", // casgstatus is nosplit
+                "runtime.schedule" | "runtime.gopreempt_m" | "runtime.goschedImpl" => {
+                    "StackCheckJump"
+                }
+                _ => "Entry", // casgstatus, preemptPark, ... are nosplit
             };
             assert_eq!(probe["placement"], expected_site, "{v} {function}");
         }

@@ -342,11 +342,25 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
         .expect("the metrics address")
         .to_owned();
     fixture.start();
-    thread::sleep(Duration::from_millis(500));
-
     // The classic text format for curl and promtool, OpenMetrics when asked.
-    let (status, scrape) = http_get(&address, "/metrics", None);
-    assert_eq!(status, 200);
+    // Scraped once over 100 latencies are in (≥ 0.5 s; longer on a busy machine).
+    let scrape_once = || {
+        let (status, scrape) = http_get(&address, "/metrics", None);
+        assert_eq!(status, 200);
+        scrape
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    thread::sleep(Duration::from_millis(500));
+    let mut scrape = scrape_once();
+    while !scrape.lines().any(|l| {
+        l.strip_prefix("gobpf_sched_runq_latency_seconds_count ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 100)
+    }) && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(200));
+        scrape = scrape_once();
+    }
     let (valid, report) = promtool(&["check", "metrics"], Some(&scrape));
     assert!(valid, "promtool check metrics: {report}\n{scrape}");
     for series in [

@@ -11,6 +11,8 @@
 //	           instruction the kernel emulates: a probe on it measures the floor.
 //	http:      N requests to an HTTP server on 127.0.0.1, from 4 client
 //	           goroutines in the same process (loopback only, bounded by N).
+//	httpfor:   the same for N milliseconds (`cargo xtask soak`); "ns/op" is per
+//	           request, and a line "requests R errors E" follows.
 package main
 
 import (
@@ -118,8 +120,53 @@ func requests(n int) {
 	wg.Wait()
 }
 
+var soakRequests, soakErrors atomic.Int64
+
+// requestsFor makes requests for ms milliseconds from 4 clients, counting
+// requests and errors (a soak must not panic on one failed request).
+func requestsFor(ms int) {
+	deadline := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	var wg sync.WaitGroup
+	for c := 0; c < 4; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				resp, err := http.Get(serverURL)
+				if err != nil {
+					soakErrors.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				soakRequests.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func main() {
 	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests, "noop": noops}
+	if os.Args[1] == "httpfor" {
+		startServer()
+		ms, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("ready")
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		start := time.Now()
+		requestsFor(ms)
+		n := soakRequests.Load()
+		perRequest := float64(time.Since(start).Nanoseconds())
+		if n > 0 {
+			perRequest /= float64(n)
+		}
+		fmt.Printf("ns/op %.1f\n", perRequest)
+		fmt.Printf("requests %d errors %d\n", n, soakErrors.Load())
+		return
+	}
 	if os.Args[1] == "http" {
 		startServer()
 	}

@@ -29,7 +29,7 @@ const WORKLOADS: &[(&str, u64)] = &[
 const REPETITIONS: usize = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tracer {
+pub(crate) enum Tracer {
     Bare,
     GobpfSched,
     Bpftrace,
@@ -304,13 +304,13 @@ fn median(samples: &[Sample]) -> Sample {
 }
 
 /// A started workload that printed "ready" and waits for the go-ahead.
-struct Workload {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
+pub(crate) struct Workload {
+    pub(crate) child: Child,
+    pub(crate) stdout: BufReader<ChildStdout>,
 }
 
 impl Workload {
-    fn start(binary: &Path, workload: &str, ops: u64, tracer: Tracer) -> Result<Self> {
+    pub(crate) fn start(binary: &Path, workload: &str, ops: u64, tracer: Tracer) -> Result<Self> {
         let mut command = Command::new(binary);
         command
             .args([workload, &ops.to_string()])
@@ -326,7 +326,7 @@ impl Workload {
     }
 
     /// Lets it run; returns its ns/op.
-    fn go(&mut self) -> Result<f64> {
+    pub(crate) fn go(&mut self) -> Result<f64> {
         self.child
             .stdin
             .take()
@@ -337,7 +337,7 @@ impl Workload {
     }
 }
 
-fn expect_line(reader: &mut impl BufRead, prefix: &str) -> Result<String> {
+pub(crate) fn expect_line(reader: &mut impl BufRead, prefix: &str) -> Result<String> {
     for line in reader.lines() {
         let line = line?;
         if line.starts_with(prefix) {
@@ -423,7 +423,7 @@ fn run_once(
     Ok(sample)
 }
 
-fn peak_rss_kb(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()

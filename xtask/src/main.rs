@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo`.
+//! Project tasks: `cargo xtask setup | build | test | bench | soak | offsets | demo`.
 //!
 //! Every install step lives in `setup` and is idempotent: a fresh machine of this
 //! project's kind gets everything from Debian packages, crates.io and PyPI; a
@@ -9,6 +9,7 @@ mod demo;
 mod offsets;
 mod setup;
 mod shell;
+mod soak;
 mod toolchains;
 
 use std::process::ExitCode;
@@ -36,6 +37,13 @@ enum Command {
     },
     /// Measure what tracing costs Go workloads: bare, gobpf-sched, bpftrace, runtime/trace.
     Bench,
+    /// The HTTP workload under load with the observer attached: drops, errors,
+    /// the observer's CPU and RSS, throughput against bare (not part of CI).
+    Soak {
+        /// How long to load and watch.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
     /// Regenerate observer/src/binary/layouts.json from every Go toolchain's DWARF.
     Offsets,
     /// Set up, build, start a bundled Go workload and watch it live.
@@ -56,6 +64,9 @@ fn main() -> ExitCode {
         Command::Bench => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| bench::run(&toolchains)),
+        Command::Soak { duration } => setup::run()
+            .and_then(|toolchains| build().map(|()| toolchains))
+            .and_then(|toolchains| soak::run(&toolchains, duration)),
         Command::Offsets => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| offsets::run(&toolchains)),

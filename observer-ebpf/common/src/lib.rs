@@ -26,6 +26,9 @@ pub struct GoOffsets {
     pub g_waitreason: u64,
     /// `g.startpc` (entry of the function the goroutine was started with).
     pub g_startpc: u64,
+    /// `g.asyncSafePoint` (bool): set by `asyncPreempt2` while a goroutine
+    /// stops because a SIGURG made it (async preemption), clear at a stack check.
+    pub g_async_safe_point: u64,
 }
 
 /// Read-only configuration of the kernel programs, written into the global
@@ -45,12 +48,22 @@ pub struct Config {
     /// casgstatus (Go ≤ 1.25), and no entersyscall/exitsyscall probe is attached.
     pub syscalls_from_casgstatus: u32,
     pub _pad: u32,
+    /// The target's pid namespace (device and inode of `/proc/PID/ns/pid`), to
+    /// compare `m.procid` (the thread id as the runtime sees it) with the thread
+    /// id in that namespace. 0: the initial namespace, where the kernel's id is it.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
     pub offsets: GoOffsets,
 }
 
-/// Attach cookie of a uprobe placed on the `jbe` of a function's stack check
-/// (cookie 0: at the entry). See observer/src/binary/prologue.rs.
+/// Attach-cookie bit of a uprobe placed on the `jbe` of a function's stack check
+/// (clear: at the entry). See observer/src/binary/prologue.rs.
 pub const COOKIE_AT_STACK_CHECK_JUMP: u64 = 1;
+/// Attach-cookie bit of the probe on `runtime.goschedImpl(gp, preempted bool)`
+/// (Go 1.22+): only calls with `preempted` (in RBX) are preemptions; a
+/// `runtime.Gosched` goes through the same function. (Before 1.22 the probe is
+/// on `gopreempt_m`, every call of which is a preemption.)
+pub const COOKIE_PREEMPTED_ARGUMENT: u64 = 2;
 
 /// Name of the global that holds the [`Config`] in the eBPF object.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
@@ -73,7 +86,8 @@ pub mod counter {
     pub const SYSCALL_PAIRS: u32 = 5;
     /// Total nanoseconds between matched enter and exit.
     pub const SYSCALL_NS: u32 = 6;
-    /// SIGURG signals sent by the target to one of its own threads.
+    /// SIGURG signals sent by the target to one of its own threads (preemption
+    /// requests; many find nothing to preempt).
     pub const PREEMPT: u32 = 7;
     /// Ring-buffer records lost because the buffer was full.
     pub const DROPPED: u32 = 8;
@@ -97,8 +111,23 @@ pub mod counter {
     pub const RUNQ_NS: u32 = 16;
     /// Uprobe hits, every one (what the bench divides the overhead by).
     pub const PROBE_HITS: u32 = 17;
+    /// `execve` by the target (`sched:sched_process_exec`): it runs another image.
+    pub const EXECS: u32 = 18;
+    /// A g that could not get a `G_STATE` entry (the map is full): its next
+    /// run-queue latency or blocked time is lost.
+    pub const G_STATE_LOST: u32 = 19;
+    /// A goroutine that could not get a `GOROUTINES` entry (the map is full):
+    /// its per-goroutine totals are lost.
+    pub const GOROUTINES_LOST: u32 = 20;
+    /// Goroutines preempted by a SIGURG (`asyncPreempt2`: running → runnable,
+    /// runtime/trace's "preempted") ...
+    pub const ASYNC_PREEMPTED: u32 = 21;
+    /// ... and at a stack check (the runtime's cooperative preemption, no signal).
+    pub const COOPERATIVE_PREEMPTED: u32 = 22;
+    /// Goroutines a SIGURG stopped for the GC to scan their stack (`preemptPark`).
+    pub const GC_SUSPENDED: u32 = 23;
     /// Number of slots in the array.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 24;
 }
 
 /// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns
@@ -121,7 +150,15 @@ pub const GOROUTINE_HISTOGRAM_SLOTS: usize = 32;
 /// Wait reasons are a `uint8` in every supported Go version.
 pub const MAX_WAIT_REASONS: u32 = 256;
 
-/// Per-goroutine totals, kept in an LRU hash keyed by goid.
+/// Entries of `G_STATE` (one per g the runtime ever allocated: gs are reused,
+/// never freed) and `GOROUTINES` (one per live goroutine: userspace deletes the
+/// entries of exited ones). Memory is allocated per entry (`BPF_F_NO_PREALLOC`),
+/// ~96 + ~256 bytes per goroutine: 1M goroutines take ~350 MB of kernel memory,
+/// 100k ~35 MB. Beyond this, failed inserts are counted (`G_STATE_LOST`,
+/// `GOROUTINES_LOST`), never silent.
+pub const MAX_GOROUTINES: u32 = 1 << 20;
+
+/// Per-goroutine totals, keyed by goid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize))]
@@ -136,7 +173,7 @@ pub struct GoroutineStats {
     pub syscalls: u64,
     /// Nanoseconds in those syscalls.
     pub syscall_ns: u64,
-    /// SIGURG preemption signals sent while this g was running.
+    /// Times a SIGURG preempted it (async preemption).
     pub preemptions: u64,
     /// Nanoseconds spent runnable, waiting in a run queue for an M and a P.
     pub runq_wait_ns: u64,
@@ -145,6 +182,10 @@ pub struct GoroutineStats {
     /// Its run-queue latencies, log2 of ns (see [`GOROUTINE_HISTOGRAM_SLOTS`]).
     #[cfg_attr(feature = "user", serde(skip))]
     pub runq_latency: [u32; GOROUTINE_HISTOGRAM_SLOTS],
+    /// Non-zero once the goroutine exited (`_Grunning` → `_Gdead`): userspace
+    /// reads the entry once more, then deletes it.
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub exited: u64,
 }
 
 /// Since when a goroutine is runnable or waiting, and why it waits (`G_STATE`
@@ -226,6 +267,11 @@ pub mod event_kind {
     /// instruction pointer (run-time address); `goid`: the goroutine interrupted
     /// (0 when the thread was not running Go code).
     pub const PREEMPT_LANDED: u32 = 9;
+    /// A goroutine was preempted (running → runnable) on `tid`; `flags` has
+    /// [`event_flags::ASYNC`] when a SIGURG did it. Always sent (they are rare).
+    pub const PREEMPTED: u32 = 10;
+    /// A SIGURG stopped a goroutine for the GC's stack scan (`preemptPark`).
+    pub const GC_SUSPENDED: u32 = 11;
 }
 
 /// One ring-buffer record.
@@ -258,6 +304,8 @@ pub mod event_flags {
     /// PREEMPT: the goroutine had already left its run slice (it was in
     /// `schedule`) when the signal was generated.
     pub const STOPPED: u32 = 1;
+    /// PREEMPTED: by a signal (async), not at a stack check.
+    pub const ASYNC: u32 = 2;
 }
 
 #[cfg(feature = "user")]

@@ -39,7 +39,15 @@ pub const SUPPORTED_GO: std::ops::RangeInclusive<(u32, u32)> = (1, 19)..=(1, 27)
 pub const WANTED_MEMBERS: &[(&str, &[&str])] = &[
     (
         "runtime.g",
-        &["goid", "m", "atomicstatus", "waitreason", "startpc", "gopc"],
+        &[
+            "goid",
+            "m",
+            "atomicstatus",
+            "waitreason",
+            "startpc",
+            "gopc",
+            "asyncSafePoint",
+        ],
     ),
     ("runtime.m", &["id", "procid", "p", "curg", "spinning"]),
     (
@@ -409,5 +417,6 @@ fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
         p_id: get("runtime.p.id")?,
         g_waitreason: get("runtime.g.waitreason")?,
         g_startpc: get("runtime.g.startpc")?,
+        g_async_safe_point: get("runtime.g.asyncSafePoint")?,
     })
 }

@@ -31,11 +31,21 @@ impl Toolchain {
         (next(), next())
     }
 
-    /// Uprobes a full session attaches: schedule, casgstatus, sigtrampgo; from Go
-    /// 1.26 also entersyscall, entersyscallblock and exitsyscall (before, the
-    /// casgstatus probe sees syscalls).
+    /// Uprobes a full session attaches: schedule, casgstatus, sigtrampgo, the
+    /// preemption function and preemptPark; from Go 1.26 also entersyscall,
+    /// entersyscallblock and exitsyscall (before, the casgstatus probe sees syscalls).
     pub fn expected_uprobes(&self) -> usize {
-        if self.minor() >= (1, 26) { 6 } else { 3 }
+        if self.minor() >= (1, 26) { 8 } else { 5 }
+    }
+
+    /// The function whose calls are preemptions: `goschedImpl(gp, preempted)`
+    /// from Go 1.22, `gopreempt_m` before.
+    pub fn preemption_function(&self) -> &'static str {
+        if self.minor() >= (1, 22) {
+            "runtime.goschedImpl"
+        } else {
+            "runtime.gopreempt_m"
+        }
     }
 }
 

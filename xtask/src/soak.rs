@@ -1,0 +1,142 @@
+//! `cargo xtask soak --duration 5m`: the HTTP workload under bounded local load
+//! (4 client goroutines on loopback) with `gobpf-sched attach --json --interval
+//! 1s`; prints drops, request errors, the observer's CPU and RSS at the start and
+//! the end, and the target's throughput against a bare run. Not part of CI.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::{
+    bench::{Tracer, Workload, expect_line, peak_rss_kb},
+    setup, toolchains,
+};
+
+pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()> {
+    setup::require_root("the soak attaches eBPF programs")?;
+    let root = toolchains::workspace_root();
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let binary = out_dir.join("workloads");
+    toolchains::build_go(toolchains.primary(), &root.join("xtask/bench"), &binary)?;
+    let observer = root.join("target/release/gobpf-sched");
+
+    // The bare rate, over a fifth of the soak (10 s to 60 s).
+    let bare_time = (duration / 5).clamp(Duration::from_secs(10), Duration::from_secs(60));
+    let mut bare = Workload::start(
+        &binary,
+        "httpfor",
+        bare_time.as_millis() as u64,
+        Tracer::Bare,
+    )?;
+    let bare_ns = bare.go()?;
+    let _ = bare.child.wait();
+
+    let mut target = Workload::start(
+        &binary,
+        "httpfor",
+        duration.as_millis() as u64,
+        Tracer::Bare,
+    )?;
+    let pid = target.child.id().to_string();
+    let mut tracer = Command::new(&observer)
+        .args(["attach", "--pid", &pid, "--json", "--interval", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+    expect_line(&mut stderr, "gobpf-sched: attached")?;
+    std::thread::spawn(move || stderr.lines().for_each(drop));
+    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
+    let summary = std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .find(|v| v["type"] == "summary")
+    });
+    let observer_pid = tracer.id();
+    let started = Instant::now();
+    let cpu_at_start = cpu_seconds(observer_pid).context("observer CPU")?;
+    let rss_at_start = rss_kb(observer_pid, "VmRSS:").context("observer RSS")?;
+    // Sample the observer's RSS while the target runs.
+    let sampler = std::thread::spawn(move || {
+        let mut last = 0;
+        while let Some(rss) = rss_kb(observer_pid, "VmRSS:") {
+            last = rss;
+            std::thread::sleep(Duration::from_secs(1));
+            if started.elapsed() > duration {
+                break;
+            }
+        }
+        last
+    });
+    let traced_ns = target.go()?;
+    let requests = expect_line(&mut target.stdout, "requests ")?;
+    let cpu = cpu_seconds(observer_pid).context("observer CPU")? - cpu_at_start;
+    let wall = started.elapsed().as_secs_f64();
+    let peak = peak_rss_kb(observer_pid);
+    let rss_at_end = sampler.join().unwrap_or(0);
+    let _ = target.child.wait();
+    let _ = tracer.wait();
+    let summary = summary
+        .join()
+        .ok()
+        .flatten()
+        .context("gobpf-sched printed no summary")?;
+
+    println!(
+        "soak: {:.0} s of HTTP load under gobpf-sched attach --json --interval 1s",
+        wall
+    );
+    println!(
+        "  target        {requests}; {:.0} req/s traced, {:.0} req/s bare ({:.0}%)",
+        1e9 / traced_ns,
+        1e9 / bare_ns,
+        100.0 * bare_ns / traced_ns
+    );
+    println!("  dropped       {}", summary["dropped"]);
+    println!(
+        "  lost          {} latency samples, {} goroutine totals",
+        summary["lost_latency_samples"], summary["lost_goroutine_totals"]
+    );
+    println!(
+        "  observer CPU  {:.1}% of a core ({cpu:.2} s in {wall:.0} s)",
+        100.0 * cpu / wall
+    );
+    println!(
+        "  observer RSS  {} MB at start, {} MB at the end, {} MB peak",
+        rss_at_start / 1024,
+        rss_at_end / 1024,
+        peak.unwrap_or(0) / 1024
+    );
+    Ok(())
+}
+
+/// User + system CPU time of a process, from /proc/PID/stat (fields 14 and 15).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { sysconf(CLK_TCK) } as f64;
+    Some(ticks as f64 / per_second)
+}
+
+fn rss_kb(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+const CLK_TCK: i32 = 2; // _SC_CLK_TCK
+unsafe extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
