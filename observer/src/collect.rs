@@ -52,6 +52,8 @@ pub struct Collector {
     /// whole-run rankings stay exact while the map holds only live goroutines.
     retired: Vec<(u64, GoroutineStats)>,
     keep_retired: usize,
+    /// Buffers of the batch reads, kept: allocated once, not every interval.
+    batch: Batch<u64, GoroutineStats>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -82,6 +84,7 @@ impl Collector {
             exited: HashSet::new(),
             retired: Vec::new(),
             keep_retired,
+            batch: Batch::default(),
         })
     }
 
@@ -116,7 +119,8 @@ impl Collector {
         let mut goroutines: HashMap<u64, GoroutineStats> = self.retired.iter().copied().collect();
         let mut delete = Vec::new();
         let mut exited = HashSet::new();
-        for (goid, stats) in lookup_all::<u64, GoroutineStats>(fd)? {
+        let mut entries = self.batch.lookup_all(fd)?;
+        for (goid, stats) in entries.drain(..) {
             if stats.exited != 0 {
                 if self.exited.contains(&goid) {
                     delete.push(goid);
@@ -127,6 +131,7 @@ impl Collector {
             }
             goroutines.insert(goid, stats);
         }
+        self.batch.entries = entries;
         delete_all(fd, &delete)?;
         self.exited = exited;
         Ok(goroutines)
@@ -172,13 +177,42 @@ fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>) -> Result<Ve
 /// bucket boundary, so this must exceed the longest bucket (a few entries).
 const BATCH: usize = 4096;
 
-/// Every entry of a hash map, with `BPF_MAP_LOOKUP_BATCH`: one syscall per
-/// `BATCH` entries (iterating key by key costs two per entry: 100k goroutines
-/// were 200k syscalls an interval). The command is in the kernel since 5.6.
-fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> Result<Vec<(K, V)>> {
-    let mut keys = vec![K::default(); BATCH];
-    let mut values = vec![V::default(); BATCH];
-    let mut entries = Vec::new();
+/// Key and value buffers for `BPF_MAP_LOOKUP_BATCH`.
+struct Batch<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+    entries: Vec<(K, V)>,
+}
+
+impl<K: Copy + Default, V: Copy + Default> Default for Batch<K, V> {
+    fn default() -> Self {
+        Self {
+            keys: vec![K::default(); BATCH],
+            values: vec![V::default(); BATCH],
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K: Copy + Default, V: Copy + Default> Batch<K, V> {
+    /// Every entry of a hash map, with `BPF_MAP_LOOKUP_BATCH`: one syscall per
+    /// `BATCH` entries (iterating key by key costs two per entry: 100k
+    /// goroutines were 200k syscalls an interval). In the kernel since 5.6.
+    /// The entries, in the kept vector: give it back (`entries`) once read.
+    fn lookup_all(&mut self, fd: i32) -> Result<Vec<(K, V)>> {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.clear();
+        lookup_all(fd, &mut self.keys, &mut self.values, &mut entries)?;
+        Ok(entries)
+    }
+}
+
+fn lookup_all<K: Copy, V: Copy>(
+    fd: i32,
+    keys: &mut [K],
+    values: &mut [V],
+    entries: &mut Vec<(K, V)>,
+) -> Result<()> {
     // The position in the map, written by the kernel (a bucket index for hashes).
     let mut token = 0u64;
     let mut first = true;
@@ -216,7 +250,7 @@ fn lookup_all<K: Copy + Default, V: Copy + Default>(fd: i32) -> Result<Vec<(K, V
         }
         first = false;
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// Deletes `keys` with `BPF_MAP_DELETE_BATCH`. A key already gone is no error
