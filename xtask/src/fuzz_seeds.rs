@@ -63,7 +63,10 @@ pub fn binaries(toolchains: &Installed, dir: &Path) -> Result<(Vec<Binary>, Vec<
     let build = |go: &PathBuf, mode: &str, flags: &[&str], cgo: bool| -> Result<Binary> {
         let version = version_of(go);
         let output = dir.join(format!("scenario-go{version}-{mode}"));
-        toolchains::build_go_with(go, &fixture, &output, flags, cgo)?;
+        // The same bytes from any checkout and commit: the corpus stays valid.
+        let mut flags = flags.to_vec();
+        flags.extend(["-trimpath", "-buildvcs=false"]);
+        toolchains::build_go_with(go, &fixture, &output, &flags, cgo)?;
         read(&output, version)
     };
     let gofmt = |go: &PathBuf| -> Result<Binary> {
