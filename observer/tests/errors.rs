@@ -2,19 +2,7 @@
 
 mod common;
 
-use common::{Fixture, Mode, build, run_observer, toolchains};
-
-fn assert_fails(wrapper: &[&str], args: &[&str], expected: &str) {
-    let (status, stderr) = run_observer(wrapper, args);
-    assert!(!status.success(), "{args:?} succeeded");
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in: {stderr}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
-    assert!(!stderr.contains("panicked"));
-}
+use common::{Fixture, Mode, TempBinary, assert_fails, build, run_observer, toolchains};
 
 #[test]
 fn missing_pid() {
@@ -49,7 +37,7 @@ fn not_a_go_program() {
 
 /// A real Go binary whose build info claims another Go version: same length, so
 /// the file stays valid; stands in for toolchains this machine cannot install.
-fn claiming_version(binary: &std::path::Path, claimed: &str) -> tempfile_path::TempBinary {
+fn claiming_version(binary: &std::path::Path, claimed: &str) -> TempBinary {
     let mut data = std::fs::read(binary).unwrap();
     // The version follows the 32-byte header as a length byte and the text.
     let header = find(&data, b"\xff Go buildinf:").expect("buildinfo header");
@@ -60,36 +48,11 @@ fn claiming_version(binary: &std::path::Path, claimed: &str) -> tempfile_path::T
         "{claimed} must be as long as the real version"
     );
     data[header + 33..header + 33 + len].copy_from_slice(claimed.as_bytes());
-    tempfile_path::TempBinary::write(&data)
+    TempBinary::write(&data)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-mod tempfile_path {
-    use std::os::unix::fs::PermissionsExt;
-
-    /// An executable file removed when dropped.
-    pub struct TempBinary(pub std::path::PathBuf);
-
-    impl TempBinary {
-        pub fn write(data: &[u8]) -> Self {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("gobpf-sched-test-{}-{n}", std::process::id()));
-            std::fs::write(&path, data).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempBinary {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 #[test]

@@ -4,9 +4,14 @@
 
 mod common;
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use common::{Mode, Toolchain, build, observer_binary, toolchains};
+use common::{Mode, TempBinary, Toolchain, assert_fails, build, observer_binary, toolchains};
 use serde_json::Value;
 
 fn inspect(binary: &Path) -> Value {
@@ -244,4 +249,62 @@ fn inspecting_a_file_needs_no_root() {
     );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["go_version"], toolchain.version.as_str());
+}
+
+/// Only a regular file is read: a device, a FIFO or a directory is refused before
+/// reading (`/dev/zero` would never end; opening a FIFO would wait for a writer).
+#[test]
+fn inputs_that_are_not_regular_files() {
+    let started = Instant::now();
+    // `timeout`: a regression must fail this test, not fill the machine's memory.
+    assert_fails(
+        &["timeout", "20"],
+        &["inspect", "/dev/zero"],
+        "/dev/zero is not a regular file",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let fifo = std::env::temp_dir().join(format!("gobpf-sched-fifo-{}", std::process::id()));
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    assert_fails(
+        &["timeout", "20"],
+        &["inspect", &fifo_arg],
+        &format!("{fifo_arg} is not a regular file"),
+    );
+    let _ = std::fs::remove_file(&fifo);
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    assert_fails(
+        &[],
+        &["inspect", &dir.to_string_lossy()],
+        &format!("{} is not a regular file", dir.display()),
+    );
+}
+
+/// A copy cut short says so, whatever the build mode (the section headers are
+/// near the start of a Go-linked file, at the end of an externally linked one).
+#[test]
+fn truncated_binaries_say_so() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    for mode in Mode::ALL {
+        let data = std::fs::read(build(&toolchain, "scenario", mode)).unwrap();
+        for len in [100_000, data.len() / 2, data.len() - 1] {
+            let cut = TempBinary::write(&data[..len]);
+            assert_fails(
+                &[],
+                &["inspect", &cut.0.to_string_lossy()],
+                &format!(
+                    "{} is truncated: the file ends before the sections and segments its \
+                     ELF headers describe ({len} bytes; the ELF headers describe ",
+                    cut.0.display()
+                ),
+            );
+        }
+    }
 }

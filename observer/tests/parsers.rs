@@ -124,3 +124,29 @@ fn whole_binaries_survive_truncation_and_corruption() {
     }
     eprintln!("parsers: {cases} truncated or corrupted whole binaries parsed without a panic");
 }
+
+/// Bugs `cargo xtask fuzz` found, replayed from tests/fuzz-regressions/<target>/
+/// (small inputs only: a finding on a window of a multi-MB base binary is kept as
+/// the smallest file that takes the parser down the same path). Each must be an
+/// error that says what is wrong.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    // (file, what the error must say)
+    let findings = [
+        // A compressed DWARF section whose header claims 2.8 GB: the decompressor
+        // reserved (and with zlib filled) that much before finding the data short.
+        (
+            "elf/compressed-dwarf-claims-2.8-GB",
+            "cannot decompress .debug_info: its header claims 2835364904 bytes from",
+        ),
+    ];
+    for (file, expected) in findings {
+        let data = std::fs::read(dir.join(file)).unwrap();
+        let error = format!(
+            "{:#}",
+            GoBinary::parse(Path::new(file), &data, file).expect_err(file)
+        );
+        assert!(error.contains(expected), "{file}: {error}");
+    }
+}

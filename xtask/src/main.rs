@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | bench | soak | offsets | demo`.
+//! Project tasks: `cargo xtask setup | build | test | bench | soak | offsets | demo | fuzz`.
 //!
 //! Every install step lives in `setup` and is idempotent: a fresh machine of this
 //! project's kind gets everything from Debian packages, crates.io and PyPI; a
@@ -6,13 +6,15 @@
 
 mod bench;
 mod demo;
+mod fuzz;
+mod fuzz_seeds;
 mod offsets;
 mod setup;
 mod shell;
 mod soak;
 mod toolchains;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
@@ -42,7 +44,7 @@ enum Command {
     Soak {
         /// How long to load and watch.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
+        duration: Duration,
     },
     /// Regenerate observer/src/binary/layouts.json from every Go toolchain's DWARF.
     Offsets,
@@ -54,6 +56,13 @@ enum Command {
         /// Extra arguments for `gobpf-sched attach` (e.g. --json).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Set up, then fuzz the binary parsers (cargo-fuzz, libFuzzer, nightly), seeded
+    /// from real Go binaries; prints executions and findings per target.
+    Fuzz {
+        /// Fuzzing time in all, shared equally by the targets.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        duration: Duration,
     },
 }
 
@@ -74,6 +83,9 @@ fn main() -> ExitCode {
         Command::Demo { duration, args } => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| demo::run(&toolchains, &duration, &args)),
+        Command::Fuzz { duration } => {
+            setup::run().and_then(|toolchains| fuzz::run(&toolchains, duration))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

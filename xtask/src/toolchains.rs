@@ -128,11 +128,30 @@ pub fn build_go(
     dir: &std::path::Path,
     output: &std::path::Path,
 ) -> anyhow::Result<()> {
+    build_go_with(go, dir, output, &[], false)
+}
+
+/// Like [`build_go`], with extra `go build` flags; `cgo` turns cgo on whatever
+/// the environment says.
+pub fn build_go_with(
+    go: &std::path::Path,
+    dir: &std::path::Path,
+    output: &std::path::Path,
+    flags: &[&str],
+    cgo: bool,
+) -> anyhow::Result<()> {
+    let mut command = std::process::Command::new(go);
+    command
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(output)
+        .arg(".");
+    if cgo {
+        command.env("CGO_ENABLED", "1");
+    }
     crate::shell::run(
-        std::process::Command::new(go)
-            .args(["build", "-o"])
-            .arg(output)
-            .arg(".")
+        command
             .current_dir(dir)
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=mod")

@@ -2,9 +2,9 @@
 
 use std::{borrow::Cow, collections::BTreeMap};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use gimli::{EndianSlice, LittleEndian};
-use object::{Object, ObjectSection};
+use object::{CompressedData, CompressionFormat, Object, ObjectSection};
 
 /// `wanted` lists struct names with the members to find, e.g.
 /// `("runtime.g", &["goid", "m"])`. Returns `"runtime.g.goid" → offset` for each
@@ -13,12 +13,11 @@ pub fn member_offsets(
     file: &object::File<'_>,
     wanted: &[(&str, &[&str])],
 ) -> Result<BTreeMap<String, u64>> {
-    // Go compresses its DWARF (SHF_COMPRESSED); `uncompressed_data` undoes it.
+    // Go compresses its DWARF (SHF_COMPRESSED).
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>> {
         match file.section_by_name(id.name()) {
-            Some(section) => Ok(section
-                .uncompressed_data()
-                .with_context(|| format!("cannot decompress {}", id.name()))?),
+            Some(section) => decompress(section.compressed_data()?)
+                .with_context(|| format!("cannot decompress {}", id.name())),
             None => Ok(Cow::Borrowed(&[][..])),
         }
     };
@@ -76,6 +75,34 @@ pub fn member_offsets(
         }
     }
     Ok(found)
+}
+
+/// The most a compressed section can expand: deflate (zlib) 1032 to 1, zstd
+/// about 43,691 to 1 (a 3-byte block header repeating one byte 128 KiB times).
+/// A section header that claims more is corrupt.
+const MAX_RATIO_ZLIB: u64 = 1032;
+const MAX_RATIO_ZSTD: u64 = 43_691;
+/// And at most this much for one DWARF section: Go binaries are at most a few
+/// hundred MB with all their DWARF.
+const MAX_UNCOMPRESSED: u64 = 1 << 30;
+
+/// The section's bytes, decompressed. The uncompressed size the header claims
+/// is checked first: the decompressor reserves that much memory up front, so a
+/// corrupt header could make it reserve gigabytes (found by fuzzing).
+fn decompress(compressed: CompressedData<'_>) -> Result<Cow<'_, [u8]>> {
+    let ratio = match compressed.format {
+        CompressionFormat::Zlib => MAX_RATIO_ZLIB,
+        CompressionFormat::Zstandard => MAX_RATIO_ZSTD,
+        _ => return Ok(compressed.decompress()?), // uncompressed, or unknown: an error
+    };
+    let claimed = compressed.uncompressed_size;
+    let compressed_len = compressed.data.len() as u64;
+    ensure!(
+        claimed <= compressed_len.saturating_mul(ratio) && claimed <= MAX_UNCOMPRESSED,
+        "its header claims {claimed} bytes from {compressed_len} compressed ({:?}): corrupt",
+        compressed.format
+    );
+    Ok(compressed.decompress()?)
 }
 
 /// Whether the binary has DWARF type information at all.

@@ -8,6 +8,7 @@
 //! binary's `runtime.waitReasonStrings`, else the table.
 
 pub mod buildinfo;
+pub mod contents;
 pub mod dwarf;
 pub mod image;
 pub mod layouts;
@@ -180,12 +181,13 @@ pub struct GoBinary {
 impl GoBinary {
     /// Reads and checks `path`. `shown_as` names the binary in error messages.
     pub fn open(path: &Path, shown_as: &str) -> Result<Self> {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {shown_as}"))?;
+        let data = contents::read(path, shown_as)?;
         Self::parse(path, &data, shown_as)
     }
 
     /// Like [`GoBinary::open`] on bytes already read from `path`.
     pub fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
+        contents::check_whole(data, shown_as)?;
         let file = object::File::parse(data)
             .with_context(|| format!("{shown_as} is not an ELF executable"))?;
         let Some(build_section) = file.section_by_name(".go.buildinfo") else {

@@ -385,6 +385,42 @@ pub fn run_observer(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
+/// Runs `gobpf-sched ARGS` and checks it fails as bad input must: exit code 1,
+/// one line on stderr that says `expected`, no panic.
+pub fn assert_fails(wrapper: &[&str], args: &[&str], expected: &str) {
+    let (status, stderr) = run_observer(wrapper, args);
+    assert!(!status.success(), "{args:?} succeeded");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+/// An executable file removed when dropped.
+pub struct TempBinary(pub PathBuf);
+
+impl TempBinary {
+    pub fn write(data: &[u8]) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("gobpf-sched-test-{}-{n}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs the fixture `binary ARGS` to its end under `gobpf-sched attach OBSERVER_ARGS`
 /// (which must include `--json`); checks that both succeeded and that nothing was
 /// dropped. Returns the fixture's stdout, the observer's output and its summary.
