@@ -23,7 +23,7 @@ static CONFIG: Config = Config {
     signal_pid_offset: 0,
     stream_events: 0,
     syscalls_from_casgstatus: 0,
-    _pad: 0,
+    schedule_probed: 0,
     pidns_dev: 0,
     pidns_ino: 0,
     offsets: GoOffsets {
@@ -283,7 +283,11 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
             add_to_histogram(&RUN_SLICES, ran);
             if let Some(stats) = existing_goroutine(running.goid) {
                 stats.run_ns += ran;
+                if running.exiting != 0 {
+                    stats.exited = 1;
+                }
             }
+            running.exiting = 0;
             emit_run(event_kind::STOP, ran, now, running);
         }
     }
@@ -321,8 +325,16 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         (g_status::RUNNING, g_status::DEAD) => {
             add(counter::EXITED, 1);
             let goid = goid().unwrap_or(0);
-            if let Some(stats) = existing_goroutine(goid) {
-                stats.exited = 1;
+            // With the schedule probe, the entry is marked once the last run
+            // slice is in it (userspace deletes marked entries when it reads them).
+            let on_thread = RUNNING.get_ptr_mut(&current_tid());
+            match on_thread {
+                Some(running) if cfg.schedule_probed != 0 => unsafe { (*running).exiting = 1 },
+                _ => {
+                    if let Some(stats) = existing_goroutine(goid) {
+                        stats.exited = 1;
+                    }
+                }
             }
             emit(event_kind::EXIT, goid, 0, now);
         }
@@ -575,8 +587,9 @@ pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
 }
 
 /// A goroutine is preempted: `runtime.goschedImpl(gp, preempted)` (Go 1.22+,
-/// only with `preempted`) or `runtime.gopreempt_m(gp)` (before), on g0 with gp in
-/// RAX. `gp.asyncSafePoint` tells a SIGURG's doing (`asyncPreempt2` sets it)
+/// only with `preempted`) or `runtime.gopreempt_m(gp)` (before), or yields its P
+/// to a semaphore's waiter (`runtime.goyield_m(gp)`, "preempted" in runtime/trace
+/// too); on g0 with gp in RAX. `gp.asyncSafePoint` tells a SIGURG's doing (`asyncPreempt2` sets it)
 /// from a preemption at a stack check. Rare: counted and always sent.
 #[uprobe]
 pub fn go_preempted(ctx: ProbeContext) -> u32 {

@@ -2,7 +2,7 @@
 //! totals (read each interval) and the ring buffer of preemption events.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     os::fd::{AsFd, AsRawFd},
 };
 
@@ -45,9 +45,6 @@ pub struct Collector {
     /// `GOROUTINES`, read in batches (aya has no batch API, see `lookup_all`).
     goroutines: MapData,
     events: RingBuf<MapData>,
-    /// Goroutines seen exited at the last snapshot: read once more (the end of
-    /// their last run slice lands just after the exit), then deleted.
-    exited: HashSet<u64>,
     /// The busiest deleted goroutines (final totals), as many as a summary lists:
     /// whole-run rankings stay exact while the map holds only live goroutines.
     retired: Vec<(u64, GoroutineStats)>,
@@ -81,7 +78,6 @@ impl Collector {
             blocked_ns: take(ebpf, "BLOCKED_NS")?,
             goroutines,
             events: take(ebpf, "EVENTS")?,
-            exited: HashSet::new(),
             retired: Vec::new(),
             keep_retired,
             batch: Batch::default(),
@@ -112,28 +108,24 @@ impl Collector {
         })
     }
 
-    /// Reads the per-goroutine map, deletes the entries of goroutines that exited
-    /// before the last snapshot, and adds the retired ones.
+    /// Reads the per-goroutine map and adds the retired goroutines; deletes
+    /// the entries of goroutines that exited (final: marked after their last run
+    /// slice), which this snapshot is the last to hold.
     fn goroutines(&mut self) -> Result<HashMap<u64, GoroutineStats>> {
         let fd = self.goroutines.fd().as_fd().as_raw_fd();
         let mut goroutines: HashMap<u64, GoroutineStats> = self.retired.iter().copied().collect();
-        let mut delete = Vec::new();
-        let mut exited = HashSet::new();
-        let mut entries = self.batch.lookup_all(fd)?;
-        for (goid, stats) in entries.drain(..) {
+        let mut exited = Vec::new();
+        self.batch.lookup_all(fd, |goid, stats| {
             if stats.exited != 0 {
-                if self.exited.contains(&goid) {
-                    delete.push(goid);
-                    self.retire(goid, stats);
-                } else {
-                    exited.insert(goid);
-                }
+                exited.push((goid, stats));
             }
             goroutines.insert(goid, stats);
+        })?;
+        let keys: Vec<u64> = exited.iter().map(|(goid, _)| *goid).collect();
+        delete_all(fd, &keys)?;
+        for (goid, stats) in exited {
+            self.retire(goid, stats);
         }
-        self.batch.entries = entries;
-        delete_all(fd, &delete)?;
-        self.exited = exited;
         Ok(goroutines)
     }
 
@@ -177,11 +169,10 @@ fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>) -> Result<Ve
 /// bucket boundary, so this must exceed the longest bucket (a few entries).
 const BATCH: usize = 4096;
 
-/// Key and value buffers for `BPF_MAP_LOOKUP_BATCH`.
+/// Key and value buffers for `BPF_MAP_LOOKUP_BATCH`, allocated once.
 struct Batch<K, V> {
     keys: Vec<K>,
     values: Vec<V>,
-    entries: Vec<(K, V)>,
 }
 
 impl<K: Copy + Default, V: Copy + Default> Default for Batch<K, V> {
@@ -189,68 +180,52 @@ impl<K: Copy + Default, V: Copy + Default> Default for Batch<K, V> {
         Self {
             keys: vec![K::default(); BATCH],
             values: vec![V::default(); BATCH],
-            entries: Vec::new(),
         }
     }
 }
 
-impl<K: Copy + Default, V: Copy + Default> Batch<K, V> {
-    /// Every entry of a hash map, with `BPF_MAP_LOOKUP_BATCH`: one syscall per
-    /// `BATCH` entries (iterating key by key costs two per entry: 100k
-    /// goroutines were 200k syscalls an interval). In the kernel since 5.6.
-    /// The entries, in the kept vector: give it back (`entries`) once read.
-    fn lookup_all(&mut self, fd: i32) -> Result<Vec<(K, V)>> {
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.clear();
-        lookup_all(fd, &mut self.keys, &mut self.values, &mut entries)?;
-        Ok(entries)
-    }
-}
-
-fn lookup_all<K: Copy, V: Copy>(
-    fd: i32,
-    keys: &mut [K],
-    values: &mut [V],
-    entries: &mut Vec<(K, V)>,
-) -> Result<()> {
-    // The position in the map, written by the kernel (a bucket index for hashes).
-    let mut token = 0u64;
-    let mut first = true;
-    loop {
-        // SAFETY: bpf_attr is plain data; zero is its default for every command.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: `batch` is the union member BPF_MAP_LOOKUP_BATCH reads; the
-        // buffers outlive the call and hold `BATCH` keys and values.
-        let count = unsafe {
-            attr.batch.in_batch = if first { 0 } else { (&raw const token) as u64 };
-            attr.batch.out_batch = (&raw mut token) as u64;
-            attr.batch.keys = keys.as_mut_ptr() as u64;
-            attr.batch.values = values.as_mut_ptr() as u64;
-            attr.batch.count = BATCH as u32;
-            attr.batch.map_fd = fd as u32;
-            let result = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
-            let error = std::io::Error::last_os_error();
-            let count = attr.batch.count as usize;
-            if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
-                return Err(error).context("BPF_MAP_LOOKUP_BATCH on the goroutine map");
+impl<K: Copy, V: Copy> Batch<K, V> {
+    /// Visits every entry of a hash map, read with `BPF_MAP_LOOKUP_BATCH`: one
+    /// syscall per `BATCH` entries (iterating key by key costs two per entry:
+    /// 100k goroutines were 200k syscalls an interval). In the kernel since 5.6.
+    fn lookup_all(&mut self, fd: i32, mut visit: impl FnMut(K, V)) -> Result<()> {
+        let Self { keys, values } = self;
+        // The position in the map, written by the kernel (a bucket index for hashes).
+        let mut token = 0u64;
+        let mut first = true;
+        loop {
+            // SAFETY: bpf_attr is plain data; zero is its default for every command.
+            let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+            // SAFETY: `batch` is the union member BPF_MAP_LOOKUP_BATCH reads; the
+            // buffers outlive the call and hold `BATCH` keys and values.
+            let count = unsafe {
+                attr.batch.in_batch = if first { 0 } else { (&raw const token) as u64 };
+                attr.batch.out_batch = (&raw mut token) as u64;
+                attr.batch.keys = keys.as_mut_ptr() as u64;
+                attr.batch.values = values.as_mut_ptr() as u64;
+                attr.batch.count = BATCH as u32;
+                attr.batch.map_fd = fd as u32;
+                let result = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+                let error = std::io::Error::last_os_error();
+                let count = attr.batch.count as usize;
+                if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
+                    return Err(error).context("BPF_MAP_LOOKUP_BATCH on the goroutine map");
+                }
+                for (key, value) in keys[..count].iter().zip(&values[..count]) {
+                    visit(*key, *value);
+                }
+                if result < 0 {
+                    break; // ENOENT: the last entries are in
+                }
+                count
+            };
+            if count == 0 {
+                break;
             }
-            entries.extend(
-                keys[..count]
-                    .iter()
-                    .copied()
-                    .zip(values[..count].iter().copied()),
-            );
-            if result < 0 {
-                break; // ENOENT: the last entries are in
-            }
-            count
-        };
-        if count == 0 {
-            break;
+            first = false;
         }
-        first = false;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Deletes `keys` with `BPF_MAP_DELETE_BATCH`. A key already gone is no error

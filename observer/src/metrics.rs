@@ -322,7 +322,7 @@ impl Collector for SchedulerCollector {
         )?;
         counter(
             e,
-            "lost_goroutine_totals",
+            "lost_goroutines",
             "Goroutines whose totals were not kept: the kernel map was full",
             None,
             s.lost_goroutine_totals as f64,

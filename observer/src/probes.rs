@@ -99,7 +99,9 @@ fn preempted_in_gopreempt_m(version: (u32, u32)) -> bool {
 /// syscalls before Go 1.26); the syscall functions pair syscalls on Go 1.26+;
 /// `sigtrampgo`, the Go signal handler, tells where a SIGURG landed; the
 /// preemption functions say whether it (or a stack check) preempted a goroutine,
-/// and `preemptPark` whether it stopped one for the GC instead.
+/// and `preemptPark` whether it stopped one for the GC instead. `goyield_m` is
+/// the yield of a starving semaphore's handoff (the world restarting, a contended
+/// `sync.Mutex`), which runtime/trace also records as "preempted".
 const UPROBES: &[Uprobe] = &[
     Uprobe {
         program: "go_schedule",
@@ -163,6 +165,13 @@ const UPROBES: &[Uprobe] = &[
         serves: &[Facet::Preemptions],
         versions: preempted_in_gosched_impl,
         cookie: COOKIE_PREEMPTED_ARGUMENT,
+    },
+    Uprobe {
+        program: "go_preempted",
+        function: "runtime.goyield_m",
+        serves: &[Facet::Preemptions],
+        versions: any_version,
+        cookie: 0,
     },
     Uprobe {
         program: "go_preempt_park",
@@ -262,7 +271,7 @@ pub fn attach(
         syscalls_from_casgstatus: u32::from(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
-        _pad: 0,
+        schedule_probed: u32::from(facets.contains(&Facet::Schedule)),
         pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
         pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
         offsets: binary.offsets,

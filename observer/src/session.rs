@@ -139,7 +139,8 @@ pub fn run(args: AttachArgs) -> Result<()> {
     }
     let mut first_image = true;
     loop {
-        let shown_as = format!("process {} ({})", target.pid, target.exe_name()?);
+        let exe = target.exe_name().map_err(|e| target.explain(e))?;
+        let shown_as = format!("process {} ({exe})", target.pid);
         let binary = match GoBinary::open(&target.exe, &shown_as) {
             // What the target exec'd into is not something we can watch: the
             // watching of the previous image ended cleanly.
@@ -147,7 +148,8 @@ pub fn run(args: AttachArgs) -> Result<()> {
                 eprintln!("gobpf-sched: stopped watching: {error:#}");
                 return Ok(());
             }
-            binary => binary.map_err(|e| target.explain(e))?,
+            Err(error) => return Err(target.explain(not_go_host(&target, &shown_as, error))),
+            Ok(binary) => binary,
         };
         let image = Image {
             target: &target,
@@ -186,6 +188,28 @@ pub fn run(args: AttachArgs) -> Result<()> {
     }
 }
 
+/// `error`, or, when the program is not Go but has loaded a Go library (built
+/// with `-buildmode=c-shared`), that this is not supported yet.
+fn not_go_host(target: &Target, shown_as: &str, error: anyhow::Error) -> anyhow::Error {
+    let Some(library) = target
+        .mapped_libraries()
+        .into_iter()
+        .find(|path| GoBinary::is_go_file(path))
+    else {
+        return error;
+    };
+    let root = format!("/proc/{}/root", target.pid);
+    anyhow::anyhow!(
+        "{shown_as} is not a Go program, but it has loaded the Go library {} (built with \
+         -buildmode=c-shared): watching Go code inside a program in another language is not \
+         supported yet",
+        library
+            .strip_prefix(&root)
+            .map_or(library.clone(), |p| Path::new("/").join(p))
+            .display()
+    )
+}
+
 /// One executable image of the target, between attach and exit, exec or stop.
 struct Image<'a> {
     target: &'a Target,
@@ -217,7 +241,8 @@ impl Image<'_> {
             facets.dedup();
             facets
         };
-        let plan = probes::plan(binary, &facets)?;
+        // Reads code from the executable again: the target may be gone by now.
+        let plan = probes::plan(binary, &facets).map_err(|e| target.explain(e))?;
         // A recording needs every transition, like --events.
         let stream_events = args.events || self.record.is_some();
         let mut probes = probes::attach(

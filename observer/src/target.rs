@@ -93,6 +93,29 @@ impl Target {
             .then(|| (theirs.dev(), theirs.ino())))
     }
 
+    /// The shared objects the process has mapped (other than its executable),
+    /// as paths that open them from here (through its root: a container's files).
+    pub fn mapped_libraries(&self) -> Vec<PathBuf> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
+        let exe = std::fs::read_link(&self.exe).ok();
+        let mut paths: Vec<PathBuf> = maps
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(5))
+            .filter(|path| path.starts_with('/'))
+            .map(PathBuf::from)
+            .filter(|path| Some(path) != exe.as_ref())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+            .into_iter()
+            .map(|path| {
+                PathBuf::from(format!("/proc/{}/root", self.pid))
+                    .join(path.strip_prefix("/").unwrap_or(&path))
+            })
+            .collect()
+    }
+
     /// Difference between run-time and link-time addresses: 0 unless PIE.
     pub fn load_bias(&self, pie: bool, first_segment_vaddr: u64) -> Result<u64> {
         if !pie {

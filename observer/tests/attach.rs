@@ -379,6 +379,7 @@ fn only_the_watched_facets_are_probed() {
             [
                 "runtime.sigtrampgo",
                 toolchain.preemption_function(),
+                "runtime.goyield_m",
                 "runtime.preemptPark"
             ],
             "{v}"

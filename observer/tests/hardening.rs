@@ -529,8 +529,9 @@ fn preemptions_agree_with_runtime_trace() {
     }
     let async_preempted = count(&summary, "preemptions");
     let cooperative = count(&summary, "cooperative_preemptions");
-    assert!(
-        (async_preempted..=async_preempted + cooperative).contains(&total),
+    assert_eq!(
+        async_preempted + cooperative,
+        total,
         "trace {total}, observer {async_preempted} + {cooperative} cooperative"
     );
     let objects = run
@@ -562,5 +563,87 @@ fn preemptions_agree_with_runtime_trace() {
     // No text line calls a signal that preempted nothing a preemption.
     for line in run.json().iter().filter(|v| v["type"] == "sigurg") {
         assert_ne!(line["outcome"], "preempted", "{line}");
+    }
+}
+
+/// A C program running a Go library (`-buildmode=c-shared`): said, not "not a
+/// Go program".
+#[test]
+fn a_c_host_of_a_go_library_is_named() {
+    let toolchain = recent();
+    let dir = Scratch::new("cshared");
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cshared");
+    let library = dir.0.join("libwork.so");
+    let built = Command::new(&toolchain.go)
+        .args(["build", "-buildmode=c-shared", "-o"])
+        .arg(&library)
+        .arg(".")
+        .current_dir(&sources)
+        .env("CGO_ENABLED", "1")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", common::cache_dir().join("gocache"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let host = dir.0.join("host");
+    let linked = Command::new("gcc")
+        .arg(sources.join("host.c"))
+        .arg("-o")
+        .arg(&host)
+        .arg(format!("-L{}", dir.0.display()))
+        .arg(format!("-Wl,-rpath,{}", dir.0.display()))
+        .arg("-lwork")
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let fixture = Fixture::spawn(&host, &[]);
+    let pid = fixture.pid().to_string();
+    let (status, stderr) = run_observer(&[], &["attach", "--pid", &pid]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("has loaded the Go library {}", library.display()))
+            && stderr.contains("not supported yet"),
+        "{stderr}"
+    );
+}
+
+/// A target that exits while the probes are being attached: said so, never a
+/// raw system-call error. The fixture exits on its own after a delay; the
+/// delays cover the attach (before it, during it, after it).
+#[test]
+fn a_target_exiting_during_attach_is_said_to_have_exited() {
+    let binary = build(&recent(), "hardening", Mode::Default);
+    for delay_ms in [0, 10, 20, 40, 60, 80, 100, 150] {
+        let mut target = Command::new(&binary)
+            .args(["exitafter", &delay_ms.to_string()])
+            .spawn()
+            .unwrap();
+        let pid = target.id().to_string();
+        let (status, stderr) = run_observer(&[], &["attach", "--pid", &pid, "--json"]);
+        let _ = target.wait();
+        assert!(!stderr.contains("panicked"), "{delay_ms} ms: {stderr}");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        if status.success() {
+            assert!(last.ends_with("exited"), "{delay_ms} ms: {stderr}");
+        } else {
+            assert!(
+                last.contains(&format!("no process with pid {pid}"))
+                    || last.contains(&format!("process {pid} has exited and is waiting"))
+                    || last.contains(&format!(
+                        "process {pid} exited while gobpf-sched was attaching"
+                    )),
+                "{delay_ms} ms: {stderr}"
+            );
+        }
     }
 }

@@ -158,9 +158,10 @@ fn check_mode(mode: Mode) {
                 );
             }
             let expected_site = match function {
-                "runtime.schedule" | "runtime.gopreempt_m" | "runtime.goschedImpl" => {
-                    "StackCheckJump"
-                }
+                "runtime.schedule"
+                | "runtime.gopreempt_m"
+                | "runtime.goschedImpl"
+                | "runtime.goyield_m" => "StackCheckJump",
                 _ => "Entry", // casgstatus, preemptPark, ... are nosplit
             };
             assert_eq!(probe["placement"], expected_site, "{v} {function}");

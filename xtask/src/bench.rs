@@ -72,6 +72,8 @@ struct Sample {
     hits_per_op: Option<f64>,
     attach_ms: Option<f64>,
     observer_rss_kb: Option<u64>,
+    /// The observer's own CPU time per second of the run (1.0 = a whole core).
+    observer_cpu: Option<f64>,
 }
 
 pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
@@ -373,7 +375,11 @@ fn run_once(
             // Keep reading: the observer reports the target's exit there too.
             std::thread::spawn(move || stderr.lines().for_each(drop));
             sample.attach_ms = attach_ms(&attached);
+            let (cpu_before, started) = (cpu_seconds(tracer.id()), std::time::Instant::now());
             sample.ns_per_op = target.go()?;
+            sample.observer_cpu = cpu_seconds(tracer.id())
+                .zip(cpu_before)
+                .map(|(after, before)| (after - before) / started.elapsed().as_secs_f64());
             sample.observer_rss_kb = peak_rss_kb(tracer.id());
             let output = tracer.wait_with_output()?;
             let summary = String::from_utf8_lossy(&output.stdout)
@@ -421,6 +427,21 @@ fn run_once(
     let _ = target.child.wait();
     std::thread::sleep(Duration::from_millis(100));
     Ok(sample)
+}
+
+/// User + system CPU seconds of a process (/proc/PID/stat fields 14 and 15).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { sysconf(SC_CLK_TCK) };
+    Some(ticks as f64 / per_second as f64)
+}
+
+const SC_CLK_TCK: i32 = 2;
+unsafe extern "C" {
+    fn sysconf(name: i32) -> i64;
 }
 
 pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
@@ -491,8 +512,13 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
         .iter()
         .filter_map(|(_, s)| s[1].observer_rss_kb)
         .collect();
+    let cpu: Vec<f64> = results
+        .iter()
+        .filter_map(|(_, s)| s[1].observer_cpu)
+        .collect();
     out.push_str(&format!(
-        "\nattach (load + uprobes + tracepoint): {} ms; observer peak RSS: {} MB\n",
+        "\nattach (load + uprobes + tracepoint): {} ms; observer peak RSS: {} MB; \
+         observer CPU: {} % of a core\n",
         attach
             .iter()
             .map(|a| format!("{a:.0}"))
@@ -500,6 +526,10 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
             .join(" / "),
         rss.iter()
             .map(|r| format!("{:.1}", *r as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        cpu.iter()
+            .map(|c| format!("{:.1}", 100.0 * c))
             .collect::<Vec<_>>()
             .join(" / ")
     ));
@@ -521,6 +551,7 @@ fn to_json(results: &[(&str, Vec<Sample>)], go_version: &str) -> Value {
                             "hits_per_op": s.hits_per_op,
                             "attach_ms": s.attach_ms,
                             "observer_rss_kb": s.observer_rss_kb,
+                            "observer_cpu": s.observer_cpu,
                         }),
                     )
                 })

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::{
-    bench::{Tracer, Workload, expect_line, peak_rss_kb},
+    bench::{Tracer, Workload, cpu_seconds, expect_line, peak_rss_kb},
     setup, toolchains,
 };
 
@@ -118,25 +118,10 @@ pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()>
     Ok(())
 }
 
-/// User + system CPU time of a process, from /proc/PID/stat (fields 14 and 15).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { sysconf(CLK_TCK) } as f64;
-    Some(ticks as f64 / per_second)
-}
-
 fn rss_kb(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-const CLK_TCK: i32 = 2; // _SC_CLK_TCK
-unsafe extern "C" {
-    fn sysconf(name: i32) -> i64;
 }

@@ -47,7 +47,9 @@ pub struct Config {
     /// Non-zero: syscalls are seen as `_Grunning` ↔ `_Gsyscall` changes in
     /// casgstatus (Go ≤ 1.25), and no entersyscall/exitsyscall probe is attached.
     pub syscalls_from_casgstatus: u32,
-    pub _pad: u32,
+    /// Non-zero: `runtime.schedule` is probed; it ends an exiting goroutine's
+    /// last run slice, then marks it exited (see `GoroutineStats::exited`).
+    pub schedule_probed: u32,
     /// The target's pid namespace (device and inode of `/proc/PID/ns/pid`), to
     /// compare `m.procid` (the thread id as the runtime sees it) with the thread
     /// id in that namespace. 0: the initial namespace, where the kernel's id is it.
@@ -122,7 +124,8 @@ pub mod counter {
     /// Goroutines preempted by a SIGURG (`asyncPreempt2`: running → runnable,
     /// runtime/trace's "preempted") ...
     pub const ASYNC_PREEMPTED: u32 = 21;
-    /// ... and at a stack check (the runtime's cooperative preemption, no signal).
+    /// ... and without a signal: at a stack check (cooperative preemption), or
+    /// yielding to a semaphore's waiter (`goyield_m`).
     pub const COOPERATIVE_PREEMPTED: u32 = 22;
     /// Goroutines a SIGURG stopped for the GC to scan their stack (`preemptPark`).
     pub const GC_SUSPENDED: u32 = 23;
@@ -182,8 +185,8 @@ pub struct GoroutineStats {
     /// Its run-queue latencies, log2 of ns (see [`GOROUTINE_HISTOGRAM_SLOTS`]).
     #[cfg_attr(feature = "user", serde(skip))]
     pub runq_latency: [u32; GOROUTINE_HISTOGRAM_SLOTS],
-    /// Non-zero once the goroutine exited (`_Grunning` → `_Gdead`): userspace
-    /// reads the entry once more, then deletes it.
+    /// Non-zero once the goroutine exited (`_Grunning` → `_Gdead`) and its last
+    /// run slice is counted: userspace reads the entry a last time and deletes it.
     #[cfg_attr(feature = "user", serde(skip))]
     pub exited: u64,
 }
@@ -225,7 +228,8 @@ pub struct Running {
     pub stopped_ns: u64,
     pub m_id: i64,
     pub p_id: i32,
-    pub _pad: u32,
+    /// Non-zero: the goroutine exited; `schedule` marks it so after its slice.
+    pub exiting: u32,
     /// The thread's M (an M is one thread for life: read once per thread) ...
     pub m: u64,
     /// ... and the P it held last, whose id is `p_id` (read again only when the

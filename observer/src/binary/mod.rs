@@ -185,6 +185,14 @@ impl GoBinary {
         Self::parse(path, &data, shown_as)
     }
 
+    /// True when `path` is an ELF file with Go build info: a Go program, or a
+    /// Go library (`-buildmode=c-shared`) loaded by a program in another language.
+    pub fn is_go_file(path: &Path) -> bool {
+        contents::read(path, "").is_ok_and(|data| {
+            object::File::parse(&*data).is_ok_and(|f| f.section_by_name(".go.buildinfo").is_some())
+        })
+    }
+
     /// Like [`GoBinary::open`] on bytes already read from `path`.
     pub fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
         contents::check_whole(data, shown_as)?;
@@ -345,7 +353,8 @@ impl GoBinary {
         let offset = self
             .file_offset(vaddr)
             .with_context(|| format!("address {vaddr:#x} is not in the file"))?;
-        let file = std::fs::File::open(&self.path)?;
+        let file = std::fs::File::open(&self.path)
+            .with_context(|| format!("cannot read the code of {}", self.path.display()))?;
         let mut code = vec![0; len];
         let read = file.read_at(&mut code, offset)?;
         code.truncate(read);

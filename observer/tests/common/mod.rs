@@ -32,10 +32,11 @@ impl Toolchain {
     }
 
     /// Uprobes a full session attaches: schedule, casgstatus, sigtrampgo, the
-    /// preemption function and preemptPark; from Go 1.26 also entersyscall,
-    /// entersyscallblock and exitsyscall (before, the casgstatus probe sees syscalls).
+    /// preemption function, goyield_m and preemptPark; from Go 1.26 also
+    /// entersyscall, entersyscallblock and exitsyscall (before, the casgstatus
+    /// probe sees syscalls).
     pub fn expected_uprobes(&self) -> usize {
-        if self.minor() >= (1, 26) { 8 } else { 5 }
+        if self.minor() >= (1, 26) { 9 } else { 6 }
     }
 
     /// The function whose calls are preemptions: `goschedImpl(gp, preempted)`
@@ -74,7 +75,7 @@ pub fn toolchains() -> Vec<Toolchain> {
         .collect()
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("GOBPF_SCHED_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("gobpf-sched-cache"))
