@@ -702,8 +702,16 @@ fn perfetto_recording_matches_the_counters() {
                 .map(|t| count(t, "counters"))
                 .unwrap_or(0)
         };
-        assert!(counter("global runq") >= 2, "{v}: {tracks:?}");
-        assert!(counter("P0 runq") >= 2, "{v}");
+        // One sample per interval that read the scheduler state (a loaded
+        // machine may give a short run few intervals).
+        let sched_reads = run
+            .json()
+            .iter()
+            .filter(|l| l["type"] == "interval" && !l["sched"].is_null())
+            .count() as u64;
+        assert!(sched_reads >= 1, "{v}");
+        assert_eq!(counter("global runq"), sched_reads, "{v}: {tracks:?}");
+        assert_eq!(counter("P0 runq"), sched_reads, "{v}");
         assert!(
             run.stderr
                 .contains(&format!("recorded {run_slices} run slices")),
