@@ -1,9 +1,11 @@
 //! Kernel programs of gobpf-sched: uprobes on the Go runtime scheduler of one
-//! process and the `signal:signal_generate` tracepoint for SIGURG preemption.
+//! process, the `signal:signal_generate` tracepoint for SIGURG preemption requests
+//! and `sched:sched_process_exec` for the target's exec.
 //!
 //! Everything the summary needs is counted here, in maps (per-CPU counters, park
-//! counts by wait reason, per-goroutine totals); only preemptions, which are rare
-//! and printed one by one, travel through the ring buffer.
+//! counts by wait reason, per-goroutine totals). Through the ring buffer travel
+//! the records printed one by one: SIGURGs, where they landed and what they
+//! preempted (rare) — and every transition when `--events` or `--record` asks.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

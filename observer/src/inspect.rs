@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::{
     binary::{GoBinary, LayoutSource, SchedulerGlobals, SymbolSource, prologue::Placement},
-    probes::{self, PlannedProbe},
+    facet::Facet,
+    sources::probes::{self, PlannedProbe},
     target::Target,
 };
 
@@ -70,7 +71,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires --pid or a path"),
     };
     let binary = GoBinary::open(&path, &shown_as)?;
-    let probes = probes::plan(&binary, &probes::Facet::ALL)?
+    let probes = probes::plan(&binary, &Facet::ALL)?
         .into_iter()
         .map(|plan| ProbeReport {
             symtab_address: binary.symtab_functions.get(plan.function).copied(),

@@ -1,25 +1,18 @@
 //! gobpf-sched: watch the Go runtime scheduler of a running process with eBPF.
 //!
-//! Flow: `binary` (what the executable is; `inspect` prints it) → `probes` (which
-//! probes the watched facets need; load and attach the kernel programs) →
-//! `collect` (drain maps and ring buffer) and `sched_state` (the scheduler's own
-//! bookkeeping, read from the target's memory) → `aggregate` (per interval and
-//! whole-run numbers) → outputs: `output` (text or JSON lines), `tui` (the live
-//! screen), `metrics` (Prometheus), `record` (Perfetto). `session` runs it;
-//! `target` and `system` check the process and the machine.
+//! The folders are the flow:
+//! `target` (the process and the machine) and `binary` (what its executable says)
+//! → `sources` (kernel probes and their maps; the runtime's memory)
+//! → `stats` (what happened over a span, named)
+//! → `outputs` (text or JSON lines, the live screen, Prometheus, Perfetto).
+//! `session` runs the loop of `attach`; `inspect` prints what `binary` found;
+//! `facet` names what a session watches.
 
-pub mod aggregate;
 pub mod binary;
-pub mod collect;
+pub mod facet;
 pub mod inspect;
-pub mod metrics;
-pub mod output;
-pub mod probes;
-pub mod record;
-pub mod sched_state;
+pub mod outputs;
 pub mod session;
-pub mod signals;
-pub mod system;
+pub mod sources;
+pub mod stats;
 pub mod target;
-pub mod tui;
-pub mod wait_reasons;

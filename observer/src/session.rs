@@ -1,12 +1,11 @@
-//! One `attach` session: checks, attach, then drain/aggregate/show until Ctrl-C,
-//! `q`, `--duration` or the target's exit; then the whole-run summary.
+//! The `attach` command: its arguments, and the session — checks, attach, then
+//! drain / aggregate / show until Ctrl-C, `q`, `--duration`, the target's exit or
+//! exec; then the whole-run summary. An exec into another Go program is followed.
 //!
-//! Every interval: a snapshot of the kernel maps (aggregate) and a read of the
-//! scheduler state (sched_state) go to the display (text/JSON lines, or the live
-//! screen), the Prometheus exporter and the Perfetto recording.
+//! Every interval a snapshot of the kernel maps and a read of the scheduler
+//! state become `stats`, which go to every output.
 
 use std::{
-    io::IsTerminal,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -17,19 +16,22 @@ use gobpf_sched_common::{Event, counter, event_kind};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    aggregate::{Clock, Names, Preemption, Stats, read_clock},
     binary::GoBinary,
-    collect::{Collector, Snapshot},
-    metrics::Exporter,
-    output::{Format, Header, Printer, preemption_line},
-    probes::{self, Facet},
-    record::{Naming, Recorder},
-    sched_state::{self, SchedLayout, SchedState},
-    signals::SignalPairing,
-    system,
-    target::Target,
-    tui::{Key, Tui},
-    wait_reasons,
+    facet::Facet,
+    outputs::{Closed, Outputs, Report, format::Header},
+    sources::{
+        drain::{Collector, Snapshot},
+        probes::{self, Probes},
+        runtime_memory::{self, SchedLayout},
+    },
+    stats::{
+        aggregate::Stats,
+        clock::{Clock, read_clock},
+        names::Names,
+        sched::SchedState,
+        signals::SignalPairing,
+    },
+    target::{Target, machine},
 };
 
 #[derive(clap::Args)]
@@ -125,10 +127,10 @@ fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
 pub fn run(args: AttachArgs) -> Result<()> {
     let started = Instant::now();
     let mut target = Target::find(args.pid)?;
-    system::require_privileges()?;
-    system::require_uprobes()?;
-    let tracefs = system::ensure_tracefs()?;
-    let signal_offsets = system::signal_generate_offsets(&tracefs)?;
+    machine::require_privileges()?;
+    machine::require_uprobes()?;
+    let tracefs = machine::ensure_tracefs()?;
+    let signal_offsets = machine::signal_generate_offsets(&tracefs)?;
     if let Some(address) = args.prometheus
         && !address.ip().is_loopback()
     {
@@ -233,28 +235,114 @@ impl Image<'_> {
         let load_bias = target
             .load_bias(binary.pie, binary.first_segment_vaddr())
             .map_err(|e| target.explain(e))?;
-        let facets = if args.only.is_empty() {
-            Facet::ALL.to_vec()
-        } else {
-            let mut facets = args.only.clone();
-            facets.sort();
-            facets.dedup();
-            facets
+        let facets = watched_facets(args);
+        let (mut probes, uprobes) = self.attach(args, &facets)?;
+        let collector = Collector::new(&mut probes.ebpf, args.top)?;
+        let header = Header {
+            pid: target.pid,
+            go_version: binary.build.go_version.clone(),
+            facets: facets.clone(),
         };
+        let sched_layout = SchedLayout::new(binary, load_bias);
+        let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
+        let sched_layout = sched_layout.ok();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Ctrl-C and SIGTERM are handled from here on, before the user is told.
+        let _context = runtime.enter();
+        let stop = StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        };
+        let outputs = Outputs::open(
+            args,
+            header,
+            sched_note,
+            sched_layout.clone().map(|layout| (target.pid, layout)),
+            self.record.map(|path| (path, self.shown_as.as_str())),
+            &runtime,
+        )?;
+        eprintln!(
+            "gobpf-sched: attached to {}, {}: {uprobes} uprobes{} in {} ms. Ctrl-C to stop.",
+            self.shown_as,
+            binary.build.go_version,
+            if facets.contains(&Facet::Preemptions) {
+                " + SIGURG tracepoint"
+            } else {
+                ""
+            },
+            started.elapsed().as_millis()
+        );
+        let function_at = |pc: u64| {
+            binary
+                .function_at(pc.wrapping_sub(load_bias))
+                .map(str::to_owned)
+        };
+        let mut session = Session {
+            args,
+            target,
+            collector,
+            sched_layout,
+            names: Names {
+                reasons: &binary.wait_reasons,
+                function_at: &function_at,
+            },
+            outputs,
+            clock: Clock::measure(),
+            signals: SignalPairing::default(),
+            attached_at: Instant::now(),
+        };
+        let result = runtime.block_on(session.run(stop));
+        drop(probes); // detach before printing the end of the session
+        self.finish(session.outputs.close(), result?)
+    }
+
+    /// Prints how the image ended and its summary; keeps the recording.
+    fn finish(&self, closed: Closed, ended: Ended) -> Result<End> {
+        match &ended.how {
+            How::TargetExited => eprintln!("gobpf-sched: process {} exited", self.target.pid),
+            How::Exec(new_exe) => closed.printer.exec(new_exe)?,
+            How::Stopped => {}
+        }
+        closed.printer.summary(&ended.total, ended.duration_ns)?;
+        if let (Some(recorder), Some(path)) = (closed.recorder, self.record) {
+            let written = format!(
+                "{} run slices, {} syscalls, {} parks, {} preemptions",
+                recorder.run_slices, recorder.syscall_slices, recorder.parks, recorder.preemptions
+            );
+            recorder.keep()?;
+            eprintln!(
+                "gobpf-sched: recorded {written} to {} (open it in https://ui.perfetto.dev)",
+                path.display()
+            );
+        }
+        if let Some(failure) = closed.recording_failed {
+            return Err(failure);
+        }
+        Ok(match ended.how {
+            How::Exec(new_exe) => End::Exec(new_exe),
+            How::Stopped | How::TargetExited => End::Done,
+        })
+    }
+
+    /// Loads and attaches the probes the facets need; returns them and how many
+    /// uprobes there are.
+    fn attach(&self, args: &AttachArgs, facets: &[Facet]) -> Result<(Probes, usize)> {
+        let (target, binary) = (self.target, self.binary);
         // Reads code from the executable again: the target may be gone by now.
-        let plan = probes::plan(binary, &facets).map_err(|e| target.explain(e))?;
+        let plan = probes::plan(binary, facets).map_err(|e| target.explain(e))?;
         // A recording needs every transition, like --events.
         let stream_events = args.events || self.record.is_some();
-        let mut probes = probes::attach(
+        let probes = probes::attach(
             target,
             binary,
             &plan,
-            &facets,
+            facets,
             self.signal_offsets,
             stream_events,
         )
         .map_err(|e| target.explain(e))?;
-        let collector = Collector::new(&mut probes.ebpf, args.top)?;
         if args.verbose {
             for probe in &plan {
                 eprintln!(
@@ -271,202 +359,19 @@ impl Image<'_> {
                 binary.symbols_from, binary.layout_from, binary.offsets
             );
         }
-        let header = Header {
-            pid: target.pid,
-            go_version: binary.build.go_version.clone(),
-            facets: facets.clone(),
-        };
-        let sched_layout = SchedLayout::new(binary, load_bias);
-        let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
-        // --events prints lines: it asks for a log, not a screen.
-        let live_screen =
-            !args.json && !args.plain && !args.events && std::io::stdout().is_terminal();
-        if let Some(note) = &sched_note
-            && !live_screen
-        {
-            eprintln!("gobpf-sched: no run-queue state: {note}");
-        }
-        let sched_layout = sched_layout.ok();
-        let attached_at = Instant::now();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // Ctrl-C and SIGTERM are handled from here on, before the user is told.
-        let _context = runtime.enter();
-        let stop_signals = StopSignals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        };
-        let exporter = match args.prometheus {
-            Some(address) => {
-                let live = sched_layout.clone().map(|layout| (target.pid, layout));
-                let exporter = runtime.block_on(Exporter::start(address, live))?;
-                eprintln!(
-                    "gobpf-sched: Prometheus metrics on http://{}/metrics",
-                    exporter.address
-                );
-                Some(exporter)
-            }
-            None => None,
-        };
-        let recorder = match self.record {
-            Some(path) => Some(Recorder::create(
-                path,
-                args.force,
-                target.pid,
-                &self.shown_as,
-            )?),
-            None => None,
-        };
-        eprintln!(
-            "gobpf-sched: attached to {}, {}: {} uprobes{} in {} ms. Ctrl-C to stop.",
-            self.shown_as,
-            binary.build.go_version,
-            plan.len(),
-            if facets.contains(&Facet::Preemptions) {
-                " + SIGURG tracepoint"
-            } else {
-                ""
-            },
-            started.elapsed().as_millis()
-        );
-        let format = if args.json {
-            Format::Json
-        } else {
-            Format::Text
-        };
-        let display = if live_screen {
-            Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
-        } else {
-            Display::Lines(Printer::new(format, header.clone()))
-        };
-
-        let function_at = |pc: u64| {
-            binary
-                .function_at(pc.wrapping_sub(load_bias))
-                .map(str::to_owned)
-        };
-        let names = Names {
-            reasons: &binary.wait_reasons,
-            function_at: &function_at,
-        };
-        let mut outputs = Outputs {
-            display,
-            exporter,
-            recorder,
-            recording_failed: None,
-            print_transitions: args.events,
-        };
-        let result = runtime.block_on(watch(
-            args,
-            target,
-            collector,
-            sched_layout.as_ref(),
-            &names,
-            &mut outputs,
-            attached_at,
-            stop_signals,
-        ));
-        drop(probes); // detach before printing the end of the session
-        // The screen is restored before anything is printed on the normal one.
-        let Outputs {
-            display,
-            recorder,
-            recording_failed,
-            ..
-        } = outputs;
-        drop(display);
-        let ended = result?;
-        let printer = Printer::new(format, header);
-        match &ended.how {
-            How::TargetExited => eprintln!("gobpf-sched: process {} exited", target.pid),
-            How::Exec(new_exe) => printer.exec(new_exe)?,
-            How::Stopped => {}
-        }
-        printer.summary(&ended.total, ended.duration_ns)?;
-        if let (Some(recorder), Some(path)) = (recorder, self.record) {
-            let written = format!(
-                "{} run slices, {} syscalls, {} parks, {} preemptions",
-                recorder.run_slices, recorder.syscall_slices, recorder.parks, recorder.preemptions
-            );
-            recorder.keep()?;
-            eprintln!(
-                "gobpf-sched: recorded {written} to {} (open it in https://ui.perfetto.dev)",
-                path.display()
-            );
-        }
-        if let Some(failure) = recording_failed {
-            return Err(failure);
-        }
-        Ok(match ended.how {
-            How::Exec(new_exe) => End::Exec(new_exe),
-            How::Stopped | How::TargetExited => End::Done,
-        })
+        Ok((probes, plan.len()))
     }
 }
 
-/// Where the numbers go.
-enum Display {
-    Lines(Printer),
-    Screen(Box<Tui>),
-}
-
-struct Outputs {
-    display: Display,
-    exporter: Option<Exporter>,
-    recorder: Option<Recorder>,
-    /// Why the recording stopped early (a full disk): reported after the summary.
-    recording_failed: Option<anyhow::Error>,
-    /// `--events`: print each transition.
-    print_transitions: bool,
-}
-
-impl Outputs {
-    fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
-        match &mut self.display {
-            Display::Lines(printer) => printer.preemption(preemption)?,
-            Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
-        }
-        if let Some(recorder) = &mut self.recorder {
-            recorder.preemption(preemption);
-        }
-        Ok(())
+/// `--only`, sorted and without repeats; everything when not given.
+fn watched_facets(args: &AttachArgs) -> Vec<Facet> {
+    if args.only.is_empty() {
+        return Facet::ALL.to_vec();
     }
-
-    fn transition(&mut self, event: &Event, clock: &Clock, names: &Names<'_>) -> Result<()> {
-        if self.print_transitions
-            && let Display::Lines(printer) = &self.display
-        {
-            printer.transition(event, clock, names)?;
-        }
-        if let Some(recorder) = &mut self.recorder {
-            recorder.event(event);
-        }
-        Ok(())
-    }
-
-    /// Runs a write to the recording. A failure (a full disk) ends the recording,
-    /// not the session: what was written is kept, and the error is reported after
-    /// the summary.
-    fn record(&mut self, write: impl FnOnce(&mut Recorder) -> Result<()>) {
-        let Some(recorder) = &mut self.recorder else {
-            return;
-        };
-        if let Err(error) = write(recorder) {
-            let recorder = self.recorder.take().expect("checked above");
-            let path = recorder.path().display().to_string();
-            let kept = recorder.keep_incomplete();
-            let error = error.context(format!(
-                "cannot write the recording {path}; recording stopped{}",
-                match kept {
-                    Ok(()) => " (what was written is kept)".to_owned(),
-                    Err(e) => format!(" and not kept ({e:#})"),
-                }
-            ));
-            eprintln!("gobpf-sched: {error:#}");
-            self.recording_failed = Some(error);
-        }
-    }
+    let mut facets = args.only.clone();
+    facets.sort();
+    facets.dedup();
+    facets
 }
 
 /// How often the ring buffer is drained (the probes never wake us up).
@@ -479,171 +384,139 @@ struct StopSignals {
     terminate: tokio::signal::unix::Signal,
 }
 
-/// Hands the drained records to the outputs: each SIGURG once resolved (with
-/// where it landed and what it did), every transition as it comes.
-fn dispatch(
-    events: Vec<Event>,
-    outputs: &mut Outputs,
-    signals: &mut SignalPairing,
-    now_ns: u64,
-    clock: &Clock,
-    names: &Names<'_>,
-) -> Result<()> {
-    for preemption in signals.resolve(&events, now_ns, clock, names) {
-        outputs.preemption(&preemption)?;
-    }
-    for event in &events {
-        if !matches!(
-            event.kind,
-            event_kind::PREEMPT | event_kind::PREEMPT_LANDED | event_kind::GC_SUSPENDED
-        ) {
-            outputs.transition(event, clock, names)?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes the recorded transitions, naming goroutines from the latest snapshot.
-fn flush_recording(
-    recorder: &mut Recorder,
-    snapshot: &Snapshot,
-    names: &Names<'_>,
-    finish_at: Option<u64>,
-) -> Result<()> {
-    let start_function = |goid: u64| {
-        snapshot
-            .goroutines
-            .get(&goid)
-            .filter(|g| g.start_pc != 0)
-            .and_then(|g| (names.function_at)(g.start_pc))
-    };
-    let reason = |reason: u64| wait_reasons::name(names.reasons, reason as usize);
-    let naming = Naming {
-        start_function: &start_function,
-        reason: &reason,
-    };
-    match finish_at {
-        Some(ts) => recorder.finish(ts, &naming),
-        None => recorder.flush(&naming),
-    }
-}
-
-/// Runs until a stop.
-#[allow(clippy::too_many_arguments)]
-async fn watch(
-    args: &AttachArgs,
-    target: &Target,
-    mut collector: Collector,
-    sched_layout: Option<&SchedLayout>,
-    names: &Names<'_>,
-    outputs: &mut Outputs,
+/// The loop of one image: what it reads from, how it names, where it reports.
+struct Session<'a> {
+    args: &'a AttachArgs,
+    target: &'a Target,
+    collector: Collector,
+    sched_layout: Option<SchedLayout>,
+    names: Names<'a>,
+    outputs: Outputs,
+    clock: Clock,
+    signals: SignalPairing,
     attached_at: Instant,
-    mut stop: StopSignals,
-) -> Result<Ended> {
-    let clock = Clock::measure();
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::from_std(attached_at + d));
-    let mut drain = tokio::time::interval(if args.events || args.record.is_some() {
-        DRAIN_EVENTS_EVERY
-    } else {
-        DRAIN_EVERY
-    });
-    let mut report = tokio::time::interval(args.interval);
-    report.tick().await; // the first tick is immediate
-    let mut previous = Snapshot::default();
-    let mut previous_at = Instant::now();
-    let mut how = How::Stopped;
-    let mut signals = SignalPairing::default();
-    let now = || read_clock(libc::CLOCK_MONOTONIC);
-    let read_sched = || -> Option<SchedState> {
-        sched_layout.and_then(|layout| sched_state::read(target.pid, layout).ok())
-    };
-    if let Display::Screen(screen) = &mut outputs.display {
-        let none = Stats::default();
-        screen.update(&none, 0, &none, read_sched(), 0);
-        screen.draw()?;
-    }
-    loop {
-        tokio::select! {
-            _ = stop.interrupt.recv() => break,
-            _ = stop.terminate.recv() => break,
-            _ = sleep_until(deadline) => break,
-            _ = drain.tick() => {
-                dispatch(collector.drain_events(), outputs, &mut signals, now(), &clock, names)?;
-                if let Display::Screen(screen) = &mut outputs.display
-                    && let Key::Quit = screen.keys()?
-                {
-                    break;
+}
+
+impl Session<'_> {
+    /// Runs until a stop; returns the whole-run totals.
+    async fn run(&mut self, mut stop: StopSignals) -> Result<Ended> {
+        let deadline = self
+            .args
+            .duration
+            .map(|d| tokio::time::Instant::from_std(self.attached_at + d));
+        let mut drain = tokio::time::interval(if self.args.events || self.args.record.is_some() {
+            DRAIN_EVENTS_EVERY
+        } else {
+            DRAIN_EVERY
+        });
+        let mut report = tokio::time::interval(self.args.interval);
+        report.tick().await; // the first tick is immediate
+        let mut previous = (Snapshot::default(), Instant::now());
+        let sched = self.read_sched();
+        self.outputs.first_screen(sched)?;
+        let how = loop {
+            tokio::select! {
+                _ = stop.interrupt.recv() => break How::Stopped,
+                _ = stop.terminate.recv() => break How::Stopped,
+                _ = sleep_until(deadline) => break How::Stopped,
+                _ = drain.tick() => {
+                    self.dispatch(monotonic_now())?;
+                    if let Some(how) = self.ended()? {
+                        break how;
+                    }
                 }
-                if !target.is_alive() {
-                    how = How::TargetExited;
-                    break;
-                }
-                if collector.counters()?[counter::EXECS as usize] > 0 {
-                    how = How::Exec(target.exe_name().unwrap_or_else(|e| format!("? ({e:#})")));
-                    break;
+                _ = report.tick() => {
+                    self.dispatch(monotonic_now())?;
+                    previous = self.report(previous)?;
                 }
             }
-            _ = report.tick() => {
-                dispatch(collector.drain_events(), outputs, &mut signals, now(), &clock, names)?;
-                let now = collector.snapshot()?;
-                let stats = Stats::between(&previous, &now, names, args.top);
-                let sched = read_sched();
-                let interval_ns = previous_at.elapsed().as_nanos() as u64;
-                let need_totals = outputs.exporter.is_some()
-                    || matches!(outputs.display, Display::Screen(_));
-                let totals = if need_totals {
-                    Stats::between(&Snapshot::default(), &now, names, args.top)
-                } else {
-                    Stats::default()
-                };
-                match &mut outputs.display {
-                    Display::Lines(printer) => printer.interval(
-                        &stats,
-                        sched.as_ref(),
-                        clock.now_unix_ns(),
-                        interval_ns,
-                    )?,
-                    Display::Screen(screen) => {
-                        let elapsed = attached_at.elapsed().as_nanos() as u64;
-                        screen.update(&stats, interval_ns, &totals, sched.clone(), elapsed);
-                        screen.draw()?;
-                    }
-                }
-                if let Some(exporter) = &outputs.exporter {
-                    exporter.update(&totals);
-                }
-                outputs.record(|recorder| {
-                    if let Some(state) = &sched {
-                        recorder.sched_state(read_clock(libc::CLOCK_MONOTONIC), state)?;
-                    }
-                    flush_recording(recorder, &now, names, None)
-                });
-                previous = now;
-                previous_at = Instant::now();
+        };
+        self.dispatch(u64::MAX)?;
+        let last = self.collector.snapshot()?;
+        self.outputs
+            .finish_recording(monotonic_now(), &self.names, &last);
+        Ok(Ended {
+            total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
+            duration_ns: self.attached_at.elapsed().as_nanos() as u64,
+            how,
+        })
+    }
+
+    /// `q` on the screen, the target's exit or exec.
+    fn ended(&mut self) -> Result<Option<How>> {
+        if self.outputs.quit_pressed()? {
+            return Ok(Some(How::Stopped));
+        }
+        if !self.target.is_alive() {
+            return Ok(Some(How::TargetExited));
+        }
+        if self.collector.counters()?[counter::EXECS as usize] > 0 {
+            let exe = self
+                .target
+                .exe_name()
+                .unwrap_or_else(|e| format!("? ({e:#})"));
+            return Ok(Some(How::Exec(exe)));
+        }
+        Ok(None)
+    }
+
+    /// Hands the drained records to the outputs: each SIGURG once resolved (with
+    /// where it landed and what it did, `stats::signals`), every transition as it
+    /// comes. `now_ns`: u64::MAX at the end resolves every signal.
+    fn dispatch(&mut self, now_ns: u64) -> Result<()> {
+        let events: Vec<Event> = self.collector.drain_events();
+        for preemption in self
+            .signals
+            .resolve(&events, now_ns, &self.clock, &self.names)
+        {
+            self.outputs.preemption(&preemption)?;
+        }
+        for event in &events {
+            if !matches!(
+                event.kind,
+                event_kind::PREEMPT | event_kind::PREEMPT_LANDED | event_kind::GC_SUSPENDED
+            ) {
+                self.outputs.transition(event, &self.clock, &self.names)?;
             }
         }
+        Ok(())
     }
-    dispatch(
-        collector.drain_events(),
-        outputs,
-        &mut signals,
-        u64::MAX,
-        &clock,
-        names,
-    )?;
-    let last = collector.snapshot()?;
-    outputs.record(|recorder| {
-        let end = read_clock(libc::CLOCK_MONOTONIC);
-        flush_recording(recorder, &last, names, Some(end))
-    });
-    let total = Stats::between(&Snapshot::default(), &last, names, args.top);
-    Ok(Ended {
-        total,
-        duration_ns: attached_at.elapsed().as_nanos() as u64,
-        how,
-    })
+
+    /// One interval: what changed since `previous` (a snapshot and when it was
+    /// taken), to every output; returns this interval's snapshot.
+    fn report(&mut self, previous: (Snapshot, Instant)) -> Result<(Snapshot, Instant)> {
+        let (before, before_at) = previous;
+        let now = self.collector.snapshot()?;
+        let top = self.args.top;
+        let stats = Stats::between(&before, &now, &self.names, top);
+        let totals = if self.outputs.need_totals() {
+            Stats::between(&Snapshot::default(), &now, &self.names, top)
+        } else {
+            Stats::default()
+        };
+        let sched = self.read_sched();
+        let report = Report {
+            stats: &stats,
+            totals: &totals,
+            sched: sched.as_ref(),
+            snapshot: &now,
+            unix_ns: self.clock.now_unix_ns(),
+            monotonic_ns: monotonic_now(),
+            interval_ns: before_at.elapsed().as_nanos() as u64,
+            elapsed_ns: self.attached_at.elapsed().as_nanos() as u64,
+        };
+        self.outputs.interval(&report, &self.names)?;
+        Ok((now, Instant::now()))
+    }
+
+    fn read_sched(&self) -> Option<SchedState> {
+        let layout = self.sched_layout.as_ref()?;
+        runtime_memory::read(self.target.pid, layout).ok()
+    }
+}
+
+fn monotonic_now() -> u64 {
+    read_clock(libc::CLOCK_MONOTONIC)
 }
 
 /// How a session ended.

@@ -21,7 +21,7 @@ use crate::{
 
 /// The cargo-fuzz release verified with this machine kind's nightly.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
-/// The runtime structs the observer reads from DWARF (`binary::WANTED_MEMBERS`):
+/// The runtime structs the observer reads from DWARF (`binary::fields::ALL`):
 /// the DWARF seeds start at their entries.
 const DWARF_STRUCTS: &[&str] = &[
     "runtime.g",

@@ -248,7 +248,9 @@ pub mod signal_frame {
     pub const RIP: u64 = MCONTEXT + 16 * 8;
 }
 
-/// Kinds of ring-buffer records. Only PREEMPT is sent unless `--events` asks.
+/// Kinds of ring-buffer records. The SIGURG ones (PREEMPT, PREEMPT_LANDED,
+/// PREEMPTED, GC_SUSPENDED) are always sent; the transitions only when
+/// `--events` or `--record` asks (`Config::stream_events`).
 pub mod event_kind {
     /// Async preemption: the runtime sent SIGURG to one of its threads.
     /// `value`: how long `goid` had been running.
@@ -301,6 +303,25 @@ pub struct Event {
     /// Bits of [`event_flags`].
     pub flags: u32,
     pub _pad: u32,
+}
+
+impl Event {
+    /// A record of `kind` about thread `tid` at `ts_ns`; M and P unknown (-1),
+    /// no sender, no flags.
+    pub const fn new(kind: u32, tid: u32, ts_ns: u64, goid: u64, value: u64) -> Self {
+        Self {
+            kind,
+            tid,
+            ts_ns,
+            goid,
+            value,
+            m_id: -1,
+            p_id: -1,
+            sender_tid: 0,
+            flags: 0,
+            _pad: 0,
+        }
+    }
 }
 
 /// Bits of [`Event::flags`].

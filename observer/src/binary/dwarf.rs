@@ -6,13 +6,11 @@ use anyhow::{Context, Result, ensure};
 use gimli::{EndianSlice, LittleEndian};
 use object::{CompressedData, CompressionFormat, Object, ObjectSection};
 
-/// `wanted` lists struct names with the members to find, e.g.
-/// `("runtime.g", &["goid", "m"])`. Returns `"runtime.g.goid" → offset` for each
-/// member found; callers decide what is missing.
-pub fn member_offsets(
-    file: &object::File<'_>,
-    wanted: &[(&str, &[&str])],
-) -> Result<BTreeMap<String, u64>> {
+use crate::binary::fields::Field;
+
+/// Finds the `wanted` members (see `fields`). Returns `"runtime.g.goid" → offset`
+/// for each member found; callers decide what is missing.
+pub fn member_offsets(file: &object::File<'_>, wanted: &[Field]) -> Result<BTreeMap<String, u64>> {
     // Go compresses its DWARF (SHF_COMPRESSED).
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>> {
         match file.section_by_name(id.name()) {
@@ -25,7 +23,10 @@ pub fn member_offsets(
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
 
     let mut found = BTreeMap::new();
-    let mut structs_left = wanted.len();
+    let mut structs: Vec<&str> = wanted.iter().map(|f| f.strukt).collect();
+    structs.sort_unstable();
+    structs.dedup();
+    let mut structs_left = structs.len();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
@@ -42,10 +43,7 @@ pub fn member_offsets(
                 continue;
             };
             let name = dwarf.attr_string(&unit, name)?;
-            let Some((struct_name, members)) = wanted
-                .iter()
-                .find(|(wanted_name, _)| wanted_name.as_bytes() == name.slice())
-            else {
+            let Some(&struct_name) = structs.iter().find(|s| s.as_bytes() == name.slice()) else {
                 continue;
             };
             let mut fields = child.children();
@@ -62,9 +60,10 @@ pub fn member_offsets(
                 };
                 let field_name = dwarf.attr_string(&unit, field_name)?;
                 let field_name = String::from_utf8_lossy(field_name.slice());
-                if members.contains(&field_name.as_ref())
-                    && let Some(offset) = location.udata_value()
-                {
+                let wanted_here = wanted
+                    .iter()
+                    .any(|f| f.strukt == struct_name && f.member == field_name);
+                if wanted_here && let Some(offset) = location.udata_value() {
                     found.insert(format!("{struct_name}.{field_name}"), offset);
                 }
             }

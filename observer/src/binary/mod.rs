@@ -10,6 +10,7 @@
 pub mod buildinfo;
 pub mod contents;
 pub mod dwarf;
+pub mod fields;
 pub mod image;
 pub mod layouts;
 pub mod pclntab;
@@ -23,6 +24,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use fields::Field;
 use gobpf_sched_common::GoOffsets;
 use image::{Image, Segment};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
@@ -33,52 +35,6 @@ pub use buildinfo::BuildInfo;
 /// Go versions this release supports: register ABI, `gopark`'s reason in the third
 /// argument, and tested (Go 1.20 has no toolchain here: it works from DWARF only).
 pub const SUPPORTED_GO: std::ops::RangeInclusive<(u32, u32)> = (1, 19)..=(1, 27);
-
-/// Runtime struct members recorded (DWARF and table). The probes need those in
-/// `GoOffsets`; the others describe scheduler state read from memory by later features,
-/// and are recorded now so the table need not be regenerated for them.
-pub const WANTED_MEMBERS: &[(&str, &[&str])] = &[
-    (
-        "runtime.g",
-        &[
-            "goid",
-            "m",
-            "atomicstatus",
-            "waitreason",
-            "startpc",
-            "gopc",
-            "asyncSafePoint",
-        ],
-    ),
-    ("runtime.m", &["id", "procid", "p", "curg", "spinning"]),
-    (
-        "runtime.p",
-        &[
-            "id",
-            "status",
-            "runqhead",
-            "runqtail",
-            "runnext",
-            "schedtick",
-        ],
-    ),
-    (
-        "runtime.schedt",
-        &[
-            "runq",
-            "runqsize",
-            "npidle",
-            "nmspinning",
-            "nmidle",
-            "mnext",
-            "nmfreed",
-        ],
-    ),
-    // Go 1.25+ keeps the global run-queue length in sched.runq.size.
-    ("runtime.gQueue", &["size"]),
-    // To find where code starts in a stripped binary (see `text_start`).
-    ("runtime.moduledata", &["pcHeader", "funcnametab", "text"]),
-];
 
 /// Where the function addresses came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,6 +150,8 @@ impl GoBinary {
     }
 
     /// Like [`GoBinary::open`] on bytes already read from `path`.
+    // Long: it gathers every fact in turn, each from its preferred source or its
+    // fallback (the helpers below do the reading); the struct literal is half of it.
     pub fn parse(path: &Path, data: &[u8], shown_as: &str) -> Result<Self> {
         contents::check_whole(data, shown_as)?;
         let file = object::File::parse(data)
@@ -225,39 +183,16 @@ impl GoBinary {
         let symtab = symtab_symbols(&file);
         let has_dwarf = dwarf::has_debug_info(&file);
         let (layout_from, struct_offsets, wait_reasons) = if has_dwarf {
-            let offsets = dwarf::member_offsets(&file, WANTED_MEMBERS)
-                .with_context(|| format!("cannot read the DWARF of {shown_as}"))?;
-            let reasons = match symtab.get("runtime.waitReasonStrings") {
-                Some(table) => image
-                    .go_strings(table.address, table.size / 16)
-                    .with_context(|| format!("cannot read wait reasons of {shown_as}"))?,
-                None => bail!("{shown_as} has DWARF but no runtime.waitReasonStrings symbol"),
-            };
-            (LayoutSource::Dwarf, offsets, reasons)
+            dwarf_layout(&file, &image, &symtab, shown_as)?
         } else {
-            let Some(layout) = layouts::for_version(version) else {
-                bail!(
-                    "{shown_as} is built with {go} without DWARF, and {go} is not in the \
-                     offsets table (it has {}): rebuild without -w or -s, or add the version \
-                     with `cargo xtask offsets`",
-                    layouts::listed_versions()
-                );
-            };
-            (
-                LayoutSource::Table {
-                    version: layouts::key(version),
-                    toolchain: layout.toolchain.clone(),
-                },
-                layout.struct_offsets.clone(),
-                layout.wait_reasons.clone(),
-            )
+            table_layout(version, go, shown_as)?
         };
         let symtab_functions: HashMap<String, u64> = symtab
             .iter()
             .filter(|(_, s)| s.is_function)
             .map(|(name, s)| (name.clone(), s.address))
             .collect();
-        let moduledata_text = struct_offsets.get("runtime.moduledata.text").copied();
+        let moduledata_text = fields::MODULEDATA_TEXT.offset_in(&struct_offsets);
         let (all_functions, text_end) = pclntab::all_functions(&image, moduledata_text)
             .with_context(|| format!("cannot read the function table of {shown_as} ({go})"))?;
         let pclntab_function_count = all_functions.len();
@@ -362,6 +297,47 @@ impl GoBinary {
     }
 }
 
+/// Struct offsets, and wait-reason names: what a layout is made of.
+type Layout = (LayoutSource, BTreeMap<String, u64>, Vec<String>);
+
+/// The layout from the binary's own DWARF and symbol table.
+fn dwarf_layout(
+    file: &object::File<'_>,
+    image: &Image<'_, '_>,
+    symtab: &HashMap<String, SymtabSymbol>,
+    shown_as: &str,
+) -> Result<Layout> {
+    let offsets = dwarf::member_offsets(file, fields::ALL)
+        .with_context(|| format!("cannot read the DWARF of {shown_as}"))?;
+    let reasons = match symtab.get("runtime.waitReasonStrings") {
+        Some(table) => image
+            .go_strings(table.address, table.size / 16)
+            .with_context(|| format!("cannot read wait reasons of {shown_as}"))?,
+        None => bail!("{shown_as} has DWARF but no runtime.waitReasonStrings symbol"),
+    };
+    Ok((LayoutSource::Dwarf, offsets, reasons))
+}
+
+/// The layout from the generated table, for a binary without DWARF.
+fn table_layout(version: (u32, u32), go: &str, shown_as: &str) -> Result<Layout> {
+    let Some(layout) = layouts::for_version(version) else {
+        bail!(
+            "{shown_as} is built with {go} without DWARF, and {go} is not in the \
+             offsets table (it has {}): rebuild without -w or -s, or add the version \
+             with `cargo xtask offsets`",
+            layouts::listed_versions()
+        );
+    };
+    Ok((
+        LayoutSource::Table {
+            version: layouts::key(version),
+            toolchain: layout.toolchain.clone(),
+        },
+        layout.struct_offsets.clone(),
+        layout.wait_reasons.clone(),
+    ))
+}
+
 fn check_supported(
     file: &object::File<'_>,
     go_version: &str,
@@ -413,21 +389,20 @@ fn symtab_symbols(file: &object::File<'_>) -> HashMap<String, SymtabSymbol> {
 }
 
 fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
-    let get = |key: &str| {
-        found
-            .get(key)
-            .copied()
-            .with_context(|| format!("no member {key}"))
+    let get = |field: Field| {
+        field
+            .offset_in(found)
+            .with_context(|| format!("no member {}", field.key()))
     };
     Ok(GoOffsets {
-        g_goid: get("runtime.g.goid")?,
-        g_m: get("runtime.g.m")?,
-        m_id: get("runtime.m.id")?,
-        m_procid: get("runtime.m.procid")?,
-        m_p: get("runtime.m.p")?,
-        p_id: get("runtime.p.id")?,
-        g_waitreason: get("runtime.g.waitreason")?,
-        g_startpc: get("runtime.g.startpc")?,
-        g_async_safe_point: get("runtime.g.asyncSafePoint")?,
+        g_goid: get(fields::G_GOID)?,
+        g_m: get(fields::G_M)?,
+        m_id: get(fields::M_ID)?,
+        m_procid: get(fields::M_PROCID)?,
+        m_p: get(fields::M_P)?,
+        p_id: get(fields::P_ID)?,
+        g_waitreason: get(fields::G_WAITREASON)?,
+        g_startpc: get(fields::G_STARTPC)?,
+        g_async_safe_point: get(fields::G_ASYNC_SAFE_POINT)?,
     })
 }

@@ -14,32 +14,26 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
+use crate::binary::fields;
+
 /// `schedt` fields schedtrace reads, as offsets; at least this many of them
 /// must line up for an answer.
 const MIN_FIELDS_MATCHED: usize = 4;
 
-/// Offset in `schedt` of the global run-queue length: `runqsize` up to Go 1.24,
-/// `runq.size` from 1.25.
-pub fn runq_size_offset(struct_offsets: &BTreeMap<String, u64>) -> Option<u64> {
-    struct_offsets
-        .get("runtime.schedt.runqsize")
-        .copied()
-        .or_else(|| {
-            Some(
-                struct_offsets.get("runtime.schedt.runq")?
-                    + struct_offsets.get("runtime.gQueue.size")?,
-            )
-        })
-}
-
 /// Offsets of the `schedt` fields schedtrace reads.
 pub fn schedtrace_fields(struct_offsets: &BTreeMap<String, u64>) -> Vec<u64> {
-    let mut fields: Vec<u64> = ["npidle", "nmspinning", "nmidle", "mnext", "nmfreed"]
-        .iter()
-        .filter_map(|f| struct_offsets.get(&format!("runtime.schedt.{f}")).copied())
-        .collect();
-    fields.extend(runq_size_offset(struct_offsets));
-    fields
+    let mut offsets: Vec<u64> = [
+        fields::SCHED_NPIDLE,
+        fields::SCHED_NMSPINNING,
+        fields::SCHED_NMIDLE,
+        fields::SCHED_MNEXT,
+        fields::SCHED_NMFREED,
+    ]
+    .iter()
+    .filter_map(|f| f.offset_in(struct_offsets))
+    .collect();
+    offsets.extend(fields::runq_size_offset(struct_offsets));
+    offsets
 }
 
 /// Memory the code at link-time `address` reads through RIP-relative operands:

@@ -431,7 +431,15 @@ pub fn traced_run(
     observer_args: &[&str],
     what: &str,
 ) -> (String, Finished, Value) {
-    let mut fixture = Fixture::spawn(binary, args);
+    traced_fixture(Fixture::spawn(binary, args), observer_args, what)
+}
+
+/// Like [`traced_run`], for a fixture already started some other way.
+pub fn traced_fixture(
+    mut fixture: Fixture,
+    observer_args: &[&str],
+    what: &str,
+) -> (String, Finished, Value) {
     let observer = Observer::attach(fixture.pid(), observer_args);
     fixture.start();
     let (status, output) = fixture.finish();
@@ -441,6 +449,16 @@ pub fn traced_run(
     let summary = run.only("summary");
     assert_eq!(count(&summary, "dropped"), 0, "{what}: events dropped");
     (output, run, summary)
+}
+
+/// The sum of a JSON histogram's counts.
+pub fn histogram_total(histogram: &Value) -> u64 {
+    histogram
+        .as_array()
+        .expect("a histogram")
+        .iter()
+        .map(|b| count(b, "count"))
+        .sum()
 }
 
 /// A count from a JSON object, 0 when absent.

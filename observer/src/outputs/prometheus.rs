@@ -25,8 +25,11 @@ use prometheus_client::{
 };
 
 use crate::{
-    aggregate::{Bucket, Stats},
-    sched_state::{self, SchedLayout},
+    sources::runtime_memory::{self, SchedLayout},
+    stats::{
+        aggregate::{Bucket, Stats},
+        sched::{P_STATUSES, SchedState},
+    },
 };
 
 /// Histogram bucket bounds: log2 steps of the kernel's histograms, 1 µs to ~17 s.
@@ -204,6 +207,8 @@ fn labelled_counter<'a>(
 }
 
 impl Collector for SchedulerCollector {
+    // A flat list, one descriptor per metric in the README's order: long, but
+    // each metric reads in one place.
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let totals = match self.exported.lock() {
             Ok(exported) => exported.totals.clone(),
@@ -345,60 +350,65 @@ impl Collector for SchedulerCollector {
         let Some((pid, layout)) = &self.live else {
             return Ok(());
         };
-        let Ok(state) = sched_state::read(*pid, layout) else {
+        let Ok(state) = runtime_memory::read(*pid, layout) else {
             return Ok(()); // the target is gone: no gauges rather than stale ones
         };
-        gauge(
-            e,
-            "gomaxprocs",
-            "Ps (GOMAXPROCS)",
-            i64::from(state.gomaxprocs),
-        )?;
-        gauge(e, "idle_procs", "Idle Ps", i64::from(state.idle_procs))?;
-        gauge(
-            e,
-            "threads",
-            "Ms (OS threads) alive",
-            state.threads.min(i64::MAX as u64) as i64,
-        )?;
-        gauge(
-            e,
-            "spinning_threads",
-            "Ms spinning, looking for work",
-            i64::from(state.spinning_threads),
-        )?;
-        gauge(e, "idle_threads", "Idle Ms", i64::from(state.idle_threads))?;
-        gauge(
-            e,
-            "global_runq_length",
-            "Goroutines in the global run queue",
-            i64::from(state.global_runq),
-        )?;
-        gauge(
-            e,
-            "state_approximate",
-            "1 when the last read of the scheduler state was torn (values clamped)",
-            i64::from(state.approximate),
-        )?;
-        let name = format!("{PREFIX}local_runq_length");
-        let mut metric = e.encode_descriptor(
-            &name,
-            "Goroutines in each P's local run queue (runnext included)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &state.procs {
-            let labels = [("p".to_owned(), p.id.to_string())];
-            ConstGauge::new(i64::from(p.runq) + i64::from(p.runnext))
-                .encode(metric.encode_family(&labels)?)?;
-        }
-        let name = format!("{PREFIX}procs");
-        let mut metric = e.encode_descriptor(&name, "Ps by status", None, MetricType::Gauge)?;
-        for status in ["idle", "running", "syscall", "gcstop", "dead"] {
-            let count = state.procs.iter().filter(|p| p.status == status).count();
-            let labels = [("status".to_owned(), status.to_owned())];
-            ConstGauge::new(count as i64).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
+        encode_sched_state(e, &state)
     }
+}
+
+/// The scheduler state, read at the scrape: gauges.
+fn encode_sched_state(e: &mut DescriptorEncoder, state: &SchedState) -> std::fmt::Result {
+    gauge(
+        e,
+        "gomaxprocs",
+        "Ps (GOMAXPROCS)",
+        i64::from(state.gomaxprocs),
+    )?;
+    gauge(e, "idle_procs", "Idle Ps", i64::from(state.idle_procs))?;
+    gauge(
+        e,
+        "threads",
+        "Ms (OS threads) alive",
+        state.threads.min(i64::MAX as u64) as i64,
+    )?;
+    gauge(
+        e,
+        "spinning_threads",
+        "Ms spinning, looking for work",
+        i64::from(state.spinning_threads),
+    )?;
+    gauge(e, "idle_threads", "Idle Ms", i64::from(state.idle_threads))?;
+    gauge(
+        e,
+        "global_runq_length",
+        "Goroutines in the global run queue",
+        i64::from(state.global_runq),
+    )?;
+    gauge(
+        e,
+        "state_approximate",
+        "1 when the last read of the scheduler state was torn (values clamped)",
+        i64::from(state.approximate),
+    )?;
+    let name = format!("{PREFIX}local_runq_length");
+    let mut metric = e.encode_descriptor(
+        &name,
+        "Goroutines in each P's local run queue (runnext included)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in &state.procs {
+        let labels = [("p".to_owned(), p.id.to_string())];
+        ConstGauge::new(i64::from(p.queued())).encode(metric.encode_family(&labels)?)?;
+    }
+    let name = format!("{PREFIX}procs");
+    let mut metric = e.encode_descriptor(&name, "Ps by status", None, MetricType::Gauge)?;
+    // Every status, 0 included: the series stay put.
+    for status in P_STATUSES {
+        let count = state.procs.iter().filter(|p| p.status == status).count();
+        let labels = [("status".to_owned(), status.to_owned())];
+        ConstGauge::new(count as i64).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! What the machine must provide: root, uprobes, tracefs.
+//! What the machine must provide: root (CAP_BPF + CAP_PERFMON), uprobes, tracefs.
 
 use std::path::{Path, PathBuf};
 

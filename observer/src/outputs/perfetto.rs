@@ -16,13 +16,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use gobpf_sched_common::{Event, event_flags, event_kind};
+use gobpf_sched_common::{Event, GoroutineStats, event_flags, event_kind};
 use prost::Message;
 use tempfile::NamedTempFile;
 
-use crate::{
-    aggregate::{Outcome, Preemption, read_clock},
-    sched_state::SchedState,
+use crate::stats::{
+    clock::read_clock,
+    names::Names,
+    sched::SchedState,
+    signals::{Outcome, Preemption},
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -118,14 +120,6 @@ const GLOBAL_RUNQ_TRACK: u64 = 2;
 const P_TRACKS: u64 = 1 << 20;
 const P_RUNQ_TRACKS: u64 = 2 << 20;
 const M_TRACKS: u64 = 1 << 32;
-
-/// Names of what a record refers to by number.
-pub struct Naming<'a> {
-    /// goid → the function it was started with.
-    pub start_function: &'a dyn Fn(u64) -> Option<String>,
-    /// Wait-reason names.
-    pub reason: &'a dyn Fn(u64) -> String,
-}
 
 pub struct Recorder {
     /// A new file beside the recording's path, renamed to it when complete: the
@@ -223,8 +217,13 @@ impl Recorder {
         self.pending.push(*event);
     }
 
-    /// Writes the transitions kept so far.
-    pub fn flush(&mut self, naming: &Naming<'_>) -> Result<()> {
+    /// Writes the transitions kept so far, naming goroutines by their start
+    /// functions in `goroutines` (the latest snapshot).
+    pub fn flush(
+        &mut self,
+        names: &Names<'_>,
+        goroutines: &HashMap<u64, GoroutineStats>,
+    ) -> Result<()> {
         let mut events = std::mem::take(&mut self.pending);
         events.sort_by_key(|e| e.ts_ns);
         // Run records say which M a thread is: known before its track is named.
@@ -232,7 +231,7 @@ impl Recorder {
             self.m_of_tid.insert(event.tid, event.m_id);
         }
         for event in &events {
-            self.write_event(event, naming)?;
+            self.write_event(event, names, goroutines)?;
         }
         for preemption in std::mem::take(&mut self.pending_preemptions) {
             self.write_preemption(&preemption)?;
@@ -241,7 +240,13 @@ impl Recorder {
         Ok(())
     }
 
-    fn write_event(&mut self, event: &Event, naming: &Naming<'_>) -> Result<()> {
+    // One arm per kind of transition: long, but each kind is drawn in one place.
+    fn write_event(
+        &mut self,
+        event: &Event,
+        names: &Names<'_>,
+        goroutines: &HashMap<u64, GoroutineStats>,
+    ) -> Result<()> {
         let m_track = self.m_track(event.tid)?;
         // A run slice is drawn on its thread's track and on its P's.
         let p_track = match event.kind {
@@ -252,7 +257,11 @@ impl Recorder {
         };
         match event.kind {
             event_kind::RUN => {
-                let name = match (naming.start_function)(event.goid) {
+                let start_function = goroutines
+                    .get(&event.goid)
+                    .filter(|g| g.start_pc != 0)
+                    .and_then(|g| names.function(g.start_pc));
+                let name = match start_function {
                     Some(function) => format!("g{} {function}", event.goid),
                     None => format!("g{}", event.goid),
                 };
@@ -296,7 +305,7 @@ impl Recorder {
                 self.syscall_slices += 1;
             }
             event_kind::PARK => {
-                let reason = (naming.reason)(event.value);
+                let reason = names.reason(event.value);
                 let annotations = vec![
                     annotation_uint("goid", event.goid),
                     annotation_string("reason", &reason),
@@ -367,7 +376,7 @@ impl Recorder {
             if !self.described.contains(&track) {
                 self.describe(track, counter_track(track, &format!("P{} runq", p.id)))?;
             }
-            self.counter(track, ts_ns, i64::from(p.runq) + i64::from(p.runnext))?;
+            self.counter(track, ts_ns, i64::from(p.queued()))?;
         }
         Ok(())
     }
@@ -390,8 +399,13 @@ impl Recorder {
     }
 
     /// Closes the slices still open at `ts_ns` and flushes the file.
-    pub fn finish(&mut self, ts_ns: u64, naming: &Naming<'_>) -> Result<()> {
-        self.flush(naming)?;
+    pub fn finish(
+        &mut self,
+        ts_ns: u64,
+        names: &Names<'_>,
+        goroutines: &HashMap<u64, GoroutineStats>,
+    ) -> Result<()> {
+        self.flush(names, goroutines)?;
         let mut open: Vec<u64> = self.open.drain().collect();
         open.sort_unstable();
         for track in open {

@@ -21,6 +21,7 @@ use crate::{
         GoBinary,
         prologue::{self, PROLOGUE_BYTES, Placement},
     },
+    facet::Facet,
     target::Target,
 };
 
@@ -31,31 +32,6 @@ static EBPF_OBJECT: &[u8] =
 /// Ring-buffer size with `--events` (the default, for preemptions alone, is set in
 /// the kernel object: 256 KiB).
 const EVENTS_RING_BYTES: u32 = 32 << 20;
-
-/// What a session can watch; each needs its own probes, and only the probes of
-/// the watched facets are attached (`attach --only`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Facet {
-    /// Scheduling rounds and on-CPU slice lengths (`runtime.schedule`).
-    Schedule,
-    /// Goroutine lifecycle: run-queue latency, parks and blocked time by reason,
-    /// creation and exit, per-goroutine totals (`runtime.casgstatus`).
-    Goroutines,
-    /// Syscall counts and durations.
-    Syscalls,
-    /// SIGURG preemptions and where they landed.
-    Preemptions,
-}
-
-impl Facet {
-    pub const ALL: [Facet; 4] = [
-        Facet::Schedule,
-        Facet::Goroutines,
-        Facet::Syscalls,
-        Facet::Preemptions,
-    ];
-}
 
 /// Go 1.26 moved syscall entry and exit off casgstatus: from then on syscalls
 /// need their own probes; before, the casgstatus probe sees them (2 fewer hits

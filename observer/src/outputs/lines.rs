@@ -8,25 +8,23 @@ use serde_json::json;
 use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
-    aggregate::{Bucket, Clock, Names, Outcome, Preemption, Stats, quantile_bound},
-    probes::Facet,
-    sched_state::SchedState,
-    wait_reasons,
+    facet::Facet,
+    outputs::format::{
+        Header, by_value_descending, duration, p99_or_dash, preemption_line, time_of_day,
+    },
+    stats::{
+        aggregate::{Bucket, Stats},
+        clock::Clock,
+        names::Names,
+        sched::SchedState,
+        signals::{Outcome, Preemption},
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
-}
-
-/// Facts about the session printed with every report.
-#[derive(Debug, Clone)]
-pub struct Header {
-    pub pid: u32,
-    pub go_version: String,
-    /// What the attached probes see; the rest is not shown.
-    pub facets: Vec<Facet>,
 }
 
 /// Goroutines whose own run-queue latency histogram the summary draws.
@@ -62,11 +60,7 @@ impl Printer {
         let (name, detail_key, detail) = match event.kind {
             event_kind::RUN => ("run", "runq_latency_ns", Detail::Duration(event.value)),
             event_kind::STOP => ("stop", "ran_ns", Detail::Duration(event.value)),
-            event_kind::PARK => (
-                "park",
-                "reason",
-                Detail::Text(wait_reasons::name(names.reasons, event.value as usize)),
-            ),
+            event_kind::PARK => ("park", "reason", Detail::Text(names.reason(event.value))),
             event_kind::WAKE => ("wake", "blocked_ns", Detail::Duration(event.value)),
             event_kind::CREATE => ("create", "", Detail::None),
             event_kind::EXIT => ("exit", "", Detail::None),
@@ -199,9 +193,7 @@ impl Printer {
         }
         if watching(Facet::Goroutines) {
             line("run slices", format!("{:>9}", s.run_slices));
-            let mut reasons: Vec<(&String, &u64)> = s.gopark.iter().collect();
-            reasons.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), (*name).clone()));
-            let reasons: Vec<String> = reasons
+            let reasons: Vec<String> = by_value_descending(&s.gopark)
                 .iter()
                 .map(|(name, count)| format!("{name} {count}"))
                 .collect();
@@ -235,12 +227,10 @@ impl Printer {
                     s.goroutines_created, s.goroutines_exited
                 ),
             );
-            let mut blocked: Vec<(&String, &u64)> = s.blocked_ns.iter().collect();
-            blocked.sort_by_key(|(name, ns)| (std::cmp::Reverse(**ns), (*name).clone()));
-            let blocked: Vec<String> = blocked
+            let blocked: Vec<String> = by_value_descending(&s.blocked_ns)
                 .iter()
                 .take(8)
-                .map(|(name, ns)| format!("{name} {}", duration(**ns)))
+                .map(|(name, ns)| format!("{name} {}", duration(*ns)))
                 .collect();
             line("blocked", format!("{:>9}   {}", "", blocked.join(", ")));
         }
@@ -260,85 +250,97 @@ impl Printer {
                 ),
             );
         }
-        line("dropped", format!("{:>9}", s.dropped));
-        if s.lost_latency_samples + s.lost_goroutine_totals > 0 {
-            line(
-                "WARNING",
-                format!(
-                    "more goroutines than the kernel maps hold ({}): {} run-queue latency or \
-                     blocked-time samples and {} goroutines' totals lost",
-                    gobpf_sched_common::MAX_GOROUTINES,
-                    s.lost_latency_samples,
-                    s.lost_goroutine_totals
-                ),
-            );
-        }
-        if s.offset_mismatches > 0 || s.read_errors > 0 {
-            line(
-                "WARNING",
-                format!(
-                    "{} of {} offset checks failed, {} memory reads failed: numbers may be wrong",
-                    s.offset_mismatches, s.offset_checks, s.read_errors
-                ),
-            );
-        }
+        out.push_str(&format!("{:<13}{:>9}\n", "dropped", s.dropped));
+        out.push_str(&warnings(s));
         out.push_str(&histogram_text(
             "run-queue latency",
             &s.runq_latency_histogram,
         ));
         out.push_str(&histogram_text("run slice length", &s.run_slice_histogram));
-        if !s.top_goroutines.is_empty() {
-            out.push_str(&format!(
-                "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
-                "GOID",
-                "RUN",
-                "RUNQ WAIT",
-                "RUNQ P99<",
-                "RUNS",
-                "PARKS",
-                "SYSCALLS",
-                "IN SYSCALL",
-                "PREEMPTS",
-                "STARTED AS"
-            ));
-            for row in &s.top_goroutines {
-                let g = &row.totals;
-                out.push_str(&format!(
-                    "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
-                    row.goid,
-                    duration(g.run_ns),
-                    duration(g.runq_wait_ns),
-                    quantile_bound(&row.runq_latency_histogram, 0.99)
-                        .map(duration)
-                        .unwrap_or_else(|| "-".to_owned()),
-                    g.runs,
-                    g.parks,
-                    g.syscalls,
-                    duration(g.syscall_ns),
-                    g.preemptions,
-                    row.start_function.as_deref().unwrap_or("?")
-                ));
-            }
-        }
-        if whole_run {
-            for row in s.top_goroutines.iter().take(HISTOGRAMS_OF_TOP) {
-                out.push_str(&histogram_text(
-                    &format!("goid {} run-queue latency", row.goid),
-                    &row.runq_latency_histogram,
-                ));
-            }
-        }
+        out.push_str(&goroutine_table(s, whole_run));
         out
     }
 }
 
+/// What may make the numbers wrong or incomplete, one WARNING line each.
+fn warnings(s: &Stats) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<13}{value}\n"));
+    };
+    if s.lost_latency_samples + s.lost_goroutine_totals > 0 {
+        line(
+            "WARNING",
+            format!(
+                "more goroutines than the kernel maps hold ({}): {} run-queue latency or \
+                     blocked-time samples and {} goroutines' totals lost",
+                gobpf_sched_common::MAX_GOROUTINES,
+                s.lost_latency_samples,
+                s.lost_goroutine_totals
+            ),
+        );
+    }
+    if s.offset_mismatches > 0 || s.read_errors > 0 {
+        line(
+            "WARNING",
+            format!(
+                "{} of {} offset checks failed, {} memory reads failed: numbers may be wrong",
+                s.offset_mismatches, s.offset_checks, s.read_errors
+            ),
+        );
+    }
+    out
+}
+
+/// The busiest goroutines; with `whole_run`, the run-queue latency histograms of
+/// the first few too.
+fn goroutine_table(s: &Stats, whole_run: bool) -> String {
+    let mut out = String::new();
+    if !s.top_goroutines.is_empty() {
+        out.push_str(&format!(
+            "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
+            "GOID",
+            "RUN",
+            "RUNQ WAIT",
+            "RUNQ P99<",
+            "RUNS",
+            "PARKS",
+            "SYSCALLS",
+            "IN SYSCALL",
+            "PREEMPTS",
+            "STARTED AS"
+        ));
+        for row in &s.top_goroutines {
+            let g = &row.totals;
+            out.push_str(&format!(
+                "{:>10} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>8}  {}\n",
+                row.goid,
+                duration(g.run_ns),
+                duration(g.runq_wait_ns),
+                p99_or_dash(&row.runq_latency_histogram),
+                g.runs,
+                g.parks,
+                g.syscalls,
+                duration(g.syscall_ns),
+                g.preemptions,
+                row.start_function.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    if whole_run {
+        for row in s.top_goroutines.iter().take(HISTOGRAMS_OF_TOP) {
+            out.push_str(&histogram_text(
+                &format!("goid {} run-queue latency", row.goid),
+                &row.runq_latency_histogram,
+            ));
+        }
+    }
+    out
+}
+
 /// The scheduler state in schedtrace's terms.
 fn sched_text(state: &SchedState) -> String {
-    let local: Vec<String> = state
-        .procs
-        .iter()
-        .map(|p| (p.runq + u32::from(p.runnext)).to_string())
-        .collect();
+    let local: Vec<String> = state.procs.iter().map(|p| p.queued().to_string()).collect();
     format!(
         "{:<13}gomaxprocs={} idleprocs={} threads={} spinningthreads={} idlethreads={} \
          runqueue={} [{}]{}\n",
@@ -355,41 +357,6 @@ fn sched_text(state: &SchedState) -> String {
         } else {
             ""
         }
-    )
-}
-
-/// One preemption as a log line.
-pub fn preemption_line(preemption: &Preemption) -> String {
-    let goroutine = match preemption.goid {
-        0 => "goid ?".to_owned(),
-        goid => format!("goid {goid}"),
-    };
-    let ran = match (preemption.ran_ns, preemption.stopped) {
-        (0, _) => "?".to_owned(),
-        (ns, false) => duration(ns),
-        (ns, true) => format!("{} (had just yielded)", duration(ns)),
-    };
-    let landed = match (&preemption.landed_in, preemption.landed_goid) {
-        (Some(function), Some(goid)) if goid == preemption.goid => format!(", in {function}"),
-        (Some(function), Some(0)) => format!(", landed in {function} (no goroutine)"),
-        (Some(function), Some(goid)) => format!(", landed in {function} (goid {goid})"),
-        _ => String::new(),
-    };
-    let (label, effect) = match preemption.outcome {
-        Outcome::Preempted => ("PREEMPT", ""),
-        Outcome::GcSuspended => ("GC-STOP", ", stopped for the GC's stack scan"),
-        Outcome::NothingPreempted => ("SIGURG ", ", nothing preempted"),
-    };
-    let sender = match preemption.sender_tid {
-        0 => "SIGURG sent before attach".to_owned(),
-        tid => format!("SIGURG from tid {tid}"),
-    };
-    format!(
-        "{} {label} tid {} {goroutine} m {} p {} ran {ran}{landed}{effect} ({sender})",
-        time_of_day(preemption.unix_ns),
-        preemption.tid,
-        preemption.m,
-        preemption.p,
     )
 }
 
@@ -426,41 +393,4 @@ fn emit(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{}", text.trim_end())?;
     stdout.flush()
-}
-
-/// `1234567` → `1.23ms`.
-pub fn duration(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns}ns"),
-        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
-        _ => format!("{:.3}s", ns as f64 / 1e9),
-    }
-}
-
-/// `HH:MM:SS.micros` (UTC) of a Unix-epoch nanosecond time.
-pub fn time_of_day(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let micros = (unix_ns % 1_000_000_000) / 1_000;
-    let day_secs = secs % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{micros:06}",
-        day_secs / 3600,
-        (day_secs / 60) % 60,
-        day_secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration(999), "999ns");
-        assert_eq!(duration(12_400), "12.4µs");
-        assert_eq!(duration(1_234_567), "1.23ms");
-        assert_eq!(duration(2_500_000_000), "2.500s");
-        assert_eq!(time_of_day(3_723_000_004_000), "01:02:03.000004");
-    }
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use gobpf_sched_common::{Event, GOROUTINE_HISTOGRAM_SLOTS, GoroutineStats, counter, event_flags};
+use gobpf_sched_common::{GOROUTINE_HISTOGRAM_SLOTS, GoroutineStats, counter};
 use serde::Serialize;
 
-use crate::{collect::Snapshot, wait_reasons};
+use crate::{sources::drain::Snapshot, stats::names::Names};
 
 /// Scheduler activity over a span of time.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,18 +117,9 @@ pub struct GoroutineRow {
     pub runq_latency_histogram: Vec<Bucket>,
 }
 
-/// Names what the kernel reports by number: wait reasons, code addresses.
-pub struct Names<'a> {
-    /// Wait-reason names, indexed by reason.
-    pub reasons: &'a [String],
-    /// The function at a run-time code address.
-    pub function_at: &'a dyn Fn(u64) -> Option<String>,
-}
-
 impl Stats {
     /// What happened between `before` and `after`; `top` goroutines are listed.
     pub fn between(before: &Snapshot, after: &Snapshot, names: &Names<'_>, top: usize) -> Self {
-        let reasons = names.reasons;
         let delta = |index| after.counter(index).saturating_sub(before.counter(index));
         Self {
             schedule: delta(counter::SCHEDULE),
@@ -136,8 +127,8 @@ impl Stats {
             run_ns: delta(counter::RUN_NS),
             run_slice_histogram: histogram(&before.run_slices, &after.run_slices),
             gopark_total: delta(counter::GOPARK),
-            gopark: by_reason(&before.parks, &after.parks, reasons),
-            blocked_ns: by_reason(&before.blocked_ns, &after.blocked_ns, reasons),
+            gopark: by_reason(&before.parks, &after.parks, names),
+            blocked_ns: by_reason(&before.blocked_ns, &after.blocked_ns, names),
             runq_latency_histogram: histogram(&before.runq_latency, &after.runq_latency),
             runq_latency_ns: delta(counter::RUNQ_NS),
             goroutines_created: delta(counter::CREATED),
@@ -166,14 +157,12 @@ impl Stats {
 }
 
 /// Differences of cumulative per-reason arrays, keyed by the reason's name.
-fn by_reason(before: &[u64], after: &[u64], reasons: &[String]) -> BTreeMap<String, u64> {
+fn by_reason(before: &[u64], after: &[u64], names: &Names<'_>) -> BTreeMap<String, u64> {
     let mut named = BTreeMap::new();
     for (reason, &value) in after.iter().enumerate() {
         let value = value.saturating_sub(before.get(reason).copied().unwrap_or(0));
         if value > 0 {
-            *named
-                .entry(wait_reasons::name(reasons, reason))
-                .or_insert(0) += value;
+            *named.entry(names.reason(reason as u64)).or_insert(0) += value;
         }
     }
     named
@@ -237,98 +226,8 @@ fn top_goroutines(
         .collect();
     for row in &mut rows {
         if row.totals.start_pc != 0 {
-            row.start_function = (names.function_at)(row.totals.start_pc);
+            row.start_function = names.function(row.totals.start_pc);
         }
     }
     rows
-}
-
-/// What a SIGURG did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The goroutine it landed on was preempted (running → runnable).
-    Preempted,
-    /// The goroutine stopped for the GC to scan its stack.
-    GcSuspended,
-    /// Nothing: no goroutine to preempt where it landed, or not at a safe point.
-    NothingPreempted,
-}
-
-/// One SIGURG and what it did, as printed and exported.
-#[derive(Debug, Clone, Serialize)]
-pub struct Preemption {
-    pub outcome: Outcome,
-    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
-    pub ts_ns: u64,
-    /// Wall-clock time of the same instant, nanoseconds since the Unix epoch.
-    pub unix_ns: u64,
-    pub tid: u32,
-    /// Goroutine running on `tid` when the signal was sent (0: unknown).
-    pub goid: u64,
-    /// How long it had been running (0: unknown).
-    pub ran_ns: u64,
-    pub m: i64,
-    pub p: i32,
-    pub sender_tid: u32,
-    /// The goroutine had already stopped running (it noticed the preempt flag
-    /// sysmon sets just before the signal) when the signal was generated.
-    pub stopped: bool,
-    /// Where the signal landed: the function the thread was running, and the
-    /// goroutine it ran (0: no Go code), when the handler's report came in time.
-    pub landed_in: Option<String>,
-    pub landed_goid: Option<u64>,
-}
-
-impl Preemption {
-    pub fn from_event(event: &Event, clock: &Clock) -> Self {
-        Self {
-            outcome: Outcome::NothingPreempted,
-            ts_ns: event.ts_ns,
-            unix_ns: clock.to_unix_ns(event.ts_ns),
-            tid: event.tid,
-            goid: event.goid,
-            ran_ns: event.value,
-            m: event.m_id,
-            p: event.p_id,
-            sender_tid: event.sender_tid,
-            stopped: event.flags & event_flags::STOPPED != 0,
-            landed_in: None,
-            landed_goid: None,
-        }
-    }
-}
-
-/// Converts the kernel's monotonic timestamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    unix_minus_monotonic: i128,
-}
-
-impl Clock {
-    /// Measures the offset between the two clocks now.
-    pub fn measure() -> Self {
-        let unix = read_clock(libc::CLOCK_REALTIME);
-        let monotonic = read_clock(libc::CLOCK_MONOTONIC);
-        Self {
-            unix_minus_monotonic: unix as i128 - monotonic as i128,
-        }
-    }
-
-    pub fn to_unix_ns(self, monotonic_ns: u64) -> u64 {
-        (monotonic_ns as i128 + self.unix_minus_monotonic).max(0) as u64
-    }
-
-    pub fn now_unix_ns(self) -> u64 {
-        read_clock(libc::CLOCK_REALTIME)
-    }
-}
-
-pub fn read_clock(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

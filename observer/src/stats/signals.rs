@@ -11,7 +11,9 @@ use std::collections::{HashMap, VecDeque};
 
 use gobpf_sched_common::{Event, event_flags, event_kind};
 
-use crate::aggregate::{Clock, Names, Outcome, Preemption};
+use serde::Serialize;
+
+use crate::stats::{clock::Clock, names::Names};
 
 /// How long a signal waits for its handler's report (records of one thread
 /// may straddle two drains; the handler runs within microseconds).
@@ -28,6 +30,8 @@ impl SignalPairing {
     /// returns the signals resolved: those older than `WAIT_NS` at `now_ns`, or
     /// all with `now_ns` = `u64::MAX` (the session's end). A preemption by a
     /// signal that was not seen (sent before attach) comes without its signal.
+    // Long: one pass in time order over three kinds of records and two queues
+    // per thread; split, the consumption order would be harder to follow.
     pub fn resolve(
         &mut self,
         events: &[Event],
@@ -119,5 +123,61 @@ fn is_signal_record(event: &Event) -> bool {
         event_kind::PREEMPT | event_kind::PREEMPT_LANDED | event_kind::GC_SUSPENDED => true,
         event_kind::PREEMPTED => event.flags & event_flags::ASYNC != 0,
         _ => false,
+    }
+}
+
+/// What a SIGURG did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The goroutine it landed on was preempted (running → runnable).
+    Preempted,
+    /// The goroutine stopped for the GC to scan its stack.
+    GcSuspended,
+    /// Nothing: no goroutine to preempt where it landed, or not at a safe point.
+    NothingPreempted,
+}
+
+/// One SIGURG and what it did, as printed and exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preemption {
+    pub outcome: Outcome,
+    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Wall-clock time of the same instant, nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+    pub tid: u32,
+    /// Goroutine running on `tid` when the signal was sent (0: unknown).
+    pub goid: u64,
+    /// How long it had been running (0: unknown).
+    pub ran_ns: u64,
+    pub m: i64,
+    pub p: i32,
+    pub sender_tid: u32,
+    /// The goroutine had already stopped running (it noticed the preempt flag
+    /// sysmon sets just before the signal) when the signal was generated.
+    pub stopped: bool,
+    /// Where the signal landed: the function the thread was running, and the
+    /// goroutine it ran (0: no Go code), when the handler's report came in time.
+    pub landed_in: Option<String>,
+    pub landed_goid: Option<u64>,
+}
+
+impl Preemption {
+    pub fn from_event(event: &Event, clock: &Clock) -> Self {
+        Self {
+            outcome: Outcome::NothingPreempted,
+            ts_ns: event.ts_ns,
+            unix_ns: clock.to_unix_ns(event.ts_ns),
+            tid: event.tid,
+            goid: event.goid,
+            ran_ns: event.value,
+            m: event.m_id,
+            p: event.p_id,
+            sender_tid: event.sender_tid,
+            stopped: event.flags & event_flags::STOPPED != 0,
+            landed_in: None,
+            landed_goid: None,
+        }
     }
 }

@@ -10,12 +10,15 @@
 //! one is taken again, and after a few tries the state is marked `approximate`
 //! with the impossible values clamped.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
-use crate::binary::{GoBinary, sched_globals};
+use crate::{
+    binary::{
+        GoBinary,
+        fields::{self, Field},
+    },
+    stats::sched::{ProcState, SchedState, p_status_name},
+};
 
 /// Capacity of a P's local run queue (`runq [256]guintptr`, every version).
 const LOCAL_RUNQ_CAPACITY: u32 = 256;
@@ -55,29 +58,27 @@ impl SchedLayout {
                  found (build without -ldflags=-s to see run queues)"
             );
         };
-        let field = |name: &str| {
-            binary
-                .struct_offsets
-                .get(name)
-                .copied()
-                .with_context(|| format!("no offset for {name}"))
+        let field = |field: Field| {
+            field
+                .offset_in(&binary.struct_offsets)
+                .with_context(|| format!("no offset for {}", field.key()))
         };
-        let runq_size = sched_globals::runq_size_offset(&binary.struct_offsets)
+        let runq_size = fields::runq_size_offset(&binary.struct_offsets)
             .context("no offset for the global run-queue length")?;
         Ok(Self {
             sched: globals.sched.wrapping_add(load_bias),
             allp: globals.allp.wrapping_add(load_bias),
-            npidle: field("runtime.schedt.npidle")?,
-            nmspinning: field("runtime.schedt.nmspinning")?,
-            nmidle: field("runtime.schedt.nmidle")?,
-            mnext: field("runtime.schedt.mnext")?,
-            nmfreed: field("runtime.schedt.nmfreed")?,
+            npidle: field(fields::SCHED_NPIDLE)?,
+            nmspinning: field(fields::SCHED_NMSPINNING)?,
+            nmidle: field(fields::SCHED_NMIDLE)?,
+            mnext: field(fields::SCHED_MNEXT)?,
+            nmfreed: field(fields::SCHED_NMFREED)?,
             runq_size,
-            p_id: field("runtime.p.id")?,
-            p_status: field("runtime.p.status")?,
-            p_runqhead: field("runtime.p.runqhead")?,
-            p_runqtail: field("runtime.p.runqtail")?,
-            p_runnext: field("runtime.p.runnext")?,
+            p_id: field(fields::P_ID)?,
+            p_status: field(fields::P_STATUS)?,
+            p_runqhead: field(fields::P_RUNQHEAD)?,
+            p_runqtail: field(fields::P_RUNQTAIL)?,
+            p_runnext: field(fields::P_RUNNEXT)?,
         })
     }
 
@@ -109,54 +110,6 @@ impl SchedLayout {
         .max()
         .unwrap_or(0);
         [(0, head as usize), (self.p_runnext, 8)]
-    }
-}
-
-/// One P, as schedtrace shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ProcState {
-    pub id: i32,
-    pub status: &'static str,
-    /// Goroutines in its local run queue (`runqtail - runqhead`) ...
-    pub runq: u32,
-    /// ... plus one waiting in `runnext` (runs next, ahead of the queue).
-    pub runnext: bool,
-}
-
-/// The scheduler at one moment.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct SchedState {
-    pub gomaxprocs: u32,
-    pub idle_procs: u32,
-    /// Ms (OS threads) alive: `mnext - nmfreed`, schedtrace's `threads`.
-    pub threads: u64,
-    pub spinning_threads: u32,
-    pub idle_threads: u32,
-    /// Goroutines in the global run queue.
-    pub global_runq: u32,
-    pub procs: Vec<ProcState>,
-    /// Some value kept changing while read: clamped to what is possible.
-    pub approximate: bool,
-}
-
-impl SchedState {
-    /// Runnable goroutines waiting in queues: global + local + runnext.
-    pub fn runnable(&self) -> u64 {
-        u64::from(self.global_runq)
-            + self
-                .procs
-                .iter()
-                .map(|p| u64::from(p.runq) + u64::from(p.runnext))
-                .sum::<u64>()
-    }
-
-    /// Ps by status name, for summaries.
-    pub fn procs_by_status(&self) -> BTreeMap<&'static str, u32> {
-        let mut counts = BTreeMap::new();
-        for p in &self.procs {
-            *counts.entry(p.status).or_insert(0) += 1;
-        }
-        counts
     }
 }
 
@@ -254,18 +207,6 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
         },
         consistent,
     ))
-}
-
-/// `_Pidle` … `_Pdead` (runtime2.go, unchanged since Go 1.5).
-fn p_status_name(status: u32) -> &'static str {
-    match status {
-        0 => "idle",
-        1 => "running",
-        2 => "syscall",
-        3 => "gcstop",
-        4 => "dead",
-        _ => "unknown",
-    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

@@ -1,5 +1,7 @@
 //! The traced process: does it exist, which executable does it run, is it still
-//! alive, and read-only access to its memory.
+//! alive, where it is mapped. `machine`: what the machine must provide.
+
+pub mod machine;
 
 use std::{os::unix::fs::MetadataExt, path::PathBuf};
 

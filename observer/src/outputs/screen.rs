@@ -19,9 +19,11 @@ use ratatui::{
 };
 
 use crate::{
-    aggregate::{Bucket, Stats, quantile_bound},
-    output::{Header, duration},
-    sched_state::SchedState,
+    outputs::format::{Header, by_value_descending, duration, p99_or_dash},
+    stats::{
+        aggregate::{Bucket, Stats},
+        sched::SchedState,
+    },
 };
 
 /// Preemption lines kept for scrolling back.
@@ -273,7 +275,7 @@ impl View<'_> {
             .procs
             .iter()
             .map(|p| {
-                let value = u64::from(p.runq) + u64::from(p.runnext);
+                let value = u64::from(p.queued());
                 Bar::default()
                     .value(value)
                     .label(Line::from(format!("P{}", p.id)))
@@ -302,21 +304,21 @@ impl View<'_> {
     }
 
     fn wait_reasons(&self, frame: &mut Frame, area: Rect) {
-        let mut reasons: Vec<(&String, &u64)> = self.totals.gopark.iter().collect();
-        reasons.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), (*name).clone()));
-        let rows = reasons.into_iter().map(|(name, total)| {
-            Row::new(vec![
-                name.clone(),
-                self.interval
-                    .gopark
-                    .get(name)
-                    .copied()
-                    .unwrap_or(0)
-                    .to_string(),
-                total.to_string(),
-                duration(self.totals.blocked_ns.get(name).copied().unwrap_or(0)),
-            ])
-        });
+        let rows = by_value_descending(&self.totals.gopark)
+            .into_iter()
+            .map(|(name, total)| {
+                Row::new(vec![
+                    name.clone(),
+                    self.interval
+                        .gopark
+                        .get(name)
+                        .copied()
+                        .unwrap_or(0)
+                        .to_string(),
+                    total.to_string(),
+                    duration(self.totals.blocked_ns.get(name).copied().unwrap_or(0)),
+                ])
+            });
         frame.render_widget(
             Table::new(
                 rows,
@@ -339,9 +341,7 @@ impl View<'_> {
             Row::new(vec![
                 row.goid.to_string(),
                 duration(g.run_ns),
-                quantile_bound(&row.runq_latency_histogram, 0.99)
-                    .map(duration)
-                    .unwrap_or_else(|| "-".to_owned()),
+                p99_or_dash(&row.runq_latency_histogram),
                 g.parks.to_string(),
                 g.preemptions.to_string(),
                 row.start_function.clone().unwrap_or_else(|| "?".to_owned()),

@@ -1,0 +1,259 @@
+//! Where the numbers go: the display (text or JSON `lines`, or the live
+//! `screen`), the `prometheus` exporter and the `perfetto` recording, all fed
+//! by the session through [`Outputs`]. `format` holds what they share; no output
+//! imports another.
+
+pub mod format;
+pub mod lines;
+pub mod perfetto;
+pub mod prometheus;
+pub mod screen;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use gobpf_sched_common::Event;
+
+use crate::{
+    outputs::{
+        format::{Header, preemption_line},
+        lines::{Format, Printer},
+        perfetto::Recorder,
+        prometheus::Exporter,
+        screen::{Key, Tui},
+    },
+    session::AttachArgs,
+    sources::{drain::Snapshot, runtime_memory::SchedLayout},
+    stats::{aggregate::Stats, clock::Clock, names::Names, sched::SchedState, signals::Preemption},
+};
+
+/// Where the reports are shown.
+pub enum Display {
+    Lines(Printer),
+    Screen(Box<Tui>),
+}
+
+/// Every output of a session.
+pub struct Outputs {
+    pub display: Display,
+    exporter: Option<Exporter>,
+    recorder: Option<Recorder>,
+    /// Why the recording stopped early (a full disk): reported after the summary.
+    recording_failed: Option<anyhow::Error>,
+    /// `--events`: print each transition.
+    print_transitions: bool,
+    format: Format,
+    header: Header,
+}
+
+/// What is left of the outputs once the session is over.
+pub struct Closed {
+    pub printer: Printer,
+    pub recorder: Option<Recorder>,
+    pub recording_failed: Option<anyhow::Error>,
+}
+
+impl Outputs {
+    /// Opens what `args` ask for: the live screen when stdout is a terminal
+    /// (unless `--plain`, `--json` or `--events`), else lines; the exporter; the
+    /// recording of `record` (only the first image of a process is recorded).
+    /// `live`: where the exporter reads the scheduler state at each scrape.
+    pub fn open(
+        args: &AttachArgs,
+        header: Header,
+        sched_note: Option<String>,
+        live: Option<(u32, SchedLayout)>,
+        record: Option<(&std::path::Path, &str)>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Self> {
+        let format = if args.json {
+            Format::Json
+        } else {
+            Format::Text
+        };
+        let live_screen = Self::wants_screen(args);
+        if let Some(note) = &sched_note
+            && !live_screen
+        {
+            eprintln!("gobpf-sched: no run-queue state: {note}");
+        }
+        let exporter = match args.prometheus {
+            Some(address) => {
+                let exporter = runtime.block_on(Exporter::start(address, live))?;
+                eprintln!(
+                    "gobpf-sched: Prometheus metrics on http://{}/metrics",
+                    exporter.address
+                );
+                Some(exporter)
+            }
+            None => None,
+        };
+        let recorder = match record {
+            Some((path, shown_as)) => {
+                Some(Recorder::create(path, args.force, header.pid, shown_as)?)
+            }
+            None => None,
+        };
+        let display = if live_screen {
+            Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
+        } else {
+            Display::Lines(Printer::new(format, header.clone()))
+        };
+        Ok(Self {
+            display,
+            exporter,
+            recorder,
+            recording_failed: None,
+            print_transitions: args.events,
+            format,
+            header,
+        })
+    }
+
+    /// `--events` prints lines: it asks for a log, not a screen.
+    fn wants_screen(args: &AttachArgs) -> bool {
+        !args.json && !args.plain && !args.events && std::io::stdout().is_terminal()
+    }
+
+    /// Whether the whole-run totals are shown each interval (they cost a pass
+    /// over every goroutine).
+    pub fn need_totals(&self) -> bool {
+        self.exporter.is_some() || matches!(self.display, Display::Screen(_))
+    }
+
+    pub fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
+        match &mut self.display {
+            Display::Lines(printer) => printer.preemption(preemption)?,
+            Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.preemption(preemption);
+        }
+        Ok(())
+    }
+
+    pub fn transition(&mut self, event: &Event, clock: &Clock, names: &Names<'_>) -> Result<()> {
+        if self.print_transitions
+            && let Display::Lines(printer) = &self.display
+        {
+            printer.transition(event, clock, names)?;
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.event(event);
+        }
+        Ok(())
+    }
+
+    /// One interval's report to every output. `totals` only when
+    /// [`Outputs::need_totals`].
+    pub fn interval(&mut self, report: &Report<'_>, names: &Names<'_>) -> Result<()> {
+        match &mut self.display {
+            Display::Lines(printer) => printer.interval(
+                report.stats,
+                report.sched,
+                report.unix_ns,
+                report.interval_ns,
+            )?,
+            Display::Screen(screen) => {
+                screen.update(
+                    report.stats,
+                    report.interval_ns,
+                    report.totals,
+                    report.sched.cloned(),
+                    report.elapsed_ns,
+                );
+                screen.draw()?;
+            }
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.update(report.totals);
+        }
+        self.record(|recorder| {
+            if let Some(state) = report.sched {
+                recorder.sched_state(report.monotonic_ns, state)?;
+            }
+            recorder.flush(names, &report.snapshot.goroutines)
+        });
+        Ok(())
+    }
+
+    /// The screen before the first interval: the scheduler state only.
+    pub fn first_screen(&mut self, sched: Option<SchedState>) -> Result<()> {
+        if let Display::Screen(screen) = &mut self.display {
+            let none = Stats::default();
+            screen.update(&none, 0, &none, sched, 0);
+            screen.draw()?;
+        }
+        Ok(())
+    }
+
+    /// True when the user pressed `q` (or Ctrl-C) on the live screen.
+    pub fn quit_pressed(&mut self) -> Result<bool> {
+        match &mut self.display {
+            Display::Screen(screen) => Ok(matches!(screen.keys()?, Key::Quit)),
+            Display::Lines(_) => Ok(false),
+        }
+    }
+
+    /// Closes the recording's open slices at `monotonic_ns`.
+    pub fn finish_recording(&mut self, monotonic_ns: u64, names: &Names<'_>, last: &Snapshot) {
+        self.record(|recorder| recorder.finish(monotonic_ns, names, &last.goroutines));
+    }
+
+    /// Ends the display (the terminal is restored before anything is printed on
+    /// the normal screen) and the exporter; the summary is printed with what is
+    /// returned.
+    pub fn close(self) -> Closed {
+        let Self {
+            display,
+            recorder,
+            recording_failed,
+            format,
+            header,
+            ..
+        } = self;
+        drop(display);
+        Closed {
+            printer: Printer::new(format, header),
+            recorder,
+            recording_failed,
+        }
+    }
+
+    /// Runs a write to the recording. A failure (a full disk) ends the recording,
+    /// not the session: what was written is kept, and the error is reported after
+    /// the summary.
+    fn record(&mut self, write: impl FnOnce(&mut Recorder) -> Result<()>) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        if let Err(error) = write(recorder) {
+            let recorder = self.recorder.take().expect("checked above");
+            let path = recorder.path().display().to_string();
+            let kept = recorder.keep_incomplete();
+            let error = error.context(format!(
+                "cannot write the recording {path}; recording stopped{}",
+                match kept {
+                    Ok(()) => " (what was written is kept)".to_owned(),
+                    Err(e) => format!(" and not kept ({e:#})"),
+                }
+            ));
+            eprintln!("gobpf-sched: {error:#}");
+            self.recording_failed = Some(error);
+        }
+    }
+}
+
+/// What one interval produced, for every output.
+pub struct Report<'a> {
+    pub stats: &'a Stats,
+    /// Whole-run totals (empty unless the outputs need them).
+    pub totals: &'a Stats,
+    pub sched: Option<&'a SchedState>,
+    pub snapshot: &'a Snapshot,
+    pub unix_ns: u64,
+    pub monotonic_ns: u64,
+    pub interval_ns: u64,
+    /// Since attach.
+    pub elapsed_ns: u64,
+}

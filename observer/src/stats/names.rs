@@ -1,0 +1,28 @@
+//! Names what the kernel reports by number: wait reasons, code addresses.
+//!
+//! `gopark` records a `waitReason`, a uint8 whose numbering changes between Go
+//! versions; the binary carries `runtime.waitReasonStrings`, the names indexed by
+//! it (read by `binary`, or taken from the per-version table when stripped).
+//! Code addresses are named through the binary's function table.
+
+pub struct Names<'a> {
+    /// Wait-reason names, indexed by reason.
+    pub reasons: &'a [String],
+    /// The function at a run-time code address.
+    pub function_at: &'a dyn Fn(u64) -> Option<String>,
+}
+
+impl Names<'_> {
+    /// The name to show for wait reason `index`.
+    pub fn reason(&self, index: u64) -> String {
+        match self.reasons.get(index as usize) {
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => format!("reason {index}"),
+        }
+    }
+
+    /// The function containing run-time address `pc`, when it is Go code.
+    pub fn function(&self, pc: u64) -> Option<String> {
+        (self.function_at)(pc)
+    }
+}

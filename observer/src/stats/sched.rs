@@ -1,0 +1,60 @@
+//! The scheduler at one moment, as `GODEBUG=schedtrace` shows it: read from
+//! the target's memory by `sources::runtime_memory`.
+
+use serde::Serialize;
+
+/// One P, as schedtrace shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProcState {
+    pub id: i32,
+    pub status: &'static str,
+    /// Goroutines in its local run queue (`runqtail - runqhead`) ...
+    pub runq: u32,
+    /// ... plus one waiting in `runnext` (runs next, ahead of the queue).
+    pub runnext: bool,
+}
+
+impl ProcState {
+    /// Goroutines waiting on this P: its local run queue and `runnext`.
+    pub fn queued(&self) -> u32 {
+        self.runq + u32::from(self.runnext)
+    }
+}
+
+/// The scheduler at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct SchedState {
+    pub gomaxprocs: u32,
+    pub idle_procs: u32,
+    /// Ms (OS threads) alive: `mnext - nmfreed`, schedtrace's `threads`.
+    pub threads: u64,
+    pub spinning_threads: u32,
+    pub idle_threads: u32,
+    /// Goroutines in the global run queue.
+    pub global_runq: u32,
+    pub procs: Vec<ProcState>,
+    /// Some value kept changing while read: clamped to what is possible.
+    pub approximate: bool,
+}
+
+impl SchedState {
+    /// Runnable goroutines waiting in queues: global + local + runnext.
+    pub fn runnable(&self) -> u64 {
+        u64::from(self.global_runq)
+            + self
+                .procs
+                .iter()
+                .map(|p| u64::from(p.queued()))
+                .sum::<u64>()
+    }
+}
+
+/// The names of `_Pidle` … `_Pdead`, by value (runtime2.go, unchanged since Go 1.5).
+pub const P_STATUSES: [&str; 5] = ["idle", "running", "syscall", "gcstop", "dead"];
+
+pub fn p_status_name(status: u32) -> &'static str {
+    P_STATUSES
+        .get(status as usize)
+        .copied()
+        .unwrap_or("unknown")
+}
