@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{Mode, build, toolchains};
-use gobpf_sched::binary::{GoBinary, buildinfo, pclntab::Pclntab};
+use gobpf_sched::binary::{GoBinary, buildinfo, layouts, pclntab::Pclntab, sched_globals};
 use object::{Object, ObjectSection};
 
 /// xorshift64*: deterministic, so a failure reproduces.
@@ -149,4 +149,20 @@ fn fuzz_findings_stay_fixed() {
         );
         assert!(error.contains(expected), "{file}: {error}");
     }
+
+    // The input of the sched_globals target: the index of a Go version in the
+    // layouts table, the code's link-time address, the code. Its RIP-relative
+    // operands lie within 200 bytes of 2^64, where base + field overflowed (a
+    // panic with overflow checks, wrapped-around matches without).
+    let input = std::fs::read(dir.join("sched_globals/operand-near-2-pow-64")).unwrap();
+    let (version, address, code) = (input[0], &input[1..9], &input[9..]);
+    let versions: Vec<_> = layouts::table().versions.values().collect();
+    let layout = versions[usize::from(version) % versions.len()];
+    let reads =
+        sched_globals::rip_relative_reads(code, u64::from_le_bytes(address.try_into().unwrap()));
+    let found = sched_globals::find(
+        &reads,
+        &sched_globals::schedtrace_fields(&layout.struct_offsets),
+    );
+    assert_eq!(found, None);
 }
