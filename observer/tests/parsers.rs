@@ -125,6 +125,30 @@ fn whole_binaries_survive_truncation_and_corruption() {
     eprintln!("parsers: {cases} truncated or corrupted whole binaries parsed without a panic");
 }
 
+/// A text start near 2^64 in the `.gopclntab` header puts the functions past the
+/// end of the address space: an error, not wrapped-around addresses (with
+/// overflow checks, as the fuzz targets build, a panic).
+#[test]
+fn function_table_past_the_address_space() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let mut data = std::fs::read(build(&toolchain, "scenario", Mode::Stripped)).unwrap();
+    let (offset, _) = object::File::parse(&*data)
+        .unwrap()
+        .section_by_name(".gopclntab")
+        .and_then(|section| section.file_range())
+        .unwrap();
+    let field = (offset + Pclntab::text_start_field()) as usize;
+    data[field..field + 8].copy_from_slice(&0xffff_ffff_ffff_0000u64.to_le_bytes());
+    let error = format!(
+        "{:#}",
+        GoBinary::parse(Path::new("patched"), &data, "patched").unwrap_err()
+    );
+    assert!(
+        error.contains(".gopclntab puts functions past the end of the address space"),
+        "{error}"
+    );
+}
+
 /// Bugs `cargo xtask fuzz` found, replayed from tests/fuzz-regressions/<target>/
 /// (small inputs only: a finding on a window of a multi-MB base binary is kept as
 /// the smallest file that takes the parser down the same path). Each must be an
