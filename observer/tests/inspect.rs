@@ -309,3 +309,26 @@ fn truncated_binaries_say_so() {
         }
     }
 }
+
+/// A file larger than any executable is refused before it is read (a sparse
+/// file: it takes no disk space).
+#[test]
+fn huge_files_are_refused_unread() {
+    let huge = TempBinary::write(b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&huge.0)
+        .unwrap()
+        .set_len(5 << 30)
+        .unwrap();
+    let started = Instant::now();
+    assert_fails(
+        &[],
+        &["inspect", &huge.0.to_string_lossy()],
+        &format!(
+            "{} is 5368709120 bytes, more than the 4 GiB an executable may have here",
+            huge.0.display()
+        ),
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

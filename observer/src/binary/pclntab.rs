@@ -166,8 +166,9 @@ pub fn all_functions(
     let (vaddr, table) = find_pclntab(image.file)?;
     let mut text_start = table.text_start;
     if text_start == 0 {
-        text_start = image
-            .pointer(vaddr + Pclntab::text_start_field())
+        text_start = vaddr
+            .checked_add(Pclntab::text_start_field())
+            .and_then(|field| image.pointer(field))
             .unwrap_or(0);
     }
     if text_start == 0
@@ -178,12 +179,19 @@ pub fn all_functions(
     if text_start == 0 {
         bail!(".gopclntab has no text start address");
     }
+    // Every address is checked: a corrupt text start near 2^64 would wrap the
+    // entries around (the elf fuzz target panics there with overflow checks).
+    let entry = |offset: u64| {
+        text_start
+            .checked_add(offset)
+            .context(".gopclntab puts functions past the end of the address space")
+    };
     let functions = table
         .functions(|_| true)?
         .into_iter()
-        .map(|(name, offset)| (name, text_start + offset))
-        .collect();
-    Ok((functions, text_start + table.end_offset()?))
+        .map(|(name, offset)| Ok((name, entry(offset)?)))
+        .collect::<Result<_>>()?;
+    Ok((functions, entry(table.end_offset()?)?))
 }
 
 /// Where Go code starts, from `runtime.firstmoduledata`, found by its first two
@@ -195,7 +203,11 @@ fn text_start_from_moduledata(
     text_field: u64,
 ) -> Option<u64> {
     let mut signature = pclntab_vaddr.to_le_bytes().to_vec();
-    signature.extend((pclntab_vaddr + table.funcname_offset()).to_le_bytes());
+    signature.extend(
+        pclntab_vaddr
+            .checked_add(table.funcname_offset())?
+            .to_le_bytes(),
+    );
     for section in image.file.sections() {
         if section.address() == 0
             || !matches!(
@@ -207,8 +219,8 @@ fn text_start_from_moduledata(
         }
         let Ok(data) = section.data() else { continue };
         if let Some(word) = (0..data.len() / 8).find(|&i| data[i * 8..].starts_with(&signature)) {
-            let moduledata = section.address() + 8 * word as u64;
-            return image.pointer(moduledata + text_field);
+            let moduledata = section.address().checked_add(8 * word as u64)?;
+            return image.pointer(moduledata.checked_add(text_field)?);
         }
     }
     None
@@ -235,8 +247,9 @@ fn find_pclntab<'data>(file: &object::File<'data>) -> Result<(u64, Pclntab<'data
                 let at = from + at;
                 if let Ok(table) = Pclntab::parse(&data[at..])
                     && table.function_count() > 0
+                    && let Some(address) = section.address().checked_add(at as u64)
                 {
-                    return Ok((section.address() + at as u64, table));
+                    return Ok((address, table));
                 }
                 from = at + 1;
             }

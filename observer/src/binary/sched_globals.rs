@@ -73,9 +73,11 @@ pub fn find(reads: &BTreeMap<u64, BTreeSet<usize>>, sched_fields: &[u64]) -> Opt
             let Some(base) = target.checked_sub(field) else {
                 continue;
             };
+            // Addresses past 2^64 are not in the code's reads (corrupt operands can
+            // come close: found by fuzzing).
             let matched = fields
                 .iter()
-                .filter(|&&f| targets.contains(&(base + f)))
+                .filter(|&&f| base.checked_add(f).is_some_and(|a| targets.contains(&a)))
                 .count();
             if best.is_none_or(|(count, _)| matched > count) {
                 best = Some((matched, base));
@@ -86,17 +88,40 @@ pub fn find(reads: &BTreeMap<u64, BTreeSet<usize>>, sched_fields: &[u64]) -> Opt
     if matched < MIN_FIELDS_MATCHED {
         return None;
     }
-    let sched_end = sched + fields.iter().max().copied().unwrap_or(0) + 8;
+    let sched_end = sched.saturating_add(fields.iter().max().copied().unwrap_or(0) + 8);
     // allp: 8 bytes read at its address (the array) and 8 bytes on (the
     // length), outside sched.
     let reads_word = |at: u64| reads.get(&at).is_some_and(|sizes| sizes.contains(&8));
-    let mut slices = targets
-        .iter()
-        .copied()
-        .filter(|&t| !(sched..sched_end).contains(&t) && reads_word(t) && reads_word(t + 8));
+    let mut slices = targets.iter().copied().filter(|&t| {
+        !(sched..sched_end).contains(&t)
+            && reads_word(t)
+            && t.checked_add(8).is_some_and(reads_word)
+    });
     let allp = slices.next()?;
     if slices.next().is_some() {
         return None; // ambiguous: better no answer than a wrong one
     }
     Some((sched, allp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operands just below 2^64 must not match fields at small addresses by
+    /// wrapping around (the fuzz finding in tests/fuzz-regressions/sched_globals
+    /// panicked there with overflow checks; without them it matched like this).
+    #[test]
+    fn addresses_do_not_wrap_around() {
+        let fields = [48, 56, 72, 96, 100, 112];
+        let base = u64::MAX - 55;
+        let mut reads: BTreeMap<u64, BTreeSet<usize>> = [base + 48]
+            .into_iter()
+            .chain([56, 72, 96, 100].map(|f| f - 56)) // base + f, wrapped
+            .map(|at| (at, BTreeSet::from([0])))
+            .collect();
+        reads.insert(0x1000, BTreeSet::from([8]));
+        reads.insert(0x1008, BTreeSet::from([8]));
+        assert_eq!(find(&reads, &fields), None);
+    }
 }
