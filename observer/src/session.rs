@@ -139,8 +139,9 @@ pub fn run(args: AttachArgs) -> Result<()> {
              anyone who reaches this host can read them (use 127.0.0.1 to keep them local)"
         );
     }
-    let mut first_image = true;
+    let mut execs_followed = 0;
     loop {
+        let first_image = execs_followed == 0;
         let exe = target.exe_name().map_err(|e| target.explain(e))?;
         let shown_as = format!("process {} ({exe})", target.pid);
         let binary = match GoBinary::open(&target.exe, &shown_as) {
@@ -160,6 +161,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
             signal_offsets,
             // A recording covers the first image.
             record: args.record.as_deref().filter(|_| first_image),
+            execs_followed,
         };
         let end = match image.watch(&args, started) {
             // An image followed after an exec may end before it is attached.
@@ -176,7 +178,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
                     target.pid
                 );
                 target = Target::find(target.pid)?;
-                first_image = false;
+                execs_followed += 1;
             }
             End::Exec(new_exe) => {
                 eprintln!(
@@ -219,6 +221,8 @@ struct Image<'a> {
     shown_as: String,
     signal_offsets: (u32, u32),
     record: Option<&'a Path>,
+    /// Execs followed before this image.
+    execs_followed: u64,
 }
 
 /// Why watching an image ended.
@@ -242,6 +246,7 @@ impl Image<'_> {
             pid: target.pid,
             go_version: binary.build.go_version.clone(),
             facets: facets.clone(),
+            execs_followed: self.execs_followed,
         };
         let sched_layout = SchedLayout::new(binary, load_bias);
         let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
@@ -432,6 +437,9 @@ impl Session<'_> {
             }
         };
         self.dispatch(u64::MAX)?;
+        if let How::Exec(exe) = &how {
+            self.outputs.exec(monotonic_now(), exe);
+        }
         let last = self.collector.snapshot()?;
         self.outputs
             .finish_recording(monotonic_now(), &self.names, &last);
@@ -486,7 +494,7 @@ impl Session<'_> {
     /// taken), to every output; returns this interval's snapshot.
     fn report(&mut self, previous: (Snapshot, Instant)) -> Result<(Snapshot, Instant)> {
         let (before, before_at) = previous;
-        let now = self.collector.snapshot()?;
+        let mut now = self.collector.snapshot()?;
         let top = self.args.top;
         let stats = Stats::between(&before, &now, &self.names, top);
         let totals = if self.outputs.need_totals() {
@@ -506,6 +514,7 @@ impl Session<'_> {
             elapsed_ns: self.attached_at.elapsed().as_nanos() as u64,
         };
         self.outputs.interval(&report, &self.names)?;
+        self.collector.forget_deleted(&mut now);
         Ok((now, Instant::now()))
     }
 

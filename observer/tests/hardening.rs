@@ -117,7 +117,18 @@ fn an_exec_is_noticed_and_followed() {
     let crowd = build(&new, "crowd", Mode::Stripped);
     let crowd_path = crowd.to_string_lossy().into_owned();
     let mut fixture = Fixture::spawn(&launcher, &["exec", &crowd_path, "4", "3000"]);
-    let observer = Observer::attach(fixture.pid(), &["--json", "--interval", "200ms"]);
+    let dir = Scratch::new("exec");
+    let recording = dir.0.join("first-image.pftrace");
+    let observer = Observer::attach(
+        fixture.pid(),
+        &[
+            "--json",
+            "--interval",
+            "200ms",
+            "--record",
+            recording.to_str().unwrap(),
+        ],
+    );
     fixture.start();
     let (status, output) = fixture.finish();
     assert!(status.success() && output.contains("done"), "{output}");
@@ -156,6 +167,24 @@ fn an_exec_is_noticed_and_followed() {
         run.stderr
     );
     assert!(run.stderr.contains("following it"), "{}", run.stderr);
+    // The recording (of the first image) ends with the exec, marked on the
+    // process track.
+    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").unwrap();
+    let parsed = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
+        .arg(&recording)
+        .env("PYTHONPATH", &python_path)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let tracks = parsed["tracks"].as_array().unwrap();
+    let process = tracks.iter().find(|t| t["kind"] == "process").unwrap();
+    assert_eq!(process["instants"]["exec"], 1, "{process}");
 
     // Into something that is not Go: the session ends, exit 0, summary printed.
     let mut fixture = Fixture::spawn(&launcher, &["exec", "/bin/sleep", "3"]);

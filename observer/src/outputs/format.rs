@@ -19,6 +19,8 @@ pub struct Header {
     pub go_version: String,
     /// What the attached probes see; the rest is not shown.
     pub facets: Vec<Facet>,
+    /// Execs of the target the session followed before this image.
+    pub execs_followed: u64,
 }
 
 /// One preemption as a log line.

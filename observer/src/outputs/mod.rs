@@ -80,6 +80,7 @@ impl Outputs {
         let exporter = match args.prometheus {
             Some(address) => {
                 let exporter = runtime.block_on(Exporter::start(address, live))?;
+                exporter.set_execs_followed(header.execs_followed);
                 eprintln!(
                     "gobpf-sched: Prometheus metrics on http://{}/metrics",
                     exporter.address
@@ -193,6 +194,12 @@ impl Outputs {
             Display::Screen(screen) => Ok(matches!(screen.keys()?, Key::Quit)),
             Display::Lines(_) => Ok(false),
         }
+    }
+
+    /// The target exec'd `exe` at `monotonic_ns`: marked in the recording (the
+    /// lines and the screen say it with the summary).
+    pub fn exec(&mut self, monotonic_ns: u64, exe: &str) {
+        self.record(|recorder| recorder.exec(monotonic_ns, exe));
     }
 
     /// Closes the recording's open slices at `monotonic_ns`.

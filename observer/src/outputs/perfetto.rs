@@ -381,6 +381,14 @@ impl Recorder {
         Ok(())
     }
 
+    /// An instant on the process track: the target exec'd `exe` (the recording
+    /// ends with the image it began with).
+    pub fn exec(&mut self, ts_ns: u64, exe: &str) -> Result<()> {
+        let annotations = vec![annotation_string("exe", exe)];
+        let name = Some(format!("exec {exe}"));
+        self.track_event(PROCESS_TRACK, ts_ns, INSTANT, name, annotations)
+    }
+
     /// Where the recording goes.
     pub fn path(&self) -> &Path {
         &self.path

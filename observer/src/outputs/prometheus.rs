@@ -38,8 +38,10 @@ const BUCKET_SLOTS: std::ops::RangeInclusive<u32> = 9..=33;
 /// What the exporter shows; the session updates it.
 #[derive(Debug, Default)]
 pub struct Exported {
-    /// Whole-run totals since attach.
+    /// Whole-run totals since attach (restarting at each exec followed).
     pub totals: Stats,
+    /// Execs of the target the session followed.
+    pub execs_followed: u64,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,12 @@ impl Exporter {
             }
         });
         Ok(Self { exported, address })
+    }
+
+    pub fn set_execs_followed(&self, execs: u64) {
+        if let Ok(mut exported) = self.exported.lock() {
+            exported.execs_followed = execs;
+        }
     }
 
     pub fn update(&self, totals: &Stats) {
@@ -210,8 +218,8 @@ impl Collector for SchedulerCollector {
     // A flat list, one descriptor per metric in the README's order: long, but
     // each metric reads in one place.
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let totals = match self.exported.lock() {
-            Ok(exported) => exported.totals.clone(),
+        let (totals, execs_followed) = match self.exported.lock() {
+            Ok(exported) => (exported.totals.clone(), exported.execs_followed),
             Err(_) => return Ok(()),
         };
         let e = &mut encoder;
@@ -317,6 +325,13 @@ impl Collector for SchedulerCollector {
             "Ring-buffer records lost",
             None,
             s.dropped as f64,
+        )?;
+        counter(
+            e,
+            "execs_followed",
+            "Execs of the target the session followed (the other counters restart then)",
+            None,
+            execs_followed as f64,
         )?;
         counter(
             e,

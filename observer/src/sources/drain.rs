@@ -139,6 +139,16 @@ impl Collector {
         self.retired.truncate(self.keep_retired);
     }
 
+    /// Drops from `snapshot` the goroutines deleted from the kernel map (but the
+    /// retired ones): once reported, a snapshot is only the "before" of the
+    /// next interval, where they cannot appear. An HTTP server ends thousands a
+    /// second.
+    pub fn forget_deleted(&self, snapshot: &mut Snapshot) {
+        snapshot.goroutines.retain(|goid, stats| {
+            stats.exited == 0 || self.retired.iter().any(|(retired, _)| retired == goid)
+        });
+    }
+
     /// Takes every record waiting in the ring buffer.
     pub fn drain_events(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
