@@ -3,10 +3,10 @@
 //! each goroutine run, syscall slices on the M tracks, instants for parks (with
 //! the wait reason) and preemptions, counters for the run-queue lengths.
 //!
-//! The messages below are the subset of Perfetto's `protos/perfetto/trace/
-//! perfetto_trace.proto` we write, with its field numbers (prost derives the
-//! encoding). A file of concatenated `Trace.packet` fields is itself a `Trace`,
-//! so packets are appended as they come.
+//! The messages are Perfetto's own, generated from its `.proto` files by the
+//! `perfetto_protos` crate: they cannot drift from the format. A file of
+//! concatenated `Trace` messages is itself a `Trace`, so packets are appended as
+//! they come, each as a one-packet `Trace`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,7 +17,17 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use gobpf_sched_common::{Event, GoroutineStats, event_flags, event_kind};
-use prost::Message;
+use perfetto_protos::{
+    counter_descriptor::CounterDescriptor,
+    debug_annotation::DebugAnnotation,
+    process_descriptor::ProcessDescriptor,
+    thread_descriptor::ThreadDescriptor,
+    trace::Trace,
+    trace_packet::TracePacket,
+    track_descriptor::TrackDescriptor,
+    track_event::{TrackEvent, track_event::Type},
+};
+use protobuf::Message;
 use tempfile::NamedTempFile;
 
 use crate::stats::{
@@ -27,91 +37,9 @@ use crate::stats::{
     signals::{Outcome, Preemption},
 };
 
-#[derive(Clone, PartialEq, Message)]
-struct TracePacket {
-    #[prost(uint64, optional, tag = "8")]
-    timestamp: Option<u64>,
-    #[prost(uint32, optional, tag = "10")]
-    trusted_packet_sequence_id: Option<u32>,
-    #[prost(message, optional, tag = "11")]
-    track_event: Option<TrackEvent>,
-    #[prost(message, optional, tag = "60")]
-    track_descriptor: Option<TrackDescriptor>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TrackDescriptor {
-    #[prost(uint64, optional, tag = "1")]
-    uuid: Option<u64>,
-    #[prost(string, optional, tag = "2")]
-    name: Option<String>,
-    #[prost(message, optional, tag = "3")]
-    process: Option<ProcessDescriptor>,
-    #[prost(message, optional, tag = "4")]
-    thread: Option<ThreadDescriptor>,
-    #[prost(uint64, optional, tag = "5")]
-    parent_uuid: Option<u64>,
-    #[prost(message, optional, tag = "8")]
-    counter: Option<CounterDescriptor>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ProcessDescriptor {
-    #[prost(int32, optional, tag = "1")]
-    pid: Option<i32>,
-    #[prost(string, optional, tag = "6")]
-    process_name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ThreadDescriptor {
-    #[prost(int32, optional, tag = "1")]
-    pid: Option<i32>,
-    #[prost(int32, optional, tag = "2")]
-    tid: Option<i32>,
-    #[prost(string, optional, tag = "5")]
-    thread_name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct CounterDescriptor {
-    #[prost(string, optional, tag = "6")]
-    unit_name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TrackEvent {
-    #[prost(message, repeated, tag = "4")]
-    debug_annotations: Vec<DebugAnnotation>,
-    #[prost(int32, optional, tag = "9")]
-    r#type: Option<i32>,
-    #[prost(uint64, optional, tag = "11")]
-    track_uuid: Option<u64>,
-    #[prost(string, repeated, tag = "22")]
-    categories: Vec<String>,
-    #[prost(string, optional, tag = "23")]
-    name: Option<String>,
-    #[prost(int64, optional, tag = "30")]
-    counter_value: Option<i64>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct DebugAnnotation {
-    #[prost(uint64, optional, tag = "3")]
-    uint_value: Option<u64>,
-    #[prost(string, optional, tag = "6")]
-    string_value: Option<String>,
-    #[prost(string, optional, tag = "10")]
-    name: Option<String>,
-}
-
-/// `TrackEvent.Type`.
-const SLICE_BEGIN: i32 = 1;
-const SLICE_END: i32 = 2;
-const INSTANT: i32 = 3;
-const COUNTER: i32 = 4;
-/// `Trace.packet` is field 1, length-delimited.
-const TRACE_PACKET_KEY: u8 = (1 << 3) | 2;
+const SLICE_BEGIN: Type = Type::TYPE_SLICE_BEGIN;
+const SLICE_END: Type = Type::TYPE_SLICE_END;
+const INSTANT: Type = Type::TYPE_INSTANT;
 const SEQUENCE_ID: u32 = 1;
 
 /// Track ids: one process track, then ranges for P, M and counter tracks.
@@ -198,17 +126,13 @@ impl Recorder {
             pending_preemptions: Vec::new(),
             m_of_tid: HashMap::new(),
         };
-        recorder.describe(
-            PROCESS_TRACK,
-            TrackDescriptor {
-                uuid: Some(PROCESS_TRACK),
-                process: Some(ProcessDescriptor {
-                    pid: Some(pid as i32),
-                    process_name: Some(process_name.to_owned()),
-                }),
-                ..Default::default()
-            },
-        )?;
+        let mut process = ProcessDescriptor::new();
+        process.set_pid(pid as i32);
+        process.set_process_name(process_name.to_owned());
+        let mut descriptor = TrackDescriptor::new();
+        descriptor.set_uuid(PROCESS_TRACK);
+        descriptor.process = Some(process).into();
+        recorder.describe(PROCESS_TRACK, descriptor)?;
         Ok(recorder)
     }
 
@@ -426,15 +350,11 @@ impl Recorder {
     fn p_track(&mut self, p: i32) -> Result<u64> {
         let uuid = P_TRACKS + p as u64;
         if !self.described.contains(&uuid) {
-            self.describe(
-                uuid,
-                TrackDescriptor {
-                    uuid: Some(uuid),
-                    name: Some(format!("P{p}")),
-                    parent_uuid: Some(PROCESS_TRACK),
-                    ..Default::default()
-                },
-            )?;
+            let mut descriptor = TrackDescriptor::new();
+            descriptor.set_uuid(uuid);
+            descriptor.set_name(format!("P{p}"));
+            descriptor.set_parent_uuid(PROCESS_TRACK);
+            self.describe(uuid, descriptor)?;
         }
         Ok(uuid)
     }
@@ -446,66 +366,59 @@ impl Recorder {
                 Some(m) => format!("M{m} (thread {tid})"),
                 None => format!("thread {tid}"),
             };
-            self.describe(
-                uuid,
-                TrackDescriptor {
-                    uuid: Some(uuid),
-                    thread: Some(ThreadDescriptor {
-                        pid: Some(self.pid as i32),
-                        tid: Some(tid as i32),
-                        thread_name: Some(name),
-                    }),
-                    ..Default::default()
-                },
-            )?;
+            let mut thread = ThreadDescriptor::new();
+            thread.set_pid(self.pid as i32);
+            thread.set_tid(tid as i32);
+            thread.set_thread_name(name);
+            let mut descriptor = TrackDescriptor::new();
+            descriptor.set_uuid(uuid);
+            descriptor.thread = Some(thread).into();
+            self.describe(uuid, descriptor)?;
         }
         Ok(uuid)
     }
 
     fn describe(&mut self, uuid: u64, descriptor: TrackDescriptor) -> Result<()> {
         self.described.insert(uuid);
-        self.packet(TracePacket {
-            track_descriptor: Some(descriptor),
-            trusted_packet_sequence_id: Some(SEQUENCE_ID),
-            ..Default::default()
-        })
+        let mut packet = TracePacket::new();
+        packet.set_track_descriptor(descriptor);
+        packet.set_trusted_packet_sequence_id(SEQUENCE_ID);
+        self.packet(packet)
     }
 
     fn counter(&mut self, track: u64, ts_ns: u64, value: i64) -> Result<()> {
-        self.packet(TracePacket {
-            timestamp: Some(self.boottime(ts_ns)),
-            trusted_packet_sequence_id: Some(SEQUENCE_ID),
-            track_event: Some(TrackEvent {
-                r#type: Some(COUNTER),
-                track_uuid: Some(track),
-                counter_value: Some(value),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        let mut event = TrackEvent::new();
+        event.set_type(Type::TYPE_COUNTER);
+        event.set_track_uuid(track);
+        event.set_counter_value(value);
+        self.event_packet(ts_ns, event)
     }
 
     fn track_event(
         &mut self,
         track: u64,
         ts_ns: u64,
-        kind: i32,
+        kind: Type,
         name: Option<String>,
         debug_annotations: Vec<DebugAnnotation>,
     ) -> Result<()> {
-        self.packet(TracePacket {
-            timestamp: Some(self.boottime(ts_ns)),
-            trusted_packet_sequence_id: Some(SEQUENCE_ID),
-            track_event: Some(TrackEvent {
-                r#type: Some(kind),
-                track_uuid: Some(track),
-                name,
-                categories: vec!["scheduler".to_owned()],
-                debug_annotations,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        let mut event = TrackEvent::new();
+        event.set_type(kind);
+        event.set_track_uuid(track);
+        if let Some(name) = name {
+            event.set_name(name);
+        }
+        event.categories = vec!["scheduler".to_owned()];
+        event.debug_annotations = debug_annotations;
+        self.event_packet(ts_ns, event)
+    }
+
+    fn event_packet(&mut self, ts_ns: u64, event: TrackEvent) -> Result<()> {
+        let mut packet = TracePacket::new();
+        packet.set_timestamp(self.boottime(ts_ns));
+        packet.set_trusted_packet_sequence_id(SEQUENCE_ID);
+        packet.set_track_event(event);
+        self.packet(packet)
     }
 
     fn boottime(&self, monotonic_ns: u64) -> u64 {
@@ -513,11 +426,9 @@ impl Recorder {
     }
 
     fn packet(&mut self, packet: TracePacket) -> Result<()> {
-        let bytes = packet.encode_to_vec();
-        let mut header = vec![TRACE_PACKET_KEY];
-        prost::encoding::encode_varint(bytes.len() as u64, &mut header);
-        self.out.write_all(&header)?;
-        self.out.write_all(&bytes)?;
+        let mut trace = Trace::new();
+        trace.packet.push(packet);
+        trace.write_to_writer(&mut self.out)?;
         Ok(())
     }
 }
@@ -536,29 +447,26 @@ fn persist(file: NamedTempFile, path: &Path, replace: bool) -> Result<()> {
 }
 
 fn counter_track(uuid: u64, name: &str) -> TrackDescriptor {
-    TrackDescriptor {
-        uuid: Some(uuid),
-        name: Some(name.to_owned()),
-        parent_uuid: Some(PROCESS_TRACK),
-        counter: Some(CounterDescriptor {
-            unit_name: Some("goroutines".to_owned()),
-        }),
-        ..Default::default()
-    }
+    let mut counter = CounterDescriptor::new();
+    counter.set_unit_name("goroutines".to_owned());
+    let mut descriptor = TrackDescriptor::new();
+    descriptor.set_uuid(uuid);
+    descriptor.set_name(name.to_owned());
+    descriptor.set_parent_uuid(PROCESS_TRACK);
+    descriptor.counter = Some(counter).into();
+    descriptor
 }
 
 fn annotation_uint(name: &str, value: u64) -> DebugAnnotation {
-    DebugAnnotation {
-        name: Some(name.to_owned()),
-        uint_value: Some(value),
-        ..Default::default()
-    }
+    let mut annotation = DebugAnnotation::new();
+    annotation.set_name(name.to_owned());
+    annotation.set_uint_value(value);
+    annotation
 }
 
 fn annotation_string(name: &str, value: &str) -> DebugAnnotation {
-    DebugAnnotation {
-        name: Some(name.to_owned()),
-        string_value: Some(value.to_owned()),
-        ..Default::default()
-    }
+    let mut annotation = DebugAnnotation::new();
+    annotation.set_name(name.to_owned());
+    annotation.set_string_value(value.to_owned());
+    annotation
 }
