@@ -90,31 +90,16 @@ pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()>
         .flatten()
         .context("gobpf-sched printed no summary")?;
 
-    println!(
-        "soak: {:.0} s of HTTP load under gobpf-sched attach --json --interval 1s",
-        wall
-    );
-    println!(
-        "  target        {requests}; {:.0} req/s traced, {:.0} req/s bare ({:.0}%)",
-        1e9 / traced_ns,
-        1e9 / bare_ns,
-        100.0 * bare_ns / traced_ns
-    );
-    println!("  dropped       {}", summary["dropped"]);
-    println!(
-        "  lost          {} latency samples, {} goroutine totals",
-        summary["lost_latency_samples"], summary["lost_goroutine_totals"]
-    );
-    println!(
-        "  observer CPU  {:.1}% of a core ({cpu:.2} s in {wall:.0} s)",
-        100.0 * cpu / wall
-    );
-    println!(
-        "  observer RSS  {} MB at start, {} MB at the end, {} MB peak",
-        rss_at_start / 1024,
-        rss_at_end / 1024,
-        peak.unwrap_or(0) / 1024
-    );
+    Soak {
+        wall,
+        requests,
+        traced_ns,
+        bare_ns,
+        summary,
+        cpu,
+        rss_kb: [rss_at_start, rss_at_end, peak.unwrap_or(0)],
+    }
+    .print();
     Ok(())
 }
 
@@ -124,4 +109,53 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What a soak measured.
+struct Soak {
+    wall: f64,
+    /// The workload's "requests R errors E" line.
+    requests: String,
+    traced_ns: f64,
+    bare_ns: f64,
+    summary: Value,
+    /// The observer's CPU seconds, and its RSS at start, end and peak.
+    cpu: f64,
+    rss_kb: [u64; 3],
+}
+
+impl Soak {
+    fn print(&self) {
+        let Self {
+            wall,
+            requests,
+            traced_ns,
+            bare_ns,
+            summary,
+            cpu,
+            rss_kb: [start, end, peak],
+        } = self;
+        println!("soak: {wall:.0} s of HTTP load under gobpf-sched attach --json --interval 1s");
+        println!(
+            "  target        {requests}; {:.0} req/s traced, {:.0} req/s bare ({:.0}%)",
+            1e9 / traced_ns,
+            1e9 / bare_ns,
+            100.0 * bare_ns / traced_ns
+        );
+        println!("  dropped       {}", summary["dropped"]);
+        println!(
+            "  lost          {} latency samples, {} goroutine totals",
+            summary["lost_latency_samples"], summary["lost_goroutine_totals"]
+        );
+        println!(
+            "  observer CPU  {:.1}% of a core ({cpu:.2} s in {wall:.0} s)",
+            100.0 * cpu / wall
+        );
+        println!(
+            "  observer RSS  {} MB at start, {} MB at the end, {} MB peak",
+            start / 1024,
+            end / 1024,
+            peak / 1024
+        );
+    }
 }
