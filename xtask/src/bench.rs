@@ -83,10 +83,8 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
     }
     let root = toolchains::workspace_root();
     let out_dir = root.join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
     let go = toolchains.primary();
-    let binary = out_dir.join("workloads");
-    toolchains::build_go(go, &root.join("xtask/bench"), &binary)?;
+    let binary = build_workloads(toolchains)?;
     let observer = root.join("target/release/gobpf-sched");
     let go_version = String::from_utf8_lossy(
         &Command::new(go)
@@ -427,6 +425,17 @@ fn run_once(
     let _ = target.child.wait();
     std::thread::sleep(Duration::from_millis(100));
     Ok(sample)
+}
+
+/// Builds the bench's Go workloads (xtask/bench) with the primary toolchain, into
+/// target/bench/workloads.
+pub(crate) fn build_workloads(toolchains: &toolchains::Installed) -> Result<std::path::PathBuf> {
+    let root = toolchains::workspace_root();
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let binary = out_dir.join("workloads");
+    toolchains::build_go(toolchains.primary(), &root.join("xtask/bench"), &binary)?;
+    Ok(binary)
 }
 
 /// User + system CPU seconds of a process (/proc/PID/stat fields 14 and 15).

@@ -13,18 +13,14 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::{
-    bench::{Tracer, Workload, cpu_seconds, expect_line, peak_rss_kb},
+    bench::{Tracer, Workload, build_workloads, cpu_seconds, expect_line, peak_rss_kb},
     setup, toolchains,
 };
 
 pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()> {
     setup::require_root("the soak attaches eBPF programs")?;
-    let root = toolchains::workspace_root();
-    let out_dir = root.join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let binary = out_dir.join("workloads");
-    toolchains::build_go(toolchains.primary(), &root.join("xtask/bench"), &binary)?;
-    let observer = root.join("target/release/gobpf-sched");
+    let binary = build_workloads(toolchains)?;
+    let observer = toolchains::workspace_root().join("target/release/gobpf-sched");
 
     // The bare rate, over a fifth of the soak (10 s to 60 s).
     let bare_time = (duration / 5).clamp(Duration::from_secs(10), Duration::from_secs(60));
