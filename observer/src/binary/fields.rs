@@ -65,6 +65,8 @@ pub const ALL: &[Field] = &[
     G_STARTPC,
     Field::new("runtime.g", "gopc"),
     G_ASYNC_SAFE_POINT,
+    // For the goroutine census (`waitsince`: when it blocked, approximate).
+    Field::new("runtime.g", "waitsince"),
     M_ID,
     M_PROCID,
     M_P,
@@ -75,7 +77,18 @@ pub const ALL: &[Field] = &[
     P_RUNQHEAD,
     P_RUNQTAIL,
     P_RUNNEXT,
+    // The runtime's own counters and histograms (not every version has each:
+    // a missing one is simply absent from a version's offsets).
     Field::new("runtime.p", "schedtick"),
+    Field::new("runtime.p", "syscalltick"),
+    Field::new("runtime.p", "goroutinesCreated"),
+    Field::new("runtime.schedt", "timeToRun"),
+    Field::new("runtime.schedt", "totalMutexWaitTime"),
+    Field::new("runtime.schedt", "stwTotalTimeGC"),
+    Field::new("runtime.schedt", "stwTotalTimeOther"),
+    Field::new("runtime.timeHistogram", "counts"),
+    Field::new("runtime.timeHistogram", "underflow"),
+    Field::new("runtime.timeHistogram", "overflow"),
     SCHED_RUNQ,
     SCHED_RUNQSIZE,
     SCHED_NPIDLE,
