@@ -195,6 +195,11 @@ pub fn run(args: AttachArgs) -> Result<()> {
 /// `error`, or, when the program is not Go but has loaded a Go library (built
 /// with `-buildmode=c-shared`), that this is not supported yet.
 fn not_go_host(target: &Target, shown_as: &str, error: anyhow::Error) -> anyhow::Error {
+    // A Go executable that cannot be watched (its version, its layout) has its
+    // own reason: the libraries are searched only when the program is not Go.
+    if GoBinary::is_go_file(&target.exe) {
+        return error;
+    }
     let Some(library) = target
         .mapped_libraries()
         .into_iter()
