@@ -21,13 +21,16 @@ use crate::{
     outputs::{Closed, Outputs, Report, format::Header},
     sources::{
         drain::{Collector, Snapshot},
+        goroutines::{self, GoroutinesLayout},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
     },
     stats::{
         aggregate::Stats,
+        census::{Census, CensusTaker},
         clock::{Clock, read_clock},
         names::Names,
+        runtime_activity::{RuntimeActivity, RuntimeSummary},
         sched::SchedState,
         signals::SignalPairing,
     },
@@ -256,6 +259,10 @@ impl Image<'_> {
         let sched_layout = SchedLayout::new(binary, load_bias);
         let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
         let sched_layout = sched_layout.ok();
+        let goroutines_layout = GoroutinesLayout::new(binary, load_bias);
+        if let Err(error) = &goroutines_layout {
+            eprintln!("gobpf-sched: no goroutine census: {error:#}");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -294,6 +301,12 @@ impl Image<'_> {
             target,
             collector,
             sched_layout,
+            goroutines_layout: goroutines_layout.ok(),
+            census: CensusTaker::default(),
+            census_every: 1,
+            intervals: 0,
+            first_sched: None,
+            last_census: None,
             names: Names {
                 reasons: &binary.wait_reasons,
                 function_at: &function_at,
@@ -315,7 +328,9 @@ impl Image<'_> {
             How::Exec(new_exe) => closed.printer.exec(new_exe)?,
             How::Stopped => {}
         }
-        closed.printer.summary(&ended.total, ended.duration_ns)?;
+        closed
+            .printer
+            .summary(&ended.total, ended.runtime.as_ref(), ended.duration_ns)?;
         if let (Some(recorder), Some(path)) = (closed.recorder, self.record) {
             let written = format!(
                 "{} run slices, {} syscalls, {} parks, {} preemptions",
@@ -400,6 +415,15 @@ struct Session<'a> {
     target: &'a Target,
     collector: Collector,
     sched_layout: Option<SchedLayout>,
+    goroutines_layout: Option<GoroutinesLayout>,
+    census: CensusTaker,
+    /// The census is taken every this many intervals (more than 1 when reading
+    /// every goroutine takes longer than `CENSUS_SHARE` of an interval).
+    census_every: u64,
+    intervals: u64,
+    /// The scheduler state read at attach: the start of the whole-run view.
+    first_sched: Option<(SchedState, Instant)>,
+    last_census: Option<Census>,
     names: Names<'a>,
     outputs: Outputs,
     clock: Clock,
@@ -421,8 +445,9 @@ impl Session<'_> {
         });
         let mut report = tokio::time::interval(self.args.interval);
         report.tick().await; // the first tick is immediate
-        let mut previous = (Snapshot::default(), Instant::now());
         let sched = self.read_sched();
+        let mut previous = (Snapshot::default(), Instant::now(), sched.clone());
+        self.first_sched = sched.clone().map(|state| (state, Instant::now()));
         self.outputs.first_screen(sched)?;
         let how = loop {
             tokio::select! {
@@ -450,6 +475,7 @@ impl Session<'_> {
             .finish_recording(monotonic_now(), &self.names, &last);
         Ok(Ended {
             total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
+            runtime: self.runtime_summary(previous.2.as_ref()),
             duration_ns: self.attached_at.elapsed().as_nanos() as u64,
             how,
         })
@@ -495,10 +521,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// One interval: what changed since `previous` (a snapshot and when it was
-    /// taken), to every output; returns this interval's snapshot.
-    fn report(&mut self, previous: (Snapshot, Instant)) -> Result<(Snapshot, Instant)> {
-        let (before, before_at) = previous;
+    /// One interval: what changed since `previous` (a snapshot, when it was
+    /// taken, the scheduler state then), to every output; returns this
+    /// interval's.
+    fn report(&mut self, previous: Previous) -> Result<Previous> {
+        let (before, before_at, sched_before) = previous;
         let mut now = self.collector.snapshot()?;
         let top = self.args.top;
         let stats = Stats::between(&before, &now, &self.names, top);
@@ -508,14 +535,25 @@ impl Session<'_> {
             Stats::default()
         };
         let sched = self.read_sched();
+        let interval_ns = before_at.elapsed().as_nanos() as u64;
+        let runtime = self.activity(sched_before.as_ref(), sched.as_ref(), interval_ns);
+        self.intervals += 1;
+        let census = if self.intervals.is_multiple_of(self.census_every) {
+            self.take_census()
+        } else {
+            None
+        };
         let report = Report {
             stats: &stats,
             totals: &totals,
             sched: sched.as_ref(),
+            runtime: runtime.as_ref(),
+            census: census.as_ref(),
+            census_every: self.census_every,
             snapshot: &now,
             unix_ns: self.clock.now_unix_ns(),
             monotonic_ns: monotonic_now(),
-            interval_ns: before_at.elapsed().as_nanos() as u64,
+            interval_ns,
             elapsed_ns: self.attached_at.elapsed().as_nanos() as u64,
         };
         self.outputs.interval(&report, &self.names)?;
@@ -525,14 +563,70 @@ impl Session<'_> {
         // the peak (with it, the soak's RSS stays near its start).
         // SAFETY: malloc_trim only releases free memory of the allocator.
         unsafe { libc::malloc_trim(0) };
-        Ok((now, Instant::now()))
+        if census.is_some() {
+            self.last_census = census;
+        }
+        // A failed read (the target exiting) keeps the last state read.
+        Ok((now, Instant::now(), sched.or(sched_before)))
     }
 
     fn read_sched(&self) -> Option<SchedState> {
         let layout = self.sched_layout.as_ref()?;
         runtime_memory::read(self.target.pid, layout).ok()
     }
+
+    /// The runtime's counters from `before` to `after`.
+    fn activity(
+        &self,
+        before: Option<&SchedState>,
+        after: Option<&SchedState>,
+        span_ns: u64,
+    ) -> Option<RuntimeActivity> {
+        let layout = self.sched_layout.as_ref()?;
+        Some(RuntimeActivity::between(
+            before,
+            after?,
+            span_ns,
+            &layout.missing,
+        ))
+    }
+
+    /// Reads every goroutine; makes the census rarer when that takes more than
+    /// `CENSUS_SHARE` of an interval.
+    fn take_census(&mut self) -> Option<Census> {
+        let layout = self.goroutines_layout.as_ref()?;
+        let started = Instant::now();
+        let list = goroutines::read(self.target.pid, layout).ok()?;
+        let mut census = self
+            .census
+            .take(&list, monotonic_now(), &self.names, self.args.top);
+        let took = started.elapsed();
+        census.read_ns = took.as_nanos() as u64;
+        let allowed = self.args.interval.as_secs_f64() * CENSUS_SHARE;
+        self.census_every = (took.as_secs_f64() / allowed).ceil().max(1.0) as u64;
+        Some(census)
+    }
+
+    /// The runtime's view of the whole run and since the process started,
+    /// with the last census; `last`: the scheduler state read last.
+    fn runtime_summary(&mut self, last: Option<&SchedState>) -> Option<RuntimeSummary> {
+        // Read again if the target is still there: the last interval may be old.
+        let last = self.read_sched().or_else(|| last.cloned())?;
+        let (first, first_at) = self.first_sched.as_ref()?;
+        let span_ns = first_at.elapsed().as_nanos() as u64;
+        Some(RuntimeSummary {
+            whole_run: self.activity(Some(first), Some(&last), span_ns)?,
+            since_start: self.activity(None, Some(&last), 0)?,
+            census: self.take_census().or_else(|| self.last_census.take()),
+        })
+    }
 }
+
+/// The share of an interval the census may take to read every goroutine.
+const CENSUS_SHARE: f64 = 0.02;
+
+/// What the previous interval left: its snapshot, when, the scheduler state.
+type Previous = (Snapshot, Instant, Option<SchedState>);
 
 fn monotonic_now() -> u64 {
     read_clock(libc::CLOCK_MONOTONIC)
@@ -542,6 +636,8 @@ fn monotonic_now() -> u64 {
 struct Ended {
     /// Whole-run totals.
     total: Stats,
+    /// The runtime's own counters.
+    runtime: Option<RuntimeSummary>,
     duration_ns: u64,
     how: How,
 }

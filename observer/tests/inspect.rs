@@ -167,7 +167,8 @@ fn check_mode(mode: Mode) {
             assert_eq!(probe["placement"], expected_site, "{v} {function}");
         }
         // runtime.sched and runtime.allp: from .symtab, and found again in the
-        // code of runtime.schedtrace at the same addresses; stripped, from the code.
+        // code of runtime.schedtrace at the same addresses; stripped, from the
+        // code; runtime.allgs likewise, from the code of runtime.forEachG.
         let globals = &report["scheduler_globals"];
         let in_code = &report["scheduler_globals_in_code"];
         assert!(
@@ -176,6 +177,11 @@ fn check_mode(mode: Mode) {
         );
         assert_eq!(globals["sched"], in_code["sched"], "{v}");
         assert_eq!(globals["allp"], in_code["allp"], "{v}");
+        assert!(
+            globals["allgs"].as_u64().is_some_and(|a| a > 0),
+            "{v}: {globals}"
+        );
+        assert_eq!(globals["allgs"], in_code["allgs"], "{v}");
         let expected_source = if stripped { "schedtrace" } else { "symtab" };
         assert_eq!(globals["found_in"], expected_source, "{v}");
         let reasons: Vec<String> = serde_json::from_value(report["wait_reasons"].clone()).unwrap();

@@ -52,21 +52,47 @@ pub const SCHED_RUNQSIZE: Field = Field::new("runtime.schedt", "runqsize");
 /// ... `schedt.runq.size` from 1.25.
 pub const SCHED_RUNQ: Field = Field::new("runtime.schedt", "runq");
 pub const GQUEUE_SIZE: Field = Field::new("runtime.gQueue", "size");
+// What the always-on tier reads: the runtime's own counters and histograms (not
+// every version has each: a missing one is absent from that version's offsets,
+// and shown as "not kept by goX.Y").
+pub const G_ATOMICSTATUS: Field = Field::new("runtime.g", "atomicstatus");
+pub const G_WAITSINCE: Field = Field::new("runtime.g", "waitsince");
+/// Incremented at every transition out of running (a uint8, 1.19+): tells the
+/// census whether a goroutine ran between two reads.
+pub const G_TRACKING_SEQ: Field = Field::new("runtime.g", "trackingSeq");
+pub const P_SCHEDTICK: Field = Field::new("runtime.p", "schedtick");
+pub const P_SYSCALLTICK: Field = Field::new("runtime.p", "syscalltick");
+/// Goroutines created by a P (1.26+); added to `schedt.goroutinesCreated` when
+/// the P is destroyed.
+pub const P_GOROUTINES_CREATED: Field = Field::new("runtime.p", "goroutinesCreated");
+pub const SCHED_GOROUTINES_CREATED: Field = Field::new("runtime.schedt", "goroutinesCreated");
+/// `runtime/metrics` `/sched/latencies:seconds` (a `timeHistogram`).
+pub const SCHED_TIME_TO_RUN: Field = Field::new("runtime.schedt", "timeToRun");
+/// `sync.Mutex`/`RWMutex` wait time in nanoseconds (1.20+).
+pub const SCHED_TOTAL_MUTEX_WAIT_TIME: Field = Field::new("runtime.schedt", "totalMutexWaitTime");
+/// Stop-the-world pauses, `timeHistogram`s (1.22+).
+pub const SCHED_STW_TOTAL_TIME_GC: Field = Field::new("runtime.schedt", "stwTotalTimeGC");
+pub const SCHED_STW_TOTAL_TIME_OTHER: Field = Field::new("runtime.schedt", "stwTotalTimeOther");
+pub const TIME_HISTOGRAM_COUNTS: Field = Field::new("runtime.timeHistogram", "counts");
+pub const TIME_HISTOGRAM_UNDERFLOW: Field = Field::new("runtime.timeHistogram", "underflow");
+/// 1.20+ (before, the last bucket had no upper bound).
+pub const TIME_HISTOGRAM_OVERFLOW: Field = Field::new("runtime.timeHistogram", "overflow");
+/// Completed GC cycles (`runtime.memstats.numgc`).
+pub const MSTATS_NUMGC: Field = Field::new("runtime.mstats", "numgc");
 /// Where code starts in a stripped binary (see `pclntab`).
 pub const MODULEDATA_TEXT: Field = Field::new("runtime.moduledata", "text");
 
-/// Every member recorded (DWARF and table). Some are not read yet: recorded so
-/// the table need not be regenerated when a feature starts reading them.
+/// Every member recorded (DWARF and table).
 pub const ALL: &[Field] = &[
     G_GOID,
     G_M,
-    Field::new("runtime.g", "atomicstatus"),
+    G_ATOMICSTATUS,
     G_WAITREASON,
     G_STARTPC,
     Field::new("runtime.g", "gopc"),
     G_ASYNC_SAFE_POINT,
-    // For the goroutine census (`waitsince`: when it blocked, approximate).
-    Field::new("runtime.g", "waitsince"),
+    G_WAITSINCE,
+    G_TRACKING_SEQ,
     M_ID,
     M_PROCID,
     M_P,
@@ -77,18 +103,18 @@ pub const ALL: &[Field] = &[
     P_RUNQHEAD,
     P_RUNQTAIL,
     P_RUNNEXT,
-    // The runtime's own counters and histograms (not every version has each:
-    // a missing one is simply absent from a version's offsets).
-    Field::new("runtime.p", "schedtick"),
-    Field::new("runtime.p", "syscalltick"),
-    Field::new("runtime.p", "goroutinesCreated"),
-    Field::new("runtime.schedt", "timeToRun"),
-    Field::new("runtime.schedt", "totalMutexWaitTime"),
-    Field::new("runtime.schedt", "stwTotalTimeGC"),
-    Field::new("runtime.schedt", "stwTotalTimeOther"),
-    Field::new("runtime.timeHistogram", "counts"),
-    Field::new("runtime.timeHistogram", "underflow"),
-    Field::new("runtime.timeHistogram", "overflow"),
+    P_SCHEDTICK,
+    P_SYSCALLTICK,
+    P_GOROUTINES_CREATED,
+    SCHED_GOROUTINES_CREATED,
+    SCHED_TIME_TO_RUN,
+    SCHED_TOTAL_MUTEX_WAIT_TIME,
+    SCHED_STW_TOTAL_TIME_GC,
+    SCHED_STW_TOTAL_TIME_OTHER,
+    TIME_HISTOGRAM_COUNTS,
+    TIME_HISTOGRAM_UNDERFLOW,
+    TIME_HISTOGRAM_OVERFLOW,
+    MSTATS_NUMGC,
     SCHED_RUNQ,
     SCHED_RUNQSIZE,
     SCHED_NPIDLE,

@@ -62,6 +62,11 @@ pub struct SchedulerGlobals {
     /// `runtime.allp`, a `[]*p`.
     pub allp: u64,
     pub found_in: GlobalsSource,
+    /// `runtime.allgs`, a `[]*g` of every goroutine ever created: from
+    /// `.symtab`, else from the code of `runtime.forEachG`, which ranges over it.
+    pub allgs: Option<u64>,
+    /// `runtime.memstats` (only with a symbol table).
+    pub memstats: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,25 +78,31 @@ pub enum GlobalsSource {
     Schedtrace,
 }
 
-/// `runtime.sched` and `runtime.allp` from the code of `runtime.schedtrace`.
+/// `runtime.sched` and `runtime.allp` from the code of `runtime.schedtrace`,
+/// `runtime.allgs` from the code of `runtime.forEachG`.
 fn schedtrace_globals(
     image: &image::Image<'_, '_>,
     functions_by_entry: &[(u64, String)],
     struct_offsets: &BTreeMap<String, u64>,
 ) -> Option<SchedulerGlobals> {
-    let index = functions_by_entry
-        .iter()
-        .position(|(_, name)| name == "runtime.schedtrace")?;
-    let entry = functions_by_entry[index].0;
-    let end = functions_by_entry.get(index + 1)?.0;
-    let code = image.bytes(entry, end - entry)?;
-    let reads = sched_globals::rip_relative_reads(code, entry);
+    let reads = |function: &str| {
+        let index = functions_by_entry
+            .iter()
+            .position(|(_, name)| name == function)?;
+        let entry = functions_by_entry[index].0;
+        let end = functions_by_entry.get(index + 1)?.0;
+        let code = image.bytes(entry, end - entry)?;
+        Some(sched_globals::rip_relative_reads(code, entry))
+    };
     let fields = sched_globals::schedtrace_fields(struct_offsets);
-    let (sched, allp) = sched_globals::find(&reads, &fields)?;
+    let (sched, allp) = sched_globals::find(&reads("runtime.schedtrace")?, &fields)?;
+    let allgs = reads("runtime.forEachG").and_then(|reads| sched_globals::only_slice(&reads, None));
     Some(SchedulerGlobals {
         sched,
         allp,
         found_in: GlobalsSource::Schedtrace,
+        allgs,
+        memstats: None,
     })
 }
 
@@ -219,6 +230,8 @@ impl GoBinary {
                 sched: sched.address,
                 allp: allp.address,
                 found_in: GlobalsSource::Symtab,
+                allgs: symtab.get("runtime.allgs").map(|s| s.address),
+                memstats: symtab.get("runtime.memstats").map(|s| s.address),
             }),
             _ => scheduler_globals_in_code,
         };

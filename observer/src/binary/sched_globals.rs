@@ -89,19 +89,28 @@ pub fn find(reads: &BTreeMap<u64, BTreeSet<usize>>, sched_fields: &[u64]) -> Opt
         return None;
     }
     let sched_end = sched.saturating_add(fields.iter().max().copied().unwrap_or(0) + 8);
-    // allp: 8 bytes read at its address (the array) and 8 bytes on (the
-    // length), outside sched.
+    let allp = only_slice(reads, Some(sched..sched_end))?;
+    Some((sched, allp))
+}
+
+/// The one slice the code reads, outside `besides`: 8 bytes read at its address
+/// (the array) and 8 bytes on (the length). None when there is none or more
+/// than one (ambiguous: better no answer than a wrong one).
+pub fn only_slice(
+    reads: &BTreeMap<u64, BTreeSet<usize>>,
+    besides: Option<std::ops::Range<u64>>,
+) -> Option<u64> {
     let reads_word = |at: u64| reads.get(&at).is_some_and(|sizes| sizes.contains(&8));
-    let mut slices = targets.iter().copied().filter(|&t| {
-        !(sched..sched_end).contains(&t)
+    let mut slices = reads.keys().copied().filter(|&t| {
+        !besides.as_ref().is_some_and(|range| range.contains(&t))
             && reads_word(t)
             && t.checked_add(8).is_some_and(reads_word)
     });
-    let allp = slices.next()?;
+    let slice = slices.next()?;
     if slices.next().is_some() {
-        return None; // ambiguous: better no answer than a wrong one
+        return None;
     }
-    Some((sched, allp))
+    Some(slice)
 }
 
 #[cfg(test)]

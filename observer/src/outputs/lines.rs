@@ -9,13 +9,19 @@ use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
     facet::Facet,
-    outputs::format::{
-        Header, by_value_descending, duration, p99_or_dash, preemption_line, time_of_day,
+    outputs::{
+        Report,
+        format::{
+            Header, by_value_descending, duration, p99_or_dash, preemption_line, time_of_day,
+        },
     },
     stats::{
         aggregate::{Bucket, Stats},
+        census::Census,
         clock::Clock,
         names::Names,
+        runtime_activity::{RuntimeActivity, RuntimeSummary},
+        runtime_histogram::RuntimeHistogram,
         sched::SchedState,
         signals::{Outcome, Preemption},
     },
@@ -102,17 +108,20 @@ impl Printer {
         }
     }
 
-    pub fn interval(
-        &self,
-        stats: &Stats,
-        sched: Option<&SchedState>,
-        unix_ns: u64,
-        elapsed_ns: u64,
-    ) -> io::Result<()> {
+    pub fn interval(&self, report: &Report<'_>) -> io::Result<()> {
+        let (stats, sched, unix_ns, elapsed_ns) = (
+            report.stats,
+            report.sched,
+            report.unix_ns,
+            report.interval_ns,
+        );
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
                 value["sched"] = json!(sched);
+                value["runtime"] = json!(report.runtime);
+                value["census"] = json!(report.census);
+                value["census_every_intervals"] = json!(report.census_every);
                 value["type"] = json!("interval");
                 value["watching"] = json!(self.header.facets);
                 value["unix_ns"] = json!(unix_ns);
@@ -132,8 +141,14 @@ impl Printer {
                     stats,
                     false,
                 );
+                if let Some(runtime) = report.runtime {
+                    text.push_str(&runtime_text(runtime, &self.header.go_version));
+                }
                 if let Some(state) = sched {
                     text.push_str(&sched_text(state));
+                }
+                if let Some(census) = report.census {
+                    text.push_str(&census_text(census, report.census_every));
                 }
                 emit(&text)
             }
@@ -155,10 +170,20 @@ impl Printer {
         }
     }
 
-    pub fn summary(&self, stats: &Stats, duration_ns: u64) -> io::Result<()> {
+    pub fn summary(
+        &self,
+        stats: &Stats,
+        runtime: Option<&RuntimeSummary>,
+        duration_ns: u64,
+    ) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
+                if let Some(runtime) = runtime {
+                    value["runtime"] = json!(runtime.whole_run);
+                    value["runtime_since_start"] = json!(runtime.since_start);
+                    value["census"] = json!(runtime.census);
+                }
                 value["type"] = json!("summary");
                 value["watching"] = json!(self.header.facets);
                 value["pid"] = json!(self.header.pid);
@@ -166,16 +191,25 @@ impl Printer {
                 value["duration_ns"] = json!(duration_ns);
                 emit(&value.to_string())
             }
-            Format::Text => emit(&self.text(
-                &format!(
-                    "SUMMARY pid {} {} — whole run, {}",
-                    self.header.pid,
-                    self.header.go_version,
-                    duration(duration_ns)
-                ),
-                stats,
-                true,
-            )),
+            Format::Text => {
+                let mut text = self.text(
+                    &format!(
+                        "SUMMARY pid {} {} — whole run, {}",
+                        self.header.pid,
+                        self.header.go_version,
+                        duration(duration_ns)
+                    ),
+                    stats,
+                    true,
+                );
+                if let Some(runtime) = runtime {
+                    text.push_str(&runtime_text(&runtime.whole_run, &self.header.go_version));
+                    if let Some(census) = &runtime.census {
+                        text.push_str(&census_text(census, 1));
+                    }
+                }
+                emit(&text)
+            }
         }
     }
 
@@ -332,6 +366,178 @@ fn goroutine_table(s: &Stats, whole_run: bool) -> String {
             out.push_str(&histogram_text(
                 &format!("goid {} run-queue latency", row.goid),
                 &row.runq_latency_histogram,
+            ));
+        }
+    }
+    out
+}
+
+/// What the runtime counted itself over the span: no probe involved.
+fn runtime_text(r: &RuntimeActivity, go_version: &str) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<13}{value}\n"));
+    };
+    let per_second = |count: u64| {
+        if r.span_ns == 0 {
+            String::new()
+        } else {
+            format!(" ({:.0}/s)", count as f64 * 1e9 / r.span_ns as f64)
+        }
+    };
+    let kept = |name: &str, value: Option<String>| {
+        value.unwrap_or_else(|| {
+            r.not_kept
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("not kept by {go_version}"))
+        })
+    };
+    let per_p: Vec<String> = r
+        .per_p
+        .iter()
+        .map(|p| format!("{}/{}", p.run_slices, p.syscalls))
+        .collect();
+    line(
+        "P ticks",
+        format!(
+            "{:>9}   time slices{}, {} syscalls{}; per P (slices/syscalls) [{}]",
+            r.run_slices,
+            per_second(r.run_slices),
+            r.syscalls,
+            per_second(r.syscalls),
+            per_p.join(" ")
+        ),
+    );
+    let pauses = |h: &Option<RuntimeHistogram>, name: &str| {
+        kept(
+            name,
+            h.as_ref()
+                .map(|h| format!("{} (p99 < {})", h.count, p99_text(h.p99_ns))),
+        )
+    };
+    line(
+        "runtime",
+        format!(
+            "{:>9}   GC cycles; goroutines created {}; mutex wait {}; STW pauses: GC {}, other {}",
+            kept("gc_cycles", r.gc_cycles.map(|c| c.to_string())),
+            kept(
+                "goroutines_created",
+                r.goroutines_created.map(|c| c.to_string())
+            ),
+            kept("mutex_wait_ns", r.mutex_wait_ns.map(duration)),
+            pauses(&r.stw_gc_pauses, "stw_gc_pauses"),
+            pauses(&r.stw_other_pauses, "stw_other_pauses"),
+        ),
+    );
+    match &r.run_queue_latency {
+        Some(h) => {
+            line(
+                "runq (Go)",
+                format!(
+                    "{:>9}   run-queue latencies the runtime sampled (~1 in 8): p50 < {}, p99 < {}",
+                    h.count,
+                    p99_text(h.p50_ns),
+                    p99_text(h.p99_ns)
+                ),
+            );
+            out.push_str(&histogram_text(
+                "run-queue latency (Go)",
+                &by_power_of_two(&h.buckets),
+            ));
+        }
+        None => line("runq (Go)", kept("run_queue_latency", None::<String>)),
+    }
+    out
+}
+
+fn p99_text(bound: Option<u64>) -> String {
+    bound.map_or_else(|| "-".to_owned(), duration)
+}
+
+/// The runtime's finer buckets merged into powers of two, for a short text
+/// histogram (JSON and Prometheus keep the runtime's own).
+fn by_power_of_two(buckets: &[Bucket]) -> Vec<Bucket> {
+    let mut merged: Vec<Bucket> = Vec::new();
+    let power = |ns: u64| if ns == 0 { 0 } else { 64 - ns.leading_zeros() };
+    for bucket in buckets {
+        match merged.last_mut() {
+            Some(last) if power(last.from_ns) == power(bucket.from_ns) => {
+                last.to_ns = bucket.to_ns;
+                last.count += bucket.count;
+            }
+            _ => {
+                let from_ns: u64 = if bucket.from_ns == 0 {
+                    0
+                } else {
+                    1 << (power(bucket.from_ns) - 1)
+                };
+                let to_ns = match bucket.to_ns {
+                    u64::MAX => u64::MAX,
+                    _ if from_ns == 0 => bucket.to_ns,
+                    _ => from_ns.saturating_mul(2),
+                };
+                merged.push(Bucket {
+                    from_ns,
+                    to_ns,
+                    count: bucket.count,
+                });
+            }
+        }
+    }
+    merged
+}
+
+/// The goroutine census: by status, by wait reason, the longest waiters.
+fn census_text(c: &Census, every: u64) -> String {
+    let mut out = String::new();
+    let statuses: Vec<String> = by_value_descending(&c.by_status)
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    out.push_str(&format!(
+        "{:<13}{:>9}   live: {} of the program ({}), {} of the runtime{}{}\n",
+        "goroutines",
+        c.goroutines,
+        c.user_goroutines,
+        statuses.join(", "),
+        c.system_goroutines,
+        if c.approximate {
+            " (approximate: changed while read)"
+        } else {
+            ""
+        },
+        if every > 1 {
+            format!(
+                "; read every {every} intervals (a read takes {})",
+                duration(c.read_ns)
+            )
+        } else {
+            String::new()
+        }
+    ));
+    let reasons: Vec<String> = by_value_descending(&c.by_wait_reason)
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    out.push_str(&format!(
+        "{:<13}{:>9}   {}\n",
+        "waiting",
+        "",
+        reasons.join(", ")
+    ));
+    if !c.longest_waiters.is_empty() {
+        out.push_str(&format!(
+            "{:>10} {:>12}  {:<24}  {}\n",
+            "GOID", "WAITING ≥", "REASON", "STARTED AS"
+        ));
+        for w in &c.longest_waiters {
+            out.push_str(&format!(
+                "{:>10} {:>12}  {:<24}  {}\n",
+                w.goid,
+                duration(w.waiting_ns),
+                w.reason,
+                w.start_function.as_deref().unwrap_or("?")
             ));
         }
     }

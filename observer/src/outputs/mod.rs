@@ -24,7 +24,10 @@ use crate::{
     },
     session::AttachArgs,
     sources::{drain::Snapshot, runtime_memory::SchedLayout},
-    stats::{aggregate::Stats, clock::Clock, names::Names, sched::SchedState, signals::Preemption},
+    stats::{
+        aggregate::Stats, census::Census, clock::Clock, names::Names,
+        runtime_activity::RuntimeActivity, sched::SchedState, signals::Preemption,
+    },
 };
 
 /// Where the reports are shown.
@@ -149,12 +152,7 @@ impl Outputs {
     /// [`Outputs::need_totals`].
     pub fn interval(&mut self, report: &Report<'_>, names: &Names<'_>) -> Result<()> {
         match &mut self.display {
-            Display::Lines(printer) => printer.interval(
-                report.stats,
-                report.sched,
-                report.unix_ns,
-                report.interval_ns,
-            )?,
+            Display::Lines(printer) => printer.interval(report)?,
             Display::Screen(screen) => {
                 screen.update(
                     report.stats,
@@ -257,6 +255,12 @@ pub struct Report<'a> {
     /// Whole-run totals (empty unless the outputs need them).
     pub totals: &'a Stats,
     pub sched: Option<&'a SchedState>,
+    /// The runtime's own counters over the interval (no probe involved).
+    pub runtime: Option<&'a RuntimeActivity>,
+    /// The goroutine census, when taken this interval ...
+    pub census: Option<&'a Census>,
+    /// ... which is every this many intervals.
+    pub census_every: u64,
     pub snapshot: &'a Snapshot,
     pub unix_ns: u64,
     pub monotonic_ns: u64,

@@ -2,7 +2,10 @@
 //! `GODEBUG=schedtrace` prints, without restarting the program. `runtime.sched`
 //! (global run queue, idle Ps, spinning and idle Ms, M count) and every P in
 //! `runtime.allp` (local run queue, `runnext`, status), read with
-//! `process_vm_readv`: read-only, the target never notices.
+//! `process_vm_readv`: read-only, the target never notices. With them, the
+//! runtime's own counters: each P's `schedtick`/`syscalltick`, the run-queue
+//! latency histogram `sched.timeToRun`, stop-the-world pauses, mutex wait time,
+//! goroutines created and GC cycles, where the Go version keeps them.
 //!
 //! The structures change while we read them, without a lock we could take. Each
 //! value is checked against what the runtime guarantees (a local run queue holds
@@ -17,15 +20,15 @@ use crate::{
         GoBinary,
         fields::{self, Field},
     },
-    stats::sched::{ProcState, SchedState, p_status_name},
+    stats::{
+        runtime_histogram::{HistogramLayout, RuntimeCounts},
+        sched::{ProcState, RuntimeCounters, SchedState, p_status_name},
+    },
 };
 
 /// Capacity of a P's local run queue (`runq [256]guintptr`, every version).
 const LOCAL_RUNQ_CAPACITY: u32 = 256;
 const READ_ATTEMPTS: usize = 4;
-/// Ps read per `process_vm_readv` (two pieces each; the kernel takes at most
-/// IOV_MAX = 1024 pieces a call).
-const PS_PER_READ: usize = 512;
 
 /// Where everything is, for one process.
 #[derive(Debug, Clone)]
@@ -47,6 +50,62 @@ pub struct SchedLayout {
     p_runqhead: u64,
     p_runqtail: u64,
     p_runnext: u64,
+    p_schedtick: u64,
+    p_syscalltick: u64,
+    /// What the version keeps: absent fields are named in `missing`.
+    p_goroutines_created: Option<u64>,
+    goroutines_created: Option<u64>,
+    time_to_run: Option<HistogramAt>,
+    stw_gc: Option<HistogramAt>,
+    stw_other: Option<HistogramAt>,
+    mutex_wait: Option<u64>,
+    /// Run-time address of `runtime.memstats.numgc`.
+    numgc: Option<u64>,
+    /// Counters this binary does not have, and why ("not kept by go1.19").
+    pub missing: Vec<(&'static str, String)>,
+}
+
+/// A `timeHistogram` inside `schedt`.
+#[derive(Debug, Clone, Copy)]
+struct HistogramAt {
+    layout: HistogramLayout,
+    /// Offsets in `schedt` of its counts, underflow and overflow (1.20+).
+    counts: u64,
+    underflow: u64,
+    overflow: Option<u64>,
+}
+
+impl HistogramAt {
+    /// The histogram at `at` in `schedt`, laid out as the offsets say.
+    fn new(at: u64, offsets: &std::collections::BTreeMap<String, u64>) -> Option<Self> {
+        let counts = fields::TIME_HISTOGRAM_COUNTS.offset_in(offsets)?;
+        let underflow = fields::TIME_HISTOGRAM_UNDERFLOW.offset_in(offsets)?;
+        let overflow = fields::TIME_HISTOGRAM_OVERFLOW.offset_in(offsets);
+        let layout = HistogramLayout::of(underflow.checked_sub(counts)? / 8, overflow.is_some())?;
+        Some(Self {
+            layout,
+            counts: at + counts,
+            underflow: at + underflow,
+            overflow: overflow.map(|o| at + o),
+        })
+    }
+
+    fn end(&self) -> u64 {
+        self.overflow.unwrap_or(self.underflow).max(self.underflow) + 8
+    }
+
+    fn read(&self, sched: &[u8]) -> RuntimeCounts {
+        let entries = ((self.underflow - self.counts) / 8) as usize;
+        let counts: Vec<u64> = (0..entries)
+            .map(|i| u64_at(sched, self.counts as usize + i * 8))
+            .collect();
+        RuntimeCounts::new(
+            self.layout,
+            &counts,
+            u64_at(sched, self.underflow as usize),
+            self.overflow.map_or(0, |o| u64_at(sched, o as usize)),
+        )
+    }
 }
 
 impl SchedLayout {
@@ -65,6 +124,53 @@ impl SchedLayout {
         };
         let runq_size = fields::runq_size_offset(&binary.struct_offsets)
             .context("no offset for the global run-queue length")?;
+        let offsets = &binary.struct_offsets;
+        let version = format!("go{}.{}", binary.version.0, binary.version.1);
+        let mut missing = Vec::new();
+        let mut kept = |name: &'static str, offset: Option<u64>| {
+            if offset.is_none() {
+                missing.push((name, format!("not kept by {version}")));
+            }
+            offset
+        };
+        let time_to_run = kept(
+            "run_queue_latency",
+            fields::SCHED_TIME_TO_RUN.offset_in(offsets),
+        )
+        .and_then(|at| HistogramAt::new(at, offsets));
+        let stw_gc = kept(
+            "stw_gc_pauses",
+            fields::SCHED_STW_TOTAL_TIME_GC.offset_in(offsets),
+        )
+        .and_then(|at| HistogramAt::new(at, offsets));
+        let stw_other = kept(
+            "stw_other_pauses",
+            fields::SCHED_STW_TOTAL_TIME_OTHER.offset_in(offsets),
+        )
+        .and_then(|at| HistogramAt::new(at, offsets));
+        let mutex_wait = kept(
+            "mutex_wait_ns",
+            fields::SCHED_TOTAL_MUTEX_WAIT_TIME.offset_in(offsets),
+        );
+        let goroutines_created = kept(
+            "goroutines_created",
+            fields::SCHED_GOROUTINES_CREATED.offset_in(offsets),
+        );
+        let p_goroutines_created = fields::P_GOROUTINES_CREATED.offset_in(offsets);
+        let numgc = match (globals.memstats, fields::MSTATS_NUMGC.offset_in(offsets)) {
+            (Some(memstats), Some(numgc)) => Some(memstats.wrapping_add(load_bias) + numgc),
+            (None, _) => {
+                missing.push((
+                    "gc_cycles",
+                    "runtime.memstats not found (no symbol table)".to_owned(),
+                ));
+                None
+            }
+            (_, None) => {
+                missing.push(("gc_cycles", format!("not kept by {version}")));
+                None
+            }
+        };
         Ok(Self {
             sched: globals.sched.wrapping_add(load_bias),
             allp: globals.allp.wrapping_add(load_bias),
@@ -79,6 +185,16 @@ impl SchedLayout {
             p_runqhead: field(fields::P_RUNQHEAD)?,
             p_runqtail: field(fields::P_RUNQTAIL)?,
             p_runnext: field(fields::P_RUNNEXT)?,
+            p_schedtick: field(fields::P_SCHEDTICK)?,
+            p_syscalltick: field(fields::P_SYSCALLTICK)?,
+            p_goroutines_created: goroutines_created.and(p_goroutines_created),
+            goroutines_created,
+            time_to_run,
+            stw_gc,
+            stw_other,
+            mutex_wait,
+            numgc,
+            missing,
         })
     }
 
@@ -91,25 +207,38 @@ impl SchedLayout {
             self.mnext + 8,
             self.nmfreed + 8,
             self.runq_size + 4,
+            self.mutex_wait.map_or(0, |at| at + 8),
+            self.goroutines_created.map_or(0, |at| at + 8),
         ]
         .into_iter()
+        .chain(
+            [self.time_to_run, self.stw_gc, self.stw_other]
+                .iter()
+                .flatten()
+                .map(HistogramAt::end),
+        )
         .max()
         .unwrap_or(0) as usize
     }
 
-    /// The bytes of a P read: from its start to the last of id, status and the
-    /// queue's head and tail; then runnext alone (the 2 KiB queue lies between).
-    fn p_pieces(&self) -> [(u64, usize); 2] {
+    /// The bytes of a P read: from its start to the last of id, status, ticks
+    /// and the queue's head and tail; then runnext alone (the 2 KiB queue lies
+    /// between); then goroutinesCreated (1.26+, far on).
+    fn p_pieces(&self) -> Vec<(u64, usize)> {
         let head = [
             self.p_id + 4,
             self.p_status + 4,
             self.p_runqhead + 4,
             self.p_runqtail + 4,
+            self.p_schedtick + 4,
+            self.p_syscalltick + 4,
         ]
         .into_iter()
         .max()
         .unwrap_or(0);
-        [(0, head as usize), (self.p_runnext, 8)]
+        let mut pieces = vec![(0, head as usize), (self.p_runnext, 8)];
+        pieces.extend(self.p_goroutines_created.map(|at| (at, 8)));
+        pieces
     }
 }
 
@@ -156,9 +285,26 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
     }
     let addresses: Vec<u64> = addresses.into_iter().filter(|&p| p != 0).collect();
     let mut procs = Vec::with_capacity(addresses.len());
-    for (bytes, runnext) in read_procs(pid, &addresses, layout.p_pieces())? {
-        let head = u32_at(&bytes, layout.p_runqhead as usize);
-        let tail = u32_at(&bytes, layout.p_runqtail as usize);
+    let pieces = layout.p_pieces();
+    let records = read_pieces(pid, &addresses, &pieces).context("cannot read the Ps")?;
+    if records.complete < addresses.len() {
+        bail!(
+            "short read of the Ps: {} of {}",
+            records.complete,
+            addresses.len()
+        );
+    }
+    let mut goroutines_created = layout
+        .goroutines_created
+        .map(|at| u64_at(&sched, at as usize));
+    for index in 0..addresses.len() {
+        let bytes = records.piece(index, 0);
+        let runnext = records.piece(index, 1);
+        if let Some(total) = &mut goroutines_created {
+            *total += u64_at(records.piece(index, 2), 0);
+        }
+        let head = u32_at(bytes, layout.p_runqhead as usize);
+        let tail = u32_at(bytes, layout.p_runqtail as usize);
         // head and tail are read apart and move while we read: the difference
         // can be "negative" (wraps) or over capacity for a moment.
         let mut runq = tail.wrapping_sub(head);
@@ -166,12 +312,14 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
             consistent = false;
             runq = 0;
         }
-        let status = u32_at(&bytes, layout.p_status as usize);
+        let status = u32_at(bytes, layout.p_status as usize);
         procs.push(ProcState {
-            id: u32_at(&bytes, layout.p_id as usize) as i32,
+            id: u32_at(bytes, layout.p_id as usize) as i32,
             status: p_status_name(status),
             runq,
-            runnext: u64_at(&runnext, 0) != 0,
+            runnext: u64_at(runnext, 0) != 0,
+            schedtick: u32_at(bytes, layout.p_schedtick as usize),
+            syscalltick: u32_at(bytes, layout.p_syscalltick as usize),
         });
     }
     let gomaxprocs = procs.len() as u32;
@@ -194,6 +342,17 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
     );
     // A global run queue longer than a million goroutines is a torn read.
     let global_runq = clamp(u32_at(&sched, layout.runq_size as usize), 1 << 20);
+    let counters = RuntimeCounters {
+        time_to_run: layout.time_to_run.map(|h| h.read(&sched)),
+        stw_gc: layout.stw_gc.map(|h| h.read(&sched)),
+        stw_other: layout.stw_other.map(|h| h.read(&sched)),
+        mutex_wait_ns: layout.mutex_wait.map(|at| u64_at(&sched, at as usize)),
+        goroutines_created,
+        gc_cycles: match layout.numgc {
+            Some(at) => Some(u32_at(&read_memory(pid, at, 4)?, 0)),
+            None => None,
+        },
+    };
     Ok((
         SchedState {
             gomaxprocs,
@@ -204,54 +363,84 @@ fn read_once(pid: u32, layout: &SchedLayout) -> Result<(SchedState, bool)> {
             global_runq,
             procs,
             approximate: !consistent,
+            counters,
         },
         consistent,
     ))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
     bytes
         .get(at..at + 4)
         .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
         .unwrap_or(0)
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
     bytes
         .get(at..at + 8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
         .unwrap_or(0)
 }
 
-/// The two pieces of each P at `addresses`, `PS_PER_READ` Ps per
-/// `process_vm_readv` (GOMAXPROCS can be in the thousands).
-fn read_procs(
-    pid: u32,
-    addresses: &[u64],
-    [(head_at, head_len), (next_at, next_len)]: [(u64, usize); 2],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut procs = Vec::with_capacity(addresses.len());
-    for chunk in addresses.chunks(PS_PER_READ) {
-        let mut buffers: Vec<(Vec<u8>, Vec<u8>)> = chunk
-            .iter()
-            .map(|_| (vec![0u8; head_len], vec![0u8; next_len]))
-            .collect();
-        let mut local = Vec::with_capacity(chunk.len() * 2);
-        let mut remote = Vec::with_capacity(chunk.len() * 2);
-        for ((head, next), &p) in buffers.iter_mut().zip(chunk) {
-            for (buffer, at) in [(head, head_at), (next, next_at)] {
+/// Pieces read at many addresses (Ps, goroutines): piece k of record i is
+/// `len` bytes at `addresses[i] + offset`.
+pub struct Records {
+    data: Vec<u8>,
+    /// Where each piece starts in a record, and the record's size.
+    starts: Vec<(usize, usize)>,
+    record_len: usize,
+    /// Records read whole (a failed read stops the kernel at the first piece
+    /// it cannot read: the records after are zeros).
+    pub complete: usize,
+}
+
+impl Records {
+    pub fn piece(&self, record: usize, piece: usize) -> &[u8] {
+        let (start, len) = self.starts[piece];
+        let at = record * self.record_len + start;
+        &self.data[at..at + len]
+    }
+}
+
+/// The kernel takes at most IOV_MAX (1024) pieces per `process_vm_readv`.
+const IOV_MAX: usize = 1024;
+
+/// `pieces` of every address in `addresses`, with as few `process_vm_readv`
+/// calls as the kernel allows. A piece that cannot be read (an address that
+/// was reused or unmapped meanwhile) ends the reading of its batch: the
+/// records read whole before it are `complete`.
+pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Result<Records> {
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut record_len = 0;
+    for &(_, len) in pieces {
+        starts.push((record_len, len));
+        record_len += len;
+    }
+    let mut data = vec![0u8; addresses.len() * record_len];
+    let per_call = (IOV_MAX / pieces.len().max(1)).max(1);
+    let mut complete = 0;
+    for (batch, chunk) in addresses.chunks(per_call).enumerate() {
+        let first = batch * per_call;
+        let buffer = &mut data[first * record_len..(first + chunk.len()) * record_len];
+        let mut local = Vec::with_capacity(chunk.len() * pieces.len());
+        let mut remote = Vec::with_capacity(chunk.len() * pieces.len());
+        for (record, &address) in buffer.chunks_mut(record_len).zip(chunk) {
+            let mut rest = record;
+            for &(offset, len) in pieces {
+                let (piece, after) = rest.split_at_mut(len);
+                rest = after;
                 local.push(libc::iovec {
-                    iov_base: buffer.as_mut_ptr().cast(),
-                    iov_len: buffer.len(),
+                    iov_base: piece.as_mut_ptr().cast(),
+                    iov_len: len,
                 });
                 remote.push(libc::iovec {
-                    iov_base: (p + at) as *mut libc::c_void,
-                    iov_len: buffer.len(),
+                    iov_base: address.wrapping_add(offset) as *mut libc::c_void,
+                    iov_len: len,
                 });
             }
         }
-        let wanted = chunk.len() * (head_len + next_len);
-        // SAFETY: each local iovec describes a buffer of `buffers`, alive and not
+        // SAFETY: each local iovec describes a piece of `data`, alive and not
         // moved during the call; the remote ones are only read, in the other process.
         let read = unsafe {
             libc::process_vm_readv(
@@ -264,19 +453,37 @@ fn read_procs(
             )
         };
         if read < 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot read the Ps");
+            let error = std::io::Error::last_os_error();
+            // EFAULT: the first piece itself was unreadable; other errors (the
+            // process is gone, no permission) end the read.
+            if error.raw_os_error() != Some(libc::EFAULT) {
+                return Err(error).context("process_vm_readv");
+            }
+            return Ok(Records {
+                data,
+                starts,
+                record_len,
+                complete,
+            });
         }
-        if read as usize != wanted {
-            bail!("short read of the Ps: {read} of {wanted} bytes");
+        let whole = read as usize / record_len;
+        complete += whole;
+        if whole < chunk.len() {
+            // The rest of this batch and the batches after are not read.
+            break;
         }
-        procs.extend(buffers);
     }
-    Ok(procs)
+    Ok(Records {
+        data,
+        starts,
+        record_len,
+        complete,
+    })
 }
 
 /// `len` bytes at `address` in process `pid`, with one `process_vm_readv`: reads
 /// only, and fails cleanly on an unmapped address instead of faulting.
-fn read_memory(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
+pub fn read_memory(pid: u32, address: u64, len: usize) -> Result<Vec<u8>> {
     let mut buffer = vec![0u8; len];
     let local = libc::iovec {
         iov_base: buffer.as_mut_ptr().cast(),

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::stats::runtime_histogram::RuntimeCounts;
+
 /// One P, as schedtrace shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ProcState {
@@ -12,6 +14,11 @@ pub struct ProcState {
     pub runq: u32,
     /// ... plus one waiting in `runnext` (runs next, ahead of the queue).
     pub runnext: bool,
+    /// Incremented by the runtime at each scheduling that starts a new time
+    /// slice (`execute` without `inheritTime`) ...
+    pub schedtick: u32,
+    /// ... and at each syscall exit (and when sysmon retakes the P from one).
+    pub syscalltick: u32,
 }
 
 impl ProcState {
@@ -35,6 +42,28 @@ pub struct SchedState {
     pub procs: Vec<ProcState>,
     /// Some value kept changing while read: clamped to what is possible.
     pub approximate: bool,
+    /// The runtime's own cumulative counters (shown as activity over a span:
+    /// `stats::runtime_activity`).
+    #[serde(skip)]
+    pub counters: RuntimeCounters,
+}
+
+/// What the runtime counts itself, since the process started; None where the
+/// Go version does not keep it (`SchedLayout::missing` says why).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuntimeCounters {
+    /// `sched.timeToRun`: run-queue latencies (`/sched/latencies:seconds`).
+    pub time_to_run: Option<RuntimeCounts>,
+    /// Stop-the-world pauses for the GC and for anything else (1.22+).
+    pub stw_gc: Option<RuntimeCounts>,
+    pub stw_other: Option<RuntimeCounts>,
+    /// `sched.totalMutexWaitTime`: time goroutines waited on sync.Mutex and
+    /// sync.RWMutex (1.20+).
+    pub mutex_wait_ns: Option<u64>,
+    /// `sched.goroutinesCreated` plus each P's (1.26+).
+    pub goroutines_created: Option<u64>,
+    /// `memstats.numgc`: GC cycles completed.
+    pub gc_cycles: Option<u32>,
 }
 
 impl SchedState {

@@ -149,8 +149,14 @@ pub fn build_with(toolchain: &Toolchain, fixture: &str, mode: Mode, extra: &[&st
     if binary.exists() {
         return binary;
     }
-    // Build beside, then rename: tests running in parallel never see half a file.
-    let partial = dir.join(format!("{name}.{}.partial", std::process::id()));
+    // Build beside, then rename: tests running in parallel (threads of one
+    // process too) never see half a file.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let partial = dir.join(format!(
+        "{name}.{}.{}.partial",
+        std::process::id(),
+        BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let output = Command::new(&toolchain.go)
         .arg("build")
         .args(mode.flags())
@@ -224,6 +230,19 @@ impl Fixture {
     pub fn start(&mut self) {
         let mut stdin = self.stdin.take().expect("started twice");
         stdin.write_all(b"go\n").expect("write to fixture");
+    }
+
+    /// The fixture's stdout lines up to `last` (excluded).
+    pub fn lines_until(&mut self, last: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for line in (&mut self.stdout).lines() {
+            let line = line.expect("fixture stdout");
+            if line == last {
+                return lines;
+            }
+            lines.push(line);
+        }
+        panic!("the fixture ended before printing {last}: {lines:?}");
     }
 
     /// Waits for the fixture to exit; returns its status and the rest of its stdout.

@@ -1,0 +1,147 @@
+//! Every goroutine, read from the target's memory: `runtime.allgs`, the slice of
+//! every `g` ever created (dead ones are kept for reuse), and of each g only the
+//! few fields a goroutine dump shows (status, wait reason, goid, since when it
+//! waits, start function), read in batches of pieces per `process_vm_readv`.
+//! What `GODEBUG`'s goroutine dump or `/debug/pprof/goroutine` show, without an
+//! endpoint or a signal to the target.
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    binary::{GoBinary, fields},
+    sources::runtime_memory::{read_memory, read_pieces, u32_at, u64_at},
+};
+
+/// More goroutines than this in `allgs` is a torn read (each takes at least a
+/// 2 KiB stack: 2^26 of them would be 128 GiB).
+const MAX_GOROUTINES: u64 = 1 << 26;
+
+/// Where the goroutines are, for one process.
+#[derive(Debug, Clone)]
+pub struct GoroutinesLayout {
+    /// Run-time address of `runtime.allgs`.
+    allgs: u64,
+    /// The piece of a g read first: from `atomicstatus` to the end of the last
+    /// of goid, waitsince, waitreason and trackingSeq (they lie within 64 bytes
+    /// in every version).
+    head: (u64, usize),
+    status: usize,
+    goid: usize,
+    waitsince: usize,
+    waitreason: usize,
+    tracking_seq: usize,
+    /// `startpc`, read alone further on.
+    startpc: u64,
+}
+
+impl GoroutinesLayout {
+    pub fn new(binary: &GoBinary, load_bias: u64) -> Result<Self> {
+        let Some(allgs) = binary.scheduler_globals.and_then(|g| g.allgs) else {
+            bail!(
+                "runtime.allgs was not found (no symbol table, and not in the code of \
+                 runtime.forEachG)"
+            );
+        };
+        let offsets = &binary.struct_offsets;
+        let field = |field: fields::Field| {
+            field
+                .offset_in(offsets)
+                .with_context(|| format!("no offset for {}", field.key()))
+        };
+        let status = field(fields::G_ATOMICSTATUS)?;
+        let goid = field(fields::G_GOID)?;
+        let waitsince = field(fields::G_WAITSINCE)?;
+        let waitreason = field(fields::G_WAITREASON)?;
+        let tracking_seq = field(fields::G_TRACKING_SEQ)?;
+        let start = status
+            .min(goid)
+            .min(waitsince)
+            .min(waitreason)
+            .min(tracking_seq);
+        let end = (status + 4)
+            .max(goid + 8)
+            .max(waitsince + 8)
+            .max(waitreason + 1)
+            .max(tracking_seq + 1);
+        Ok(Self {
+            allgs: allgs.wrapping_add(load_bias),
+            head: (start, (end - start) as usize),
+            status: (status - start) as usize,
+            goid: (goid - start) as usize,
+            waitsince: (waitsince - start) as usize,
+            waitreason: (waitreason - start) as usize,
+            tracking_seq: (tracking_seq - start) as usize,
+            startpc: field(fields::G_STARTPC)?,
+        })
+    }
+}
+
+/// One goroutine as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoroutineRecord {
+    pub goid: u64,
+    /// `atomicstatus` without the `_Gscan` bit.
+    pub status: u32,
+    pub wait_reason: u8,
+    /// `nanotime()` when the GC first saw it blocked, 0 when not set (the
+    /// runtime sets it only there, and clears it when the goroutine runs).
+    pub waitsince: i64,
+    /// Changes each time the goroutine stops running (modulo 256).
+    pub tracking_seq: u8,
+    pub startpc: u64,
+}
+
+/// The goroutines of one read.
+#[derive(Debug, Default)]
+pub struct GoroutineList {
+    pub goroutines: Vec<GoroutineRecord>,
+    /// Some g could not be read (allgs moved while read): a partial list.
+    pub approximate: bool,
+}
+
+/// `_Gscan`: set while the GC scans the goroutine's stack, over its status.
+const G_SCAN: u32 = 0x1000;
+
+/// Reads every g in `allgs`, dead ones included.
+pub fn read(pid: u32, layout: &GoroutinesLayout) -> Result<GoroutineList> {
+    let slice = read_memory(pid, layout.allgs, 24).context("cannot read runtime.allgs")?;
+    let (array, len, cap) = (u64_at(&slice, 0), u64_at(&slice, 8), u64_at(&slice, 16));
+    if len > cap || len > MAX_GOROUTINES {
+        return Ok(GoroutineList {
+            goroutines: Vec::new(),
+            approximate: true,
+        });
+    }
+    if len == 0 {
+        return Ok(GoroutineList::default());
+    }
+    let pointers =
+        read_memory(pid, array, len as usize * 8).context("cannot read the array of allgs")?;
+    let addresses: Vec<u64> = pointers
+        .chunks_exact(8)
+        .map(|p| u64_at(p, 0))
+        .filter(|&p| p != 0)
+        .collect();
+    let mut approximate = addresses.len() as u64 != len;
+    let records = read_pieces(pid, &addresses, &[layout.head, (layout.startpc, 8)])?;
+    if records.complete < addresses.len() {
+        approximate = true;
+    }
+    let goroutines = (0..records.complete)
+        .map(|index| {
+            let head = records.piece(index, 0);
+            GoroutineRecord {
+                goid: u64_at(head, layout.goid),
+                status: u32_at(head, layout.status) & !G_SCAN,
+                wait_reason: head.get(layout.waitreason).copied().unwrap_or(0),
+                waitsince: u64_at(head, layout.waitsince) as i64,
+                tracking_seq: head.get(layout.tracking_seq).copied().unwrap_or(0),
+                startpc: u64_at(records.piece(index, 1), 0),
+            }
+        })
+        .collect();
+    Ok(GoroutineList {
+        goroutines,
+        approximate,
+    })
+}
