@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, TracePointContext},
 };
 use gobpf_sched_common::{
@@ -88,6 +88,20 @@ static SYSCALL_START: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Entry 0: when the current window of transition probes opened
+/// (CLOCK_MONOTONIC ns, written by userspace before it attaches them). State
+/// recorded before it belongs to an earlier window: the probes were detached
+/// in between and missed what happened meanwhile, so no duration is taken from
+/// it (a goroutine made runnable before a window closed and seen running in the
+/// next would report the whole gap as run-queue latency).
+#[map]
+static WINDOW: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Hits of the calibration probe, which userspace puts on a function of its own
+/// to measure what a uprobe hit costs on this machine.
+#[map]
+static CALIBRATION_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Submit without waking the reader: userspace drains on a timer, which costs the
 /// probe nothing (a wakeup per record cost ~1.4 µs inside the probe, measured on
 /// a 2-core VM with kernel 6.18).
@@ -141,6 +155,13 @@ fn config() -> Config {
     // SAFETY: CONFIG is a plain global in .rodata; volatile stops the compiler from
     // folding the zero initialiser the loader replaces.
     unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+/// Whether state recorded at `since_ns` belongs to the current window (see
+/// `WINDOW`): only then does it give a duration.
+#[inline(always)]
+fn in_window(since_ns: u64) -> bool {
+    since_ns >= WINDOW.get(0).copied().unwrap_or(0)
 }
 
 #[inline(always)]
@@ -271,7 +292,7 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
     let tid = current_tid();
     if let Some(running) = RUNNING.get_ptr_mut(&tid) {
         let running = unsafe { &mut *running };
-        if running.stopped_ns == 0 {
+        if running.stopped_ns == 0 && in_window(running.since_ns) {
             let now = unsafe { bpf_ktime_get_ns() };
             let ran = now.saturating_sub(running.since_ns);
             running.stopped_ns = now;
@@ -354,10 +375,11 @@ fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, 
     // None: it became runnable before we attached.
     let waited = G_STATE.get_ptr_mut(&gp).and_then(|state| {
         let state = unsafe { &mut *state };
-        (state.status == g_status::RUNNABLE).then(|| {
-            state.status = g_status::RUNNING;
-            now.saturating_sub(state.since_ns)
-        })
+        if state.status != g_status::RUNNABLE {
+            return None;
+        }
+        state.status = g_status::RUNNING;
+        in_window(state.since_ns).then(|| now.saturating_sub(state.since_ns))
     });
     if let Some(waited) = waited {
         add_to_histogram(&RUNQ_LATENCY, waited);
@@ -493,6 +515,7 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
         let mut blocked = 0;
         if let Some(state) = entry
             && unsafe { (*state).status } == g_status::WAITING
+            && in_window(unsafe { (*state).since_ns })
         {
             let state = unsafe { &*state };
             blocked = now.saturating_sub(state.since_ns);
@@ -547,6 +570,9 @@ fn syscall_exited(goid: u64, now: u64) {
         return; // entered before we attached
     };
     let _ = SYSCALL_START.remove(&tid);
+    if !in_window(entered) {
+        return; // entered before this window
+    }
     let took = now.saturating_sub(entered);
     add(counter::SYSCALL_PAIRS, 1);
     add(counter::SYSCALL_NS, took);
@@ -555,6 +581,16 @@ fn syscall_exited(goid: u64, now: u64) {
         stats.syscall_ns += took;
     }
     emit(event_kind::SYSCALL, goid, took, now);
+}
+
+/// A function of the observer itself: what a uprobe hit costs (the trap and
+/// a minimal program), measured at start.
+#[uprobe]
+pub fn calibration(_ctx: ProbeContext) -> u32 {
+    if let Some(hits) = CALIBRATION_HITS.get_ptr_mut(0) {
+        unsafe { *hits += 1 };
+    }
+    0
 }
 
 /// `runtime.sigtrampgo(sig uint32, info *siginfo, ctx unsafe.Pointer)`: the Go

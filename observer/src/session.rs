@@ -21,6 +21,7 @@ use crate::{
     outputs::{Closed, Outputs, Report, format::Header},
     sources::{
         drain::{Collector, Snapshot},
+        duty_cycle::{Action, DutyCycle, WindowMeasure},
         goroutines::{self, GoroutinesLayout},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
@@ -29,6 +30,7 @@ use crate::{
         aggregate::Stats,
         census::{Census, CensusTaker},
         clock::{Clock, read_clock},
+        cost::ProbeCost,
         names::Names,
         runtime_activity::{RuntimeActivity, RuntimeSummary},
         sched::SchedState,
@@ -91,6 +93,28 @@ pub struct AttachArgs {
     /// session follows it when the new program is a Go program).
     #[arg(long)]
     pub no_follow_exec: bool,
+    /// How much of the target's CPU time the transition probes may cost, in
+    /// percent: they are attached in windows (at least 200 ms) and detached in
+    /// between to stay within it, and counts from windows are shown as such
+    /// (coverage, estimated rates). A quiet program keeps them all the time.
+    #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = parse_budget)]
+    pub overhead_budget: f64,
+    /// Keep the transition probes attached all the time, whatever they cost
+    /// (exact counts; a warning when the cost passes the budget). Implied by
+    /// --events and --record, which need every transition.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl AttachArgs {
+    /// The budget as a share of the target's CPU time; None in exact mode.
+    pub fn budget(&self) -> Option<f64> {
+        (!self.exact_mode()).then_some(self.overhead_budget / 100.0)
+    }
+
+    pub fn exact_mode(&self) -> bool {
+        self.exact || self.events || self.record.is_some()
+    }
 }
 
 /// Shorter intervals are a busy loop of map reads; longer ones are no summary.
@@ -115,6 +139,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A percentage above 0, at most 100.
+fn parse_budget(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|e| format!("{e}: {text}"))?;
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(format!(
+            "{text} is not a percentage above 0 and at most 100 (use --exact for no limit)"
+        ));
+    }
+    Ok(percent)
 }
 
 /// `HOST:PORT` or `IP:PORT`; a host name resolves to its first address.
@@ -250,6 +288,7 @@ impl Image<'_> {
         let facets = watched_facets(args);
         let (mut probes, uprobes) = self.attach(args, &facets)?;
         let collector = Collector::new(&mut probes.ebpf, args.top)?;
+        let hit_cost = probes.hit_cost;
         let header = Header {
             pid: target.pid,
             go_version: binary.build.go_version.clone(),
@@ -272,6 +311,19 @@ impl Image<'_> {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         };
+        // Before the live screen takes the terminal.
+        eprintln!(
+            "gobpf-sched: a uprobe hit costs {:.0} ns here (measured in {} ms); {}",
+            hit_cost.ns,
+            hit_cost.took.as_millis(),
+            match args.budget() {
+                Some(_) => format!(
+                    "transition probes within {}% of the target's CPU time (--exact: always on)",
+                    args.overhead_budget
+                ),
+                None => "transition probes always on (exact mode)".to_owned(),
+            }
+        );
         let outputs = Outputs::open(
             args,
             header,
@@ -296,9 +348,24 @@ impl Image<'_> {
                 .function_at(pc.wrapping_sub(load_bias))
                 .map(str::to_owned)
         };
+        let cpu_at_attach = target.cpu_time_ns().unwrap_or(0);
+        let attached_at = probes.attached_at;
         let mut session = Session {
             args,
             target,
+            duty_cycle: DutyCycle::new(
+                args.budget().filter(|_| probes.has_windowed()),
+                attached_at,
+                WindowMeasure {
+                    hits: collector.counters()?[counter::PROBE_HITS as usize],
+                    target_cpu_ns: cpu_at_attach,
+                },
+            ),
+            probes,
+            hit_ns: hit_cost.ns,
+            window_open_ns: None,
+            duty_cycle_start_cpu: Some(cpu_at_attach),
+            first_mark: None,
             collector,
             sched_layout,
             goroutines_layout: goroutines_layout.ok(),
@@ -314,11 +381,12 @@ impl Image<'_> {
             outputs,
             clock: Clock::measure(),
             signals: SignalPairing::default(),
-            attached_at: Instant::now(),
+            attached_at,
         };
         let result = runtime.block_on(session.run(stop));
-        drop(probes); // detach before printing the end of the session
-        self.finish(session.outputs.close(), result?)
+        // Detach before printing the end of the session.
+        let Session { outputs, .. } = session;
+        self.finish(outputs.close(), result?)
     }
 
     /// Prints how the image ended and its summary; keeps the recording.
@@ -328,9 +396,12 @@ impl Image<'_> {
             How::Exec(new_exe) => closed.printer.exec(new_exe)?,
             How::Stopped => {}
         }
-        closed
-            .printer
-            .summary(&ended.total, ended.runtime.as_ref(), ended.duration_ns)?;
+        closed.printer.summary(
+            &ended.total,
+            ended.cost.as_ref(),
+            ended.runtime.as_ref(),
+            ended.duration_ns,
+        )?;
         if let (Some(recorder), Some(path)) = (closed.recorder, self.record) {
             let written = format!(
                 "{} run slices, {} syscalls, {} parks, {} preemptions",
@@ -413,6 +484,17 @@ struct StopSignals {
 struct Session<'a> {
     args: &'a AttachArgs,
     target: &'a Target,
+    probes: Probes,
+    /// When the transition probes are attached.
+    duty_cycle: DutyCycle,
+    /// The measured cost of a uprobe hit (the trap and a minimal program).
+    hit_ns: f64,
+    /// How long the last window took to open.
+    window_open_ns: Option<u64>,
+    /// The target's CPU time at attach.
+    duty_cycle_start_cpu: Option<u64>,
+    /// The counters at attach: the start of the whole-run cost.
+    first_mark: Option<Mark>,
     collector: Collector,
     sched_layout: Option<SchedLayout>,
     goroutines_layout: Option<GoroutinesLayout>,
@@ -446,14 +528,25 @@ impl Session<'_> {
         let mut report = tokio::time::interval(self.args.interval);
         report.tick().await; // the first tick is immediate
         let sched = self.read_sched();
-        let mut previous = (Snapshot::default(), Instant::now(), sched.clone());
+        let mut previous = Mark {
+            snapshot: Snapshot::default(),
+            at: self.attached_at,
+            sched: sched.clone(),
+            probes_on: Duration::ZERO,
+            target_cpu_ns: self.duty_cycle_start_cpu,
+            program_run: None,
+        };
         self.first_sched = sched.clone().map(|state| (state, Instant::now()));
+        self.first_mark = Some(previous.clone());
         self.outputs.first_screen(sched)?;
         let how = loop {
             tokio::select! {
                 _ = stop.interrupt.recv() => break How::Stopped,
                 _ = stop.terminate.recv() => break How::Stopped,
                 _ = sleep_until(deadline) => break How::Stopped,
+                _ = tokio::time::sleep_until(self.duty_cycle.due().into()) => {
+                    self.window_decision()?;
+                }
                 _ = drain.tick() => {
                     self.dispatch(monotonic_now())?;
                     if let Some(how) = self.ended()? {
@@ -473,9 +566,12 @@ impl Session<'_> {
         let last = self.collector.snapshot()?;
         self.outputs
             .finish_recording(monotonic_now(), &self.names, &last);
+        let end = self.mark(last.clone(), previous.sched.clone());
+        let cost = self.first_mark.as_ref().map(|first| self.cost(first, &end));
         Ok(Ended {
             total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
-            runtime: self.runtime_summary(previous.2.as_ref()),
+            runtime: self.runtime_summary(previous.sched.as_ref()),
+            cost,
             duration_ns: self.attached_at.elapsed().as_nanos() as u64,
             how,
         })
@@ -524,11 +620,17 @@ impl Session<'_> {
     /// One interval: what changed since `previous` (a snapshot, when it was
     /// taken, the scheduler state then), to every output; returns this
     /// interval's.
-    fn report(&mut self, previous: Previous) -> Result<Previous> {
-        let (before, before_at, sched_before) = previous;
-        let mut now = self.collector.snapshot()?;
+    fn report(&mut self, previous: Mark) -> Result<Mark> {
+        let Mark {
+            snapshot: before,
+            at: before_at,
+            sched: sched_before,
+            ..
+        } = &previous;
+        let (before_at, sched_before) = (*before_at, sched_before.clone());
+        let now = self.collector.snapshot()?;
         let top = self.args.top;
-        let stats = Stats::between(&before, &now, &self.names, top);
+        let stats = Stats::between(before, &now, &self.names, top);
         let totals = if self.outputs.need_totals() {
             Stats::between(&Snapshot::default(), &now, &self.names, top)
         } else {
@@ -543,21 +645,25 @@ impl Session<'_> {
         } else {
             None
         };
+        // A failed read (the target exiting) keeps the last state read.
+        let mut mark = self.mark(now, sched.clone().or(sched_before));
+        let cost = self.cost(&previous, &mark);
         let report = Report {
             stats: &stats,
             totals: &totals,
+            cost: &cost,
             sched: sched.as_ref(),
             runtime: runtime.as_ref(),
             census: census.as_ref(),
             census_every: self.census_every,
-            snapshot: &now,
+            snapshot: &mark.snapshot,
             unix_ns: self.clock.now_unix_ns(),
             monotonic_ns: monotonic_now(),
             interval_ns,
             elapsed_ns: self.attached_at.elapsed().as_nanos() as u64,
         };
         self.outputs.interval(&report, &self.names)?;
-        self.collector.forget_deleted(&mut now);
+        self.collector.forget_deleted(&mut mark.snapshot);
         // An interval may read thousands of goroutines that exited (an HTTP server
         // starts one per request): give the freed memory back instead of keeping
         // the peak (with it, the soak's RSS stays near its start).
@@ -566,8 +672,97 @@ impl Session<'_> {
         if census.is_some() {
             self.last_census = census;
         }
-        // A failed read (the target exiting) keeps the last state read.
-        Ok((now, Instant::now(), sched.or(sched_before)))
+        Ok(mark)
+    }
+
+    /// Where the counters are now.
+    fn mark(&self, snapshot: Snapshot, sched: Option<SchedState>) -> Mark {
+        let at = Instant::now();
+        Mark {
+            snapshot,
+            at,
+            sched,
+            probes_on: self.duty_cycle.on_time(at),
+            target_cpu_ns: self.target.cpu_time_ns(),
+            program_run: self.probes.program_run_time(),
+        }
+    }
+
+    /// What the probes cost between two marks.
+    fn cost(&self, from: &Mark, to: &Mark) -> ProbeCost {
+        let span = to.at.saturating_duration_since(from.at);
+        let probes_on = to.probes_on.saturating_sub(from.probes_on);
+        let hits = to.snapshot.counters[counter::PROBE_HITS as usize]
+            .saturating_sub(from.snapshot.counters[counter::PROBE_HITS as usize]);
+        // The programs' own mean run time per hit, where the kernel counts it.
+        let program_ns = match (from.program_run, to.program_run) {
+            (Some((time_then, runs_then)), Some((time_now, runs_now))) if runs_now > runs_then => {
+                Some(
+                    time_now.saturating_sub(time_then).as_nanos() as f64
+                        / (runs_now - runs_then) as f64,
+                )
+            }
+            (_, Some((time, runs))) if runs > 0 => Some(time.as_nanos() as f64 / runs as f64),
+            _ => None,
+        };
+        let per_hit_ns = self.hit_ns + program_ns.unwrap_or(0.0);
+        let target_cpu_ns = match (from.target_cpu_ns, to.target_cpu_ns) {
+            (Some(then), Some(now)) => now.saturating_sub(then),
+            _ => 0,
+        };
+        let span_ns = span.as_nanos() as u64;
+        ProbeCost {
+            mode: if self.args.exact_mode() {
+                "exact"
+            } else {
+                "budget"
+            },
+            budget: Some(self.args.overhead_budget / 100.0),
+            coverage: if span_ns == 0 || !self.probes.has_windowed() {
+                1.0
+            } else {
+                (probes_on.as_nanos() as f64 / span_ns as f64).min(1.0)
+            },
+            probes_on_ns: probes_on.as_nanos() as u64,
+            span_ns,
+            probe_hits: hits,
+            per_hit_ns,
+            trap_ns: self.hit_ns,
+            program_ns,
+            target_cpu_ns,
+            estimated_overhead: (target_cpu_ns > 0)
+                .then(|| hits as f64 * per_hit_ns / target_cpu_ns as f64),
+            windows: self.duty_cycle.windows,
+            window_open_ns: self.window_open_ns,
+        }
+    }
+
+    /// Opens or closes the window of transition probes when the duty cycle
+    /// says so.
+    fn window_decision(&mut self) -> Result<()> {
+        let counters = WindowMeasure {
+            hits: self.collector.counters()?[counter::PROBE_HITS as usize],
+            target_cpu_ns: self.target.cpu_time_ns().unwrap_or(0),
+        };
+        let program_ns = self
+            .probes
+            .program_run_time()
+            .filter(|&(_, runs)| runs > 0)
+            .map_or(0.0, |(time, runs)| time.as_nanos() as f64 / runs as f64);
+        let now = Instant::now();
+        match self
+            .duty_cycle
+            .decide(now, counters, self.hit_ns + program_ns)
+        {
+            Action::Open => {
+                let started = Instant::now();
+                self.probes.open_window(monotonic_now())?;
+                self.window_open_ns = Some(started.elapsed().as_nanos() as u64);
+            }
+            Action::Close => self.probes.close_window()?,
+            Action::Keep => {}
+        }
+        Ok(())
     }
 
     fn read_sched(&self) -> Option<SchedState> {
@@ -625,8 +820,18 @@ impl Session<'_> {
 /// The share of an interval the census may take to read every goroutine.
 const CENSUS_SHARE: f64 = 0.02;
 
-/// What the previous interval left: its snapshot, when, the scheduler state.
-type Previous = (Snapshot, Instant, Option<SchedState>);
+/// Where the counters were at one moment: the start of the next interval.
+#[derive(Clone)]
+struct Mark {
+    snapshot: Snapshot,
+    at: Instant,
+    sched: Option<SchedState>,
+    /// Time the transition probes were on since attach.
+    probes_on: Duration,
+    target_cpu_ns: Option<u64>,
+    /// The transition programs' run time and runs (kernel statistics).
+    program_run: Option<(Duration, u64)>,
+}
 
 fn monotonic_now() -> u64 {
     read_clock(libc::CLOCK_MONOTONIC)
@@ -638,6 +843,8 @@ struct Ended {
     total: Stats,
     /// The runtime's own counters.
     runtime: Option<RuntimeSummary>,
+    /// What the probes cost over the whole run.
+    cost: Option<ProbeCost>,
     duration_ns: u64,
     how: How,
 }

@@ -19,6 +19,7 @@ use crate::{
         aggregate::{Bucket, Stats},
         census::Census,
         clock::Clock,
+        cost::ProbeCost,
         names::Names,
         runtime_activity::{RuntimeActivity, RuntimeSummary},
         runtime_histogram::RuntimeHistogram,
@@ -119,6 +120,7 @@ impl Printer {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
                 value["sched"] = json!(sched);
+                value["probes"] = cost_json(report.cost, stats);
                 value["runtime"] = json!(report.runtime);
                 value["census"] = json!(report.census);
                 value["census_every_intervals"] = json!(report.census_every);
@@ -141,6 +143,7 @@ impl Printer {
                     stats,
                     false,
                 );
+                text.push_str(&cost_text(report.cost, stats));
                 if let Some(runtime) = report.runtime {
                     text.push_str(&runtime_text(runtime, &self.header.go_version));
                 }
@@ -173,12 +176,16 @@ impl Printer {
     pub fn summary(
         &self,
         stats: &Stats,
+        cost: Option<&ProbeCost>,
         runtime: Option<&RuntimeSummary>,
         duration_ns: u64,
     ) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let mut value = serde_json::to_value(stats).unwrap_or_default();
+                if let Some(cost) = cost {
+                    value["probes"] = cost_json(cost, stats);
+                }
                 if let Some(runtime) = runtime {
                     value["runtime"] = json!(runtime.whole_run);
                     value["runtime_since_start"] = json!(runtime.since_start);
@@ -202,6 +209,9 @@ impl Printer {
                     stats,
                     true,
                 );
+                if let Some(cost) = cost {
+                    text.push_str(&cost_text(cost, stats));
+                }
                 if let Some(runtime) = runtime {
                     text.push_str(&runtime_text(&runtime.whole_run, &self.header.go_version));
                     if let Some(census) = &runtime.census {
@@ -368,6 +378,91 @@ fn goroutine_table(s: &Stats, whole_run: bool) -> String {
                 &row.runq_latency_histogram,
             ));
         }
+    }
+    out
+}
+
+/// The counts of transitions that windows make estimates of, as rates.
+fn estimated_rates(cost: &ProbeCost, s: &Stats) -> Vec<(&'static str, f64)> {
+    [
+        ("schedule", s.schedule),
+        ("run_slices", s.run_slices),
+        ("gopark", s.gopark_total),
+        ("syscalls", s.syscalls),
+        ("goroutines_created", s.goroutines_created),
+        ("goroutines_exited", s.goroutines_exited),
+    ]
+    .into_iter()
+    .filter_map(|(name, count)| Some((name, cost.rate(count)?)))
+    .collect()
+}
+
+/// The cost object of the JSON lines: coverage, cost, and (below full
+/// coverage) the transition counts as estimated rates.
+fn cost_json(cost: &ProbeCost, s: &Stats) -> serde_json::Value {
+    let mut value = serde_json::to_value(cost).unwrap_or_default();
+    value["exact_counts"] = json!(cost.exact());
+    if !cost.exact() {
+        let rates: serde_json::Map<String, serde_json::Value> = estimated_rates(cost, s)
+            .into_iter()
+            .map(|(name, rate)| (name.to_owned(), json!(rate)))
+            .collect();
+        value["estimated_rates_per_second"] = json!(rates);
+    }
+    value
+}
+
+/// What watching costs: coverage, the estimate against the budget, and the
+/// counts as rates when windows cover only part of the span.
+fn cost_text(cost: &ProbeCost, s: &Stats) -> String {
+    let percent = |share: f64| format!("{:.2}%", share * 100.0);
+    let overhead = cost.estimated_overhead.map_or_else(
+        || "- (no CPU time measured)".to_owned(),
+        |share| format!("≈{} of the target's CPU", percent(share)),
+    );
+    let budget = cost.budget.map(percent).unwrap_or_default();
+    let mut out = format!(
+        "{:<13}{:>9}   hits × {} ({} trap{}) {overhead}; {}\n",
+        "probe cost",
+        cost.probe_hits,
+        duration(cost.per_hit_ns as u64),
+        duration(cost.trap_ns as u64),
+        cost.program_ns
+            .map(|ns| format!(" + {} program", duration(ns as u64)))
+            .unwrap_or_default(),
+        match cost.mode {
+            "exact" => format!("exact mode, probes always on (budget would be {budget})"),
+            _ => format!(
+                "budget {budget}: probes on {} of the time, {} windows{}",
+                percent(cost.coverage),
+                cost.windows,
+                cost.window_open_ns
+                    .map(|ns| format!(" (the last opened in {})", duration(ns)))
+                    .unwrap_or_default()
+            ),
+        }
+    );
+    if cost.mode == "exact" && cost.over_budget() {
+        out.push_str(&format!(
+            "{:<13}the probes cost more than {budget} of the target's CPU (--exact keeps them on)\n",
+            "WARNING"
+        ));
+    }
+    if !cost.exact() {
+        let rates: Vec<String> = estimated_rates(cost, s)
+            .into_iter()
+            .map(|(name, rate)| format!("{name} {rate:.0}/s"))
+            .collect();
+        out.push_str(&format!(
+            "{:<13}{:>9}   counts above are from the windows only{}\n",
+            "coverage",
+            percent(cost.coverage),
+            if rates.is_empty() {
+                String::new()
+            } else {
+                format!("; estimated rates: {}", rates.join(", "))
+            }
+        ));
     }
     out
 }

@@ -25,7 +25,7 @@ use crate::{
     session::AttachArgs,
     sources::{drain::Snapshot, runtime_memory::SchedLayout},
     stats::{
-        aggregate::Stats, census::Census, clock::Clock, names::Names,
+        aggregate::Stats, census::Census, clock::Clock, cost::ProbeCost, names::Names,
         runtime_activity::RuntimeActivity, sched::SchedState, signals::Preemption,
     },
 };
@@ -254,6 +254,8 @@ pub struct Report<'a> {
     pub stats: &'a Stats,
     /// Whole-run totals (empty unless the outputs need them).
     pub totals: &'a Stats,
+    /// What the probes cost over the interval, and how much of it they covered.
+    pub cost: &'a ProbeCost,
     pub sched: Option<&'a SchedState>,
     /// The runtime's own counters over the interval (no probe involved).
     pub runtime: Option<&'a RuntimeActivity>,

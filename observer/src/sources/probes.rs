@@ -1,14 +1,20 @@
 //! Loads the embedded kernel programs, configures them for one binary and
 //! attaches them to one process.
 
-use std::num::NonZeroU32;
+use std::{
+    num::NonZeroU32,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::Array,
     programs::{
         TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use gobpf_sched_common::{
@@ -22,6 +28,7 @@ use crate::{
         prologue::{self, PROLOGUE_BYTES, Placement},
     },
     facet::Facet,
+    sources::calibration::{self, HitCost},
     target::Target,
 };
 
@@ -50,6 +57,15 @@ struct Uprobe {
     versions: fn((u32, u32)) -> bool,
     /// Attach-cookie bits the program reads (besides the probe placement's).
     cookie: u64,
+}
+
+impl Uprobe {
+    /// Transition probes fire on every scheduling transition: they are attached
+    /// in windows under the overhead budget. The preemption probes fire per
+    /// signal or preemption (rare) and stay attached.
+    fn windowed(&self) -> bool {
+        !self.serves.contains(&Facet::Preemptions)
+    }
 }
 
 fn any_version(_: (u32, u32)) -> bool {
@@ -175,6 +191,8 @@ pub struct PlannedProbe {
     /// The attach cookie: the placement's bit and the program's own.
     #[serde(skip)]
     pub cookie: u64,
+    /// Attached in windows (a transition probe), or all the time.
+    pub windowed: bool,
 }
 
 /// Finds the functions the watched facets need, and their probe sites.
@@ -193,7 +211,7 @@ pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
     wanted
         .into_iter()
         .map(
-            |&Uprobe {
+            |uprobe @ &Uprobe {
                  program,
                  function,
                  cookie,
@@ -218,6 +236,7 @@ pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
                             Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
                             Placement::Entry => 0,
                         },
+                    windowed: uprobe.windowed(),
                 })
             },
         )
@@ -228,6 +247,105 @@ pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
 /// process dying, since every link is owned by a file descriptor.
 pub struct Probes {
     pub ebpf: Ebpf,
+    /// The transition probes, attached in windows: their links while attached.
+    windowed: Vec<(PlannedProbe, Option<UProbeLinkId>)>,
+    exe: PathBuf,
+    pid: NonZeroU32,
+    /// Holding it keeps the kernel's run-time statistics of BPF programs on
+    /// (what the programs themselves cost per hit); None when refused.
+    _stats: Option<OwnedFd>,
+    /// What a uprobe hit costs here, measured before attaching.
+    pub hit_cost: HitCost,
+    /// When the probes were attached (the first window opened).
+    pub attached_at: Instant,
+}
+
+impl Probes {
+    /// Whether the transition probes are attached.
+    pub fn window_open(&self) -> bool {
+        self.windowed.iter().any(|(_, link)| link.is_some())
+    }
+
+    /// Whether there are transition probes at all.
+    pub fn has_windowed(&self) -> bool {
+        !self.windowed.is_empty()
+    }
+
+    /// Attaches the transition probes; what they record from now on starts at
+    /// `start_ns` (CLOCK_MONOTONIC): state from earlier windows gives no duration.
+    pub fn open_window(&mut self, start_ns: u64) -> Result<()> {
+        let mut window: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut("WINDOW")
+                .context("the eBPF object has no WINDOW map")?,
+        )?;
+        window.set(0, start_ns, 0)?;
+        for (probe, link) in &mut self.windowed {
+            if link.is_some() {
+                continue;
+            }
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(probe.program)
+                .with_context(|| format!("the eBPF object has no program {}", probe.program))?
+                .try_into()?;
+            *link = Some(attach_uprobe(program, probe, &self.exe, self.pid)?);
+        }
+        Ok(())
+    }
+
+    /// Detaches the transition probes: the kernel puts the original
+    /// instructions back at their sites; the programs stay loaded.
+    pub fn close_window(&mut self) -> Result<()> {
+        for (probe, link) in &mut self.windowed {
+            let Some(id) = link.take() else { continue };
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(probe.program)
+                .with_context(|| format!("the eBPF object has no program {}", probe.program))?
+                .try_into()?;
+            program
+                .detach(id)
+                .with_context(|| format!("cannot detach the uprobe on {}", probe.function))?;
+        }
+        Ok(())
+    }
+
+    /// What the transition programs have run in all (time, runs), by the
+    /// kernel's statistics; None when they are off.
+    pub fn program_run_time(&self) -> Option<(Duration, u64)> {
+        self._stats.as_ref()?;
+        let mut names: Vec<&str> = self.windowed.iter().map(|(p, _)| p.program).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut total = (Duration::ZERO, 0);
+        for name in names {
+            let program: &UProbe = self.ebpf.program(name)?.try_into().ok()?;
+            let info = program.info().ok()?;
+            total.0 += info.run_time();
+            total.1 += info.run_count();
+        }
+        Some(total)
+    }
+}
+
+/// Attaches `program` at `probe`'s site in `exe`, for process `pid` only.
+fn attach_uprobe(
+    program: &mut UProbe,
+    probe: &PlannedProbe,
+    exe: &Path,
+    pid: NonZeroU32,
+) -> Result<UProbeLinkId> {
+    program
+        .attach(
+            UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
+                cookie: Some(probe.cookie),
+            },
+            exe,
+            UProbeScope::OneProcess(pid),
+        )
+        .with_context(|| format!("cannot attach a uprobe to {}", probe.function))
 }
 
 pub fn attach(
@@ -265,7 +383,9 @@ pub fn attach(
              have CAP_BPF and CAP_PERFMON, e.g. as root outside a user namespace?)",
         )?;
 
+    let hit_cost = calibration::measure(&mut ebpf)?;
     let pid = NonZeroU32::new(target.pid).context("pid 0 cannot be traced")?;
+    let mut windowed = Vec::new();
     for probe in plan {
         let program: &mut UProbe = ebpf
             .program_mut(probe.program)
@@ -276,24 +396,27 @@ pub fn attach(
                 .load()
                 .with_context(|| format!("the verifier rejected {}", probe.program))?;
         }
-        program
-            .attach(
-                UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(probe.file_offset),
-                    cookie: Some(probe.cookie),
-                },
-                &target.exe,
-                UProbeScope::OneProcess(pid),
-            )
-            .with_context(|| format!("cannot attach a uprobe to {}", probe.function))?;
+        let link = attach_uprobe(program, probe, &target.exe, pid)?;
+        if probe.windowed {
+            windowed.push((probe.clone(), Some(link)));
+        }
     }
 
+    let attached_at = Instant::now();
     // Always: an exec replaces what every probe is attached to.
     attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
     if facets.contains(&Facet::Preemptions) {
         attach_tracepoint(&mut ebpf, "signal_generate", "signal", "signal_generate")?;
     }
-    Ok(Probes { ebpf })
+    Ok(Probes {
+        ebpf,
+        windowed,
+        exe: target.exe.clone(),
+        pid,
+        _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+        hit_cost,
+        attached_at,
+    })
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {

@@ -53,6 +53,18 @@ impl Target {
         })
     }
 
+    /// CPU time the process has used, user and system, in ns (exited threads
+    /// included; the kernel counts it in clock ticks, 10 ms here).
+    pub fn cpu_time_ns(&self) -> Option<u64> {
+        let fields = stat_fields(self.pid)?;
+        // Fields 14 (utime) and 15 (stime).
+        let ticks: u64 =
+            fields.get(14 - 3)?.parse::<u64>().ok()? + fields.get(15 - 3)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(ticks * 1_000_000_000 / per_second)
+    }
+
     /// Where the executable link points (`... (deleted)` if the file was replaced),
     /// for messages. Needs the privileges to inspect the process.
     pub fn exe_name(&self) -> Result<String> {
@@ -147,13 +159,18 @@ impl Target {
 
 /// Field 22 of `/proc/PID/stat`, or None if the process is gone or a zombie.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // fields[0] is field 3 (state); field 22 is fields[19].
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+    let fields = stat_fields(pid)?;
+    if matches!(fields.first().map(String::as_str), Some("Z") | Some("X")) {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    // Field 22 of proc_pid_stat(5).
+    fields.get(22 - 3)?.parse().ok()
+}
+
+/// The fields of /proc/PID/stat from field 3 (state) on: the command name
+/// (field 2) is in parentheses and may contain spaces.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    Some(after_name.split(' ').map(str::to_owned).collect())
 }

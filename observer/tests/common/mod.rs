@@ -324,10 +324,18 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 }
 
 impl Observer {
-    /// Starts `gobpf-sched attach --pid PID ARGS` and waits until it says it attached.
+    /// Starts `gobpf-sched attach --pid PID ARGS` and waits until it says it
+    /// attached. In exact mode (the tests that count transitions exactly) unless
+    /// ARGS set an `--overhead-budget`.
     pub fn attach(pid: u32, args: &[&str]) -> Self {
+        let exact: &[&str] = if args.contains(&"--overhead-budget") {
+            &[]
+        } else {
+            &["--exact"]
+        };
         let mut child = Command::new(observer_binary())
             .args(["attach", "--pid", &pid.to_string()])
+            .args(exact)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
