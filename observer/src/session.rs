@@ -311,19 +311,6 @@ impl Image<'_> {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         };
-        // Before the live screen takes the terminal.
-        eprintln!(
-            "gobpf-sched: a uprobe hit costs {:.0} ns here (measured in {} ms); {}",
-            hit_cost.ns,
-            hit_cost.took.as_millis(),
-            match args.budget() {
-                Some(_) => format!(
-                    "transition probes within {}% of the target's CPU time (--exact: always on)",
-                    args.overhead_budget
-                ),
-                None => "transition probes always on (exact mode)".to_owned(),
-            }
-        );
         let outputs = Outputs::open(
             args,
             header,
@@ -332,6 +319,21 @@ impl Image<'_> {
             self.record.map(|path| (path, self.shown_as.as_str())),
             &runtime,
         )?;
+        // Not over the live screen (its title shows the budget and the cost).
+        if !outputs.is_screen() {
+            eprintln!(
+                "gobpf-sched: a uprobe hit costs {:.0} ns here (measured in {} ms); {}",
+                hit_cost.ns,
+                hit_cost.took.as_millis(),
+                match args.budget() {
+                    Some(_) => format!(
+                        "transition probes within {}% of the target's CPU time (--exact: always on)",
+                        args.overhead_budget
+                    ),
+                    None => "transition probes always on (exact mode)".to_owned(),
+                }
+            );
+        }
         eprintln!(
             "gobpf-sched: attached to {}, {}: {uprobes} uprobes{} in {} ms. Ctrl-C to stop.",
             self.shown_as,
@@ -364,6 +366,7 @@ impl Image<'_> {
             probes,
             hit_ns: hit_cost.ns,
             window_open_ns: None,
+            window_spans: vec![(0, u64::MAX)],
             duty_cycle_start_cpu: Some(cpu_at_attach),
             first_mark: None,
             collector,
@@ -491,6 +494,9 @@ struct Session<'a> {
     hit_ns: f64,
     /// How long the last window took to open.
     window_open_ns: Option<u64>,
+    /// When the windows were open (CLOCK_MONOTONIC ns; the open one ends at
+    /// u64::MAX): what signals the preemption probes could see.
+    window_spans: Vec<(u64, u64)>,
     /// The target's CPU time at attach.
     duty_cycle_start_cpu: Option<u64>,
     /// The counters at attach: the start of the whole-run cost.
@@ -566,7 +572,9 @@ impl Session<'_> {
         let last = self.collector.snapshot()?;
         self.outputs
             .finish_recording(monotonic_now(), &self.names, &last);
-        let end = self.mark(last.clone(), previous.sched.clone());
+        let mut end = self.mark(last.clone(), previous.sched.clone());
+        // The target may be gone: its CPU time is then what was read last.
+        end.target_cpu_ns = end.target_cpu_ns.or(previous.target_cpu_ns);
         let cost = self.first_mark.as_ref().map(|first| self.cost(first, &end));
         Ok(Ended {
             total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
@@ -600,9 +608,11 @@ impl Session<'_> {
     /// comes. `now_ns`: u64::MAX at the end resolves every signal.
     fn dispatch(&mut self, now_ns: u64) -> Result<()> {
         let events: Vec<Event> = self.collector.drain_events();
+        let windows = &self.window_spans;
+        let watched = |ts: u64| windows.iter().any(|&(from, to)| (from..to).contains(&ts));
         for preemption in self
             .signals
-            .resolve(&events, now_ns, &self.clock, &self.names)
+            .resolve(&events, now_ns, &self.clock, &self.names, &watched)
         {
             self.outputs.preemption(&preemption)?;
         }
@@ -647,6 +657,7 @@ impl Session<'_> {
         };
         // A failed read (the target exiting) keeps the last state read.
         let mut mark = self.mark(now, sched.clone().or(sched_before));
+        mark.target_cpu_ns = mark.target_cpu_ns.or(previous.target_cpu_ns);
         let cost = self.cost(&previous, &mark);
         let report = Report {
             stats: &stats,
@@ -740,26 +751,54 @@ impl Session<'_> {
     /// Opens or closes the window of transition probes when the duty cycle
     /// says so.
     fn window_decision(&mut self) -> Result<()> {
-        let counters = WindowMeasure {
-            hits: self.collector.counters()?[counter::PROBE_HITS as usize],
-            target_cpu_ns: self.target.cpu_time_ns().unwrap_or(0),
+        let hit_ns = self.hit_ns
+            + self
+                .probes
+                .program_run_time()
+                .filter(|&(_, runs)| runs > 0)
+                .map_or(0.0, |(time, runs)| time.as_nanos() as f64 / runs as f64);
+        // The target gone (or going): nothing to decide; the session ends.
+        let Some(measure) = self.window_measure()? else {
+            return Ok(());
         };
-        let program_ns = self
-            .probes
-            .program_run_time()
-            .filter(|&(_, runs)| runs > 0)
-            .map_or(0.0, |(time, runs)| time.as_nanos() as f64 / runs as f64);
-        let now = Instant::now();
-        match self
-            .duty_cycle
-            .decide(now, counters, self.hit_ns + program_ns)
-        {
+        match self.duty_cycle.decide(Instant::now(), measure, hit_ns) {
             Action::Open => {
                 let started = Instant::now();
-                self.probes.open_window(monotonic_now())?;
-                self.window_open_ns = Some(started.elapsed().as_nanos() as u64);
+                let start_ns = monotonic_now();
+                match self.probes.open_window(start_ns) {
+                    Ok(()) => {
+                        self.window_open_ns = Some(started.elapsed().as_nanos() as u64);
+                        // Signals resolve within a second: older spans can go.
+                        let horizon = start_ns.saturating_sub(10_000_000_000);
+                        self.window_spans.retain(|&(_, to)| to > horizon);
+                        self.window_spans.push((start_ns, u64::MAX));
+                    }
+                    // Gone meanwhile: the next check of the target ends the session.
+                    Err(_) if !self.target.is_alive() => {}
+                    Err(error) => return Err(error),
+                }
             }
-            Action::Close => self.probes.close_window()?,
+            Action::Close => {
+                let started = Instant::now();
+                let before = self.window_measure()?.unwrap_or(measure);
+                // From the first detach on, an outcome may be missed.
+                if let Some(open) = self.window_spans.last_mut() {
+                    open.1 = monotonic_now();
+                }
+                self.probes.close_window()?;
+                let after = self.window_measure()?.unwrap_or(before);
+                self.duty_cycle
+                    .closed(started, Instant::now(), after, hit_ns);
+                // Not over the live screen.
+                if self.args.verbose && !self.outputs.is_screen() {
+                    eprintln!(
+                        "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
+                        self.duty_cycle.reasoning,
+                        started.elapsed(),
+                        after.hits - before.hits
+                    );
+                }
+            }
             Action::Keep => {}
         }
         Ok(())
@@ -814,6 +853,18 @@ impl Session<'_> {
             since_start: self.activity(None, Some(&last), 0)?,
             census: self.take_census().or_else(|| self.last_census.take()),
         })
+    }
+
+    /// The counters the duty cycle reads; None when the target is gone.
+    fn window_measure(&self) -> Result<Option<WindowMeasure>> {
+        let hits = self.collector.counters()?[counter::PROBE_HITS as usize];
+        Ok(self
+            .target
+            .cpu_time_ns()
+            .map(|target_cpu_ns| WindowMeasure {
+                hits,
+                target_cpu_ns,
+            }))
     }
 }
 

@@ -307,6 +307,106 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// The value of the sample `series` (name and labels, as written) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Every sample of the family `name` (labels included), with its value.
+fn samples<'a>(scrape: &'a str, name: &str) -> Vec<(&'a str, f64)> {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The runtime counters the observer says the Go version does not keep
+/// (`runtime.not_kept` of its JSON lines), and the metrics that show them.
+fn metrics_not_kept(lines: &[Value]) -> Vec<&'static str> {
+    let not_kept: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["runtime"]["not_kept"].as_object())
+        .flat_map(|kept| kept.keys().map(String::as_str))
+        .collect();
+    [
+        (
+            "run_queue_latency",
+            "gobpf_sched_go_sched_latencies_seconds",
+        ),
+        ("stw_gc_pauses", "gobpf_sched_go_stw_pauses_total"),
+        ("stw_other_pauses", "gobpf_sched_go_stw_pauses_total"),
+        ("mutex_wait_ns", "gobpf_sched_go_mutex_wait_seconds_total"),
+        (
+            "goroutines_created",
+            "gobpf_sched_go_goroutines_created_total",
+        ),
+        ("gc_cycles", "gobpf_sched_go_gc_cycles_total"),
+    ]
+    .into_iter()
+    .filter(|(fact, _)| not_kept.contains(fact))
+    .map(|(_, metric)| metric)
+    .collect()
+}
+
+/// The runtime's own run-queue latency histogram in a scrape: a real
+/// Prometheus histogram (`le` increasing, counts cumulative up to +Inf, which
+/// is the count), on the runtime's bucket bounds: every bound of the buckets
+/// the observer's JSON reports since the process started is an `le` (all of
+/// them from Go 1.20; Go 1.19's 16 sub-buckets per power of two are exported
+/// 4 by 4). Returns the count.
+fn check_runtime_histogram(scrape: &str, since_start: &Value, toolchain: &Toolchain) -> f64 {
+    let name = "gobpf_sched_go_sched_latencies_seconds";
+    let buckets: Vec<(f64, f64)> = samples(scrape, &format!("{name}_bucket"))
+        .into_iter()
+        .map(|(series, count)| {
+            let le = series
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("le");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, count)
+        })
+        .collect();
+    let count = sample(scrape, &format!("{name}_count")).expect("a count");
+    assert!(buckets.len() > 20, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0), "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&(f64::INFINITY, count)));
+    assert!(count > 0.0);
+    assert!(sample(scrape, &format!("{name}_sum")).is_some_and(|sum| sum > 0.0));
+    if toolchain.minor() >= (1, 20) {
+        for bucket in since_start["buckets"].as_array().expect("buckets") {
+            let to_ns = bucket["to_ns"].as_u64().unwrap();
+            if to_ns == u64::MAX {
+                continue;
+            }
+            let bound = to_ns as f64 / 1e9;
+            assert!(
+                buckets
+                    .iter()
+                    .any(|(le, _)| (le - bound).abs() <= bound * 1e-9),
+                "{bound} s is not an le: {buckets:?}"
+            );
+        }
+    }
+    count
+}
+
 #[test]
 fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
     let toolchain = toolchains().pop().expect("a toolchain");
@@ -393,6 +493,49 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
         Some("application/openmetrics-text; version=1.0.0"),
     );
     assert!(openmetrics.trim_end().ends_with("# EOF"), "{openmetrics}");
+    assert!(
+        openmetrics.contains("# UNIT gobpf_sched_probe_coverage_ratio ratio"),
+        "{openmetrics}"
+    );
+
+    // What the probes cost: exact mode (the tests' default), so attached
+    // throughout; the estimate and the budget are shares.
+    let value =
+        |series: &str| sample(&scrape, series).unwrap_or_else(|| panic!("no {series} in {scrape}"));
+    assert_eq!(value("gobpf_sched_probe_coverage_ratio"), 1.0);
+    let budget = value("gobpf_sched_overhead_budget_ratio");
+    assert!(budget > 0.0 && budget <= 1.0, "{budget}");
+    assert!(value("gobpf_sched_probe_estimated_overhead_ratio") >= 0.0);
+    assert!(value("gobpf_sched_probe_hit_cost_seconds") > 0.0);
+    assert!(value("gobpf_sched_probe_attached_seconds_total") > 0.0);
+    assert!(value("gobpf_sched_probe_hits_total") > 0.0);
+    // The census: the spinners are the program's goroutines, most of them
+    // runnable; the waiting ones by reason add up to those waiting (the main
+    // goroutine waits for them all along).
+    let by_state = samples(&scrape, "gobpf_sched_goroutines");
+    let program: f64 = by_state.iter().map(|(_, n)| n).sum();
+    assert!(program >= SPINNERS as f64, "{by_state:?}");
+    let waiting = value("gobpf_sched_goroutines{state=\"waiting\"}");
+    let by_reason = samples(&scrape, "gobpf_sched_goroutines_waiting");
+    assert!(waiting >= 1.0, "{by_state:?}");
+    assert_eq!(
+        by_reason.iter().map(|(_, n)| n).sum::<f64>(),
+        waiting,
+        "{by_reason:?}"
+    );
+    assert!(value("gobpf_sched_runtime_goroutines") >= 1.0);
+    assert!(value("gobpf_sched_goroutine_longest_wait_seconds") > 0.0);
+    // The Ps' own tick counters, one per P, since the process started.
+    for p in 0..2 {
+        assert!(value(&format!("gobpf_sched_p_schedticks_total{{p=\"{p}\"}}")) > 0.0);
+        assert!(
+            sample(
+                &scrape,
+                &format!("gobpf_sched_p_syscallticks_total{{p=\"{p}\"}}")
+            )
+            .is_some()
+        );
+    }
 
     // A real Prometheus with the shipped configuration (10 ms scrapes),
     // pointed at this observer.
@@ -433,7 +576,7 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
     }
     thread::sleep(Duration::from_secs(3)); // a few hundred scrapes, rate windows filled
 
-    let mut empty = Vec::new();
+    let mut empty: Vec<(String, String)> = Vec::new();
     for (panel, expr) in dashboard_queries() {
         let (status, body) = http_get(
             &web,
@@ -447,21 +590,63 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
             .as_array()
             .is_none_or(|r| r.is_empty())
         {
-            empty.push(format!("{panel}: {expr}"));
+            empty.push((panel, expr));
         }
     }
     let (_, targets) = http_get(&web, "/api/v1/targets", None);
     let _ = prometheus.kill();
     let _ = prometheus.wait();
-    assert!(
-        empty.is_empty(),
-        "queries without data: {empty:#?}\ntargets: {targets}"
-    );
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
 
     drop(fixture); // killed: the observer ends with it
     let run = observer.wait();
     assert!(run.status.success(), "{}", run.stderr);
+    let lines = run.json();
+    // What the Go version does not keep has no series, and no query of it is
+    // required to return data; everything else is there.
+    let not_kept = metrics_not_kept(&lines);
+    let empty: Vec<String> = empty
+        .into_iter()
+        .filter(|(_, expr)| !not_kept.iter().any(|metric| expr.contains(metric)))
+        .map(|(panel, expr)| format!("{panel}: {expr}"))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "queries without data ({} keeps all but {not_kept:?}): {empty:#?}\ntargets: {targets}",
+        toolchain.version
+    );
+    for metric in [
+        "gobpf_sched_go_sched_latencies_seconds",
+        "gobpf_sched_go_stw_pauses_total",
+        "gobpf_sched_go_mutex_wait_seconds_total",
+        "gobpf_sched_go_goroutines_created_total",
+        "gobpf_sched_go_gc_cycles_total",
+    ] {
+        assert_eq!(
+            scrape.contains(&format!("\n{metric}")),
+            !not_kept.contains(&metric),
+            "{metric} ({}, not kept: {not_kept:?}):\n{scrape}",
+            toolchain.version
+        );
+    }
+    let summary = run.only("summary");
+    if !not_kept.contains(&"gobpf_sched_go_sched_latencies_seconds") {
+        let since_start = &summary["runtime_since_start"]["run_queue_latency"];
+        let scraped = check_runtime_histogram(&scrape, since_start, &toolchain);
+        // Scraped before the observer's last read.
+        assert!(
+            scraped <= count(since_start, "count") as f64,
+            "{scraped} {since_start}"
+        );
+    }
+    // Since the process started (the runtime) ≥ since attach (the probes,
+    // exact mode), read no earlier.
+    if let Some(created) = sample(&scrape, "gobpf_sched_go_goroutines_created_total") {
+        assert!(
+            created >= value("gobpf_sched_goroutines_created_total"),
+            "{scrape}"
+        );
+    }
 }
 
 /// A tmux server of its own, so tests never touch a user's sessions.
@@ -520,14 +705,103 @@ impl Tmux {
     }
 }
 
+/// The overhead budget the live screen runs with (percent), shown in its title.
+const SCREEN_BUDGET: &str = "0.5";
+
 /// `gobpf-sched attach --pid PID` on the live screen in tmux, once it shows.
 fn live_screen(pid: u32) -> Tmux {
     let tmux = Tmux::start(&format!(
-        "{} attach --pid {pid} --interval 200ms; echo observer-exit=$?; sleep 60",
+        "{} attach --pid {pid} --interval 200ms --overhead-budget {SCREEN_BUDGET}; \
+         echo observer-exit=$?; sleep 60",
         observer_binary()
     ));
     tmux.wait_for("GOMAXPROCS");
     tmux
+}
+
+/// The text inside the bordered panel whose title holds `title`, a line per
+/// row, borders left out.
+fn panel(screen: &str, title: &str) -> Vec<String> {
+    let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+    let (top, at) = screen
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| Some((i, line[..line.find(title)?].chars().count())))
+        .unwrap_or_else(|| panic!("no panel {title:?}:\n{screen}"));
+    let left = lines[top][..at]
+        .iter()
+        .rposition(|&c| c == '┌')
+        .expect("the panel's left corner");
+    let right = at
+        + lines[top][at..]
+            .iter()
+            .position(|&c| c == '┐')
+            .expect("the panel's right corner");
+    lines[top + 1..]
+        .iter()
+        .take_while(|line| line.get(left) == Some(&'│'))
+        .map(|line| line[left + 1..right.min(line.len())].iter().collect())
+        .collect()
+}
+
+/// The rows of the table under `header` in `rows`, from that header's column
+/// on, split into words; up to the next header (a row holding `until`).
+fn table_below(rows: &[String], header: &str, until: Option<&str>) -> Vec<Vec<String>> {
+    let Some(at) = rows.iter().position(|r| r.contains(header)) else {
+        return Vec::new();
+    };
+    let column = rows[at][..rows[at].find(header).unwrap()].chars().count();
+    rows[at + 1..]
+        .iter()
+        .take_while(|r| until.is_none_or(|until| !r.contains(until)))
+        .map(|r| {
+            r.chars()
+                .skip(column)
+                .collect::<String>()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .filter(|words: &Vec<String>| !words.is_empty())
+        .collect()
+}
+
+/// What the census panel of the live screen shows: the program's goroutines
+/// (from its title), the waiting ones by reason, the longest waiters as
+/// (goid, start function).
+struct CensusPanel {
+    program: u64,
+    waiting_by_reason: Vec<(String, u64)>,
+    longest_waiters: Vec<(u64, String)>,
+}
+
+fn census_panel(screen: &str) -> CensusPanel {
+    let title = screen
+        .lines()
+        .find_map(|l| l.split("goroutines: ").nth(1))
+        .unwrap_or_else(|| panic!("no census panel:\n{screen}"));
+    let program = title
+        .split(" of the program")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{title}"));
+    let rows = panel(screen, "goroutines: ");
+    let waiting_by_reason = table_below(&rows, "WAIT REASON", Some("WAITING ≥"))
+        .into_iter()
+        .filter_map(|mut words| {
+            let count = words.pop()?.parse().ok()?;
+            Some((words.join(" "), count))
+        })
+        .collect();
+    let longest_waiters = table_below(&rows, "GOID", None)
+        .into_iter()
+        .filter_map(|words| Some((words.first()?.parse().ok()?, words.last()?.clone())))
+        .collect();
+    CensusPanel {
+        program,
+        waiting_by_reason,
+        longest_waiters,
+    }
 }
 
 impl Drop for Tmux {
@@ -565,6 +839,59 @@ fn live_screen_in_tmux() {
     // (`main.main.func1`, or its `main.main.gowrap1` wrapper from Go 1.22 on).
     assert!(line_of("busiest goroutines").contains("busiest"));
     assert!(screen.contains("  main.main."), "{screen}");
+    // The title: the probes' coverage and estimated cost against the budget
+    // asked for.
+    let title = line_of("gobpf-sched — pid");
+    let share = |before: &str, after: &str| -> f64 {
+        title
+            .split(before)
+            .nth(1)
+            .and_then(|rest| rest.split(after).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {before}…{after} in {title}"))
+    };
+    let coverage = share(" probes ", "% of the time");
+    assert!((0.0..=100.0).contains(&coverage), "{title}");
+    assert!(share("≈", "% CPU") >= 0.0, "{title}");
+    assert!(
+        title.contains(&format!("% CPU (budget {SCREEN_BUDGET}%)")),
+        "{title}"
+    );
+    // The census: the spinners among the program's goroutines, the main
+    // goroutine waiting for them all (the longest waiter); the sleeping
+    // goroutines by their wait reason, with their count, and the runtime's own
+    // run-queue latency histogram, on one screen or the next (a census or an
+    // interval may catch no sleeper or no latency sampled by the runtime).
+    let census = census_panel(&screen);
+    assert!(census.program >= SPINNERS as u64, "{screen}");
+    assert!(
+        census
+            .longest_waiters
+            .iter()
+            .any(|(_, start)| start == "runtime.main"),
+        "{screen}"
+    );
+    let mut seen = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut later = screen.clone();
+    while seen != (true, true) {
+        assert!(
+            Instant::now() < deadline && !later.contains("observer-exit="),
+            "sleepers counted: {}, the runtime's histogram drawn: {}\n{later}",
+            seen.0,
+            seen.1
+        );
+        let census = census_panel(&later);
+        seen.0 |= census
+            .waiting_by_reason
+            .iter()
+            .any(|(reason, count)| reason == "sleep" && *count >= 1);
+        seen.1 |= panel(&later, "run-queue latency, Go runtime")
+            .iter()
+            .any(|row| row.contains('█'));
+        thread::sleep(Duration::from_millis(100));
+        later = tmux.screen();
+    }
     std::fs::write(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tui-screen.txt"),
         &screen,

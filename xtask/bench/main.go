@@ -13,6 +13,9 @@
 //	           goroutines in the same process (loopback only, bounded by N).
 //	httpfor:   the same for N milliseconds (`cargo xtask soak`); "ns/op" is per
 //	           request, and a line "requests R errors E" follows.
+//	parked:    N goroutines parked on a channel for 10 s (what watching a
+//	           program with many goroutines costs the observer); ns/op per
+//	           goroutine.
 package main
 
 import (
@@ -146,8 +149,24 @@ func requestsFor(ms int) {
 	wg.Wait()
 }
 
+// parked starts n goroutines that wait on one channel for 10 s, then wakes them.
+func parked(n int) {
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+		}()
+	}
+	time.Sleep(10 * time.Second)
+	close(release)
+	wg.Wait()
+}
+
 func main() {
-	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests, "noop": noops}
+	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests, "noop": noops, "parked": parked}
 	if os.Args[1] == "httpfor" {
 		startServer()
 		ms, err := strconv.Atoi(os.Args[2])
@@ -178,7 +197,9 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	run(n / 10) // warm up: stacks grown, caches filled
+	if os.Args[1] != "parked" {
+		run(n / 10) // warm up: stacks grown, caches filled
+	}
 	fmt.Println("ready")
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	if os.Getenv("BENCH_TRACE") == "1" {

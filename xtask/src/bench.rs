@@ -1,9 +1,12 @@
 //! `cargo xtask bench`: what tracing costs a Go program, measured side by side in
 //! one run (this VM is noisy: only ratios within one run mean something).
 //!
-//! Each workload of `xtask/bench` runs bare, under `gobpf-sched attach`, under
-//! bpftrace with entry uprobes on the same runtime functions (counting hits per
-//! probe, the cheapest thing bpftrace can do there), and under `runtime/trace`.
+//! Each workload of `xtask/bench` runs bare, under `gobpf-sched attach` in its
+//! default mode (transition probes in windows under the 1% overhead budget) and
+//! with `--exact` (always on), under bpftrace with entry uprobes on the same
+//! runtime functions (counting hits per probe, the cheapest thing bpftrace can
+//! do there), and under `runtime/trace`. A workload of 100,000 parked goroutines
+//! measures what the goroutine census costs the observer.
 //! Repetitions are interleaved and the median is kept. Results are printed and
 //! saved under target/bench/ as JSON and Markdown.
 
@@ -31,35 +34,47 @@ const REPETITIONS: usize = 3;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Tracer {
     Bare,
+    /// `gobpf-sched attach` as a user runs it: the 1% budget.
     GobpfSched,
+    GobpfSchedExact,
     Bpftrace,
     RuntimeTrace,
 }
 
-const TRACERS: [Tracer; 4] = [
+/// In this order in the results (`render` indexes them).
+const TRACERS: [Tracer; 5] = [
     Tracer::Bare,
     Tracer::GobpfSched,
+    Tracer::GobpfSchedExact,
     Tracer::Bpftrace,
     Tracer::RuntimeTrace,
 ];
+const DEFAULT: usize = 1;
+const EXACT: usize = 2;
+const BPFTRACE: usize = 3;
+const RUNTIME_TRACE: usize = 4;
 
 impl Tracer {
     fn name(self) -> &'static str {
         match self {
             Tracer::Bare => "bare",
             Tracer::GobpfSched => "gobpf-sched",
+            Tracer::GobpfSchedExact => "gobpf-sched --exact",
             Tracer::Bpftrace => "bpftrace",
             Tracer::RuntimeTrace => "runtime/trace",
         }
     }
 
     /// bpftrace single-steps every hit (~100× slower): fewer operations keep
-    /// its runs to seconds; ns/op stays comparable.
+    /// its runs to seconds. In the default mode the probes are on for a window
+    /// at attach, then seldom: its runs last ~20× longer, so that the run is
+    /// mostly steady state, as in a service watched for minutes. ns/op stays
+    /// comparable.
     fn ops(self, ops: u64) -> u64 {
-        if self == Tracer::Bpftrace {
-            ops / 50
-        } else {
-            ops
+        match self {
+            Tracer::Bpftrace => ops / 50,
+            Tracer::GobpfSched => ops * 20,
+            _ => ops,
         }
     }
 }
@@ -74,6 +89,8 @@ struct Sample {
     observer_rss_kb: Option<u64>,
     /// The observer's own CPU time per second of the run (1.0 = a whole core).
     observer_cpu: Option<f64>,
+    /// The session's `probes` object: coverage, estimated overhead, windows.
+    probes: Option<Value>,
 }
 
 pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
@@ -136,6 +153,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
         results.push((workload, medians));
     }
 
+    let parked = measure_parked(&binary, &observer)?;
     let floor = measure_floor(&binary)?;
     let events = measure_events(&binary, &observer, &out_dir)?;
     let large = out_dir.join("large");
@@ -158,6 +176,16 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
         events.count as f64 / events.seconds,
         events.dropped
     ));
+    report.push_str(&format!(
+        "\n{PARKED} parked goroutines, default mode, --interval 1s, 10 s: observer CPU {:.2}% \
+         of a core, peak RSS {:.1} MB; a census (every goroutine read) takes {:.1} ms, \
+         taken every {} interval(s); {} goroutines counted\n",
+        100.0 * parked.observer_cpu,
+        parked.rss_kb as f64 / 1024.0,
+        parked.census_ms,
+        parked.census_every,
+        parked.goroutines
+    ));
     println!("{report}");
     std::fs::write(out_dir.join("bench.md"), &report)?;
     std::fs::write(
@@ -167,6 +195,9 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
             "floor_ns_per_hit": floor,
             "large_binary": {"mb": large_mb, "attach_ms": large_attach_ms},
             "events": {"count": events.count, "seconds": events.seconds, "dropped": events.dropped},
+            "parked": {"goroutines": PARKED, "observer_cpu": parked.observer_cpu,
+                       "rss_kb": parked.rss_kb, "census_ms": parked.census_ms,
+                       "census_every": parked.census_every},
         }))?,
     )?;
     eprintln!("bench: saved target/bench/bench.md and target/bench/bench.json");
@@ -240,6 +271,65 @@ fn attach_ms(line: &str) -> Option<f64> {
         .last()
         .and_then(|rest| rest.split(" ms").next())
         .and_then(|ms| ms.parse().ok())
+}
+
+/// Goroutines in the parked workload.
+const PARKED: u64 = 100_000;
+
+struct Parked {
+    observer_cpu: f64,
+    rss_kb: u64,
+    census_ms: f64,
+    census_every: u64,
+    goroutines: u64,
+}
+
+/// What watching 100,000 parked goroutines costs the observer at 1 s intervals
+/// (the census reads every one of them each interval).
+fn measure_parked(binary: &Path, observer: &Path) -> Result<Parked> {
+    eprintln!("bench: {PARKED} parked goroutines under gobpf-sched");
+    let mut target = Workload::start(binary, "parked", PARKED, Tracer::Bare)?;
+    let pid = target.child.id().to_string();
+    let mut tracer = Command::new(observer)
+        .args(["attach", "--pid", &pid, "--json", "--interval", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+    expect_line(&mut stderr, "gobpf-sched: attached")?;
+    std::thread::spawn(move || stderr.lines().for_each(drop));
+    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
+    let lines =
+        std::thread::spawn(move || stdout.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let (cpu_before, started) = (cpu_seconds(tracer.id()), std::time::Instant::now());
+    let _ = target.go()?;
+    let observer_cpu = cpu_seconds(tracer.id())
+        .zip(cpu_before)
+        .map_or(0.0, |(after, before)| {
+            (after - before) / started.elapsed().as_secs_f64()
+        });
+    let rss_kb = peak_rss_kb(tracer.id()).unwrap_or(0);
+    let _ = target.child.wait();
+    tracer.wait()?;
+    let intervals: Vec<Value> = lines
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the observer's output failed"))?
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["type"] == "interval" && v["census"].is_object())
+        .collect();
+    // The census of the fullest interval (the goroutines are all parked).
+    let fullest = intervals
+        .iter()
+        .max_by_key(|v| v["census"]["goroutines"].as_u64().unwrap_or(0))
+        .context("no census in the observer's output")?;
+    Ok(Parked {
+        observer_cpu,
+        rss_kb,
+        census_ms: fullest["census"]["read_ns"].as_f64().unwrap_or(0.0) / 1e6,
+        census_every: fullest["census_every_intervals"].as_u64().unwrap_or(1),
+        goroutines: fullest["census"]["goroutines"].as_u64().unwrap_or(0),
+    })
 }
 
 struct EventsRate {
@@ -362,9 +452,15 @@ fn run_once(
         Tracer::Bare | Tracer::RuntimeTrace => {
             sample.ns_per_op = target.go()?;
         }
-        Tracer::GobpfSched => {
+        Tracer::GobpfSched | Tracer::GobpfSchedExact => {
+            let exact: &[&str] = if tracer == Tracer::GobpfSchedExact {
+                &["--exact"]
+            } else {
+                &[]
+            };
             let mut tracer = Command::new(observer)
                 .args(["attach", "--pid", &pid, "--json", "--interval", "10s"])
+                .args(exact)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()?;
@@ -388,6 +484,7 @@ fn run_once(
             // Every uprobe hit, counted by the programs themselves.
             let hits = summary["probe_hits"].as_u64().unwrap_or(0);
             sample.hits_per_op = Some(hits as f64 / ops as f64);
+            sample.probes = Some(summary["probes"].clone());
         }
         Tracer::Bpftrace => {
             let probes: Vec<String> = probed
@@ -468,15 +565,16 @@ fn ratio(traced: f64, bare: f64) -> f64 {
 fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
     let mut out = format!(
         "gobpf-sched bench, {go_version} workloads, medians of {REPETITIONS} interleaved runs\n\n\
-         | workload | bare ns/op | gobpf-sched ns/op | bpftrace ns/op | runtime/trace ns/op |\n\
-         |---|---|---|---|---|\n"
+         | workload | bare ns/op | gobpf-sched (1% budget) ns/op | gobpf-sched --exact ns/op | \
+         bpftrace ns/op | runtime/trace ns/op |\n\
+         |---|---|---|---|---|---|\n"
     );
     for (workload, s) in results {
         let bare = s[0].ns_per_op;
         out.push_str(&format!("| {workload} | {bare:.0} |"));
         for sample in &s[1..] {
             out.push_str(&format!(
-                " {:.0} ({:.1}×) |",
+                " {:.0} ({:.2}×) |",
                 sample.ns_per_op,
                 ratio(sample.ns_per_op, bare)
             ));
@@ -484,64 +582,78 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
         out.push('\n');
     }
     out.push_str(
-        "\n| workload | gobpf-sched hits/op | ns per hit | bpftrace hits/op | ns per hit | bpftrace overhead ÷ gobpf-sched overhead |\n\
+        "\nDefault mode: the share of time the transition probes were attached, and the \
+         observer's own estimate of their cost (hits × measured cost per hit ÷ the target's \
+         CPU time), against the 1% budget:\n\n\
+         | workload | coverage | estimated overhead | windows |\n|---|---|---|---|\n",
+    );
+    for (workload, s) in results {
+        let probes = s[DEFAULT].probes.clone().unwrap_or_default();
+        let percent = |key: &str| {
+            probes[key]
+                .as_f64()
+                .map_or("-".to_owned(), |v| format!("{:.2}%", 100.0 * v))
+        };
+        out.push_str(&format!(
+            "| {workload} | {} | {} | {} |\n",
+            percent("coverage"),
+            percent("estimated_overhead"),
+            probes["windows"]
+        ));
+    }
+    out.push_str(
+        "\n| workload | --exact hits/op | ns per hit | bpftrace hits/op | ns per hit | bpftrace overhead ÷ --exact overhead |\n\
          |---|---|---|---|---|---|\n",
     );
     for (workload, s) in results {
         let bare = s[0].ns_per_op;
-        let ours = s[1].ns_per_op - bare;
-        let theirs = s[2].ns_per_op - bare;
+        let ours = s[EXACT].ns_per_op - bare;
+        let theirs = s[BPFTRACE].ns_per_op - bare;
         let per_hit = |overhead: f64, hits: Option<f64>| match hits {
             Some(h) if h > 0.0 => format!("{:.0}", overhead / h),
             _ => "-".to_owned(),
         };
         out.push_str(&format!(
             "| {workload} | {:.2} | {} | {:.2} | {} | {:.1}× |\n",
-            s[1].hits_per_op.unwrap_or(0.0),
-            per_hit(ours, s[1].hits_per_op),
-            s[2].hits_per_op.unwrap_or(0.0),
-            per_hit(theirs, s[2].hits_per_op),
+            s[EXACT].hits_per_op.unwrap_or(0.0),
+            per_hit(ours, s[EXACT].hits_per_op),
+            s[BPFTRACE].hits_per_op.unwrap_or(0.0),
+            per_hit(theirs, s[BPFTRACE].hits_per_op),
             theirs / ours.max(1.0)
         ));
     }
     if let Some((_, s)) = results.iter().find(|(w, _)| *w == "http") {
         let req_per_s = |sample: &Sample| 1e9 / sample.ns_per_op;
         out.push_str(&format!(
-            "\nHTTP on 127.0.0.1: bare {:.0} req/s; gobpf-sched {:.0} req/s ({:.0}% of bare); \
-             bpftrace {:.0} req/s; runtime/trace {:.0} req/s\n",
+            "\nHTTP on 127.0.0.1: bare {:.0} req/s; gobpf-sched {:.0} req/s ({:.1}% of bare); \
+             --exact {:.0} req/s ({:.0}% of bare); bpftrace {:.0} req/s; runtime/trace {:.0} req/s\n",
             req_per_s(&s[0]),
-            req_per_s(&s[1]),
-            100.0 * s[0].ns_per_op / s[1].ns_per_op,
-            req_per_s(&s[2]),
-            req_per_s(&s[3]),
+            req_per_s(&s[DEFAULT]),
+            100.0 * s[0].ns_per_op / s[DEFAULT].ns_per_op,
+            req_per_s(&s[EXACT]),
+            100.0 * s[0].ns_per_op / s[EXACT].ns_per_op,
+            req_per_s(&s[BPFTRACE]),
+            req_per_s(&s[RUNTIME_TRACE]),
         ));
     }
-    let attach: Vec<f64> = results.iter().filter_map(|(_, s)| s[1].attach_ms).collect();
-    let rss: Vec<u64> = results
-        .iter()
-        .filter_map(|(_, s)| s[1].observer_rss_kb)
-        .collect();
-    let cpu: Vec<f64> = results
-        .iter()
-        .filter_map(|(_, s)| s[1].observer_cpu)
-        .collect();
-    out.push_str(&format!(
-        "\nattach (load + uprobes + tracepoint): {} ms; observer peak RSS: {} MB; \
-         observer CPU: {} % of a core\n",
-        attach
-            .iter()
-            .map(|a| format!("{a:.0}"))
-            .collect::<Vec<_>>()
-            .join(" / "),
-        rss.iter()
-            .map(|r| format!("{:.1}", *r as f64 / 1024.0))
-            .collect::<Vec<_>>()
-            .join(" / "),
-        cpu.iter()
-            .map(|c| format!("{:.1}", 100.0 * c))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    ));
+    for (index, mode) in [(DEFAULT, "default mode"), (EXACT, "--exact")] {
+        let column = |f: &dyn Fn(&Sample) -> Option<String>| {
+            results
+                .iter()
+                .filter_map(|(_, s)| f(&s[index]))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        out.push_str(&format!(
+            "\n{mode}: attach (load + calibration + uprobes + tracepoints): {} ms; observer peak \
+             RSS: {} MB; observer CPU: {} % of a core\n",
+            column(&|s| s.attach_ms.map(|a| format!("{a:.0}"))),
+            column(&|s| s
+                .observer_rss_kb
+                .map(|r| format!("{:.1}", r as f64 / 1024.0))),
+            column(&|s| s.observer_cpu.map(|c| format!("{:.1}", 100.0 * c))),
+        ));
+    }
     out
 }
 
@@ -561,6 +673,7 @@ fn to_json(results: &[(&str, Vec<Sample>)], go_version: &str) -> Value {
                             "attach_ms": s.attach_ms,
                             "observer_rss_kb": s.observer_rss_kb,
                             "observer_cpu": s.observer_cpu,
+                            "probes": s.probes,
                         }),
                     )
                 })

@@ -44,6 +44,7 @@ pub fn preemption_line(preemption: &Preemption) -> String {
         Outcome::Preempted => ("PREEMPT", ""),
         Outcome::GcSuspended => ("GC-STOP", ", stopped for the GC's stack scan"),
         Outcome::NothingPreempted => ("SIGURG ", ", nothing preempted"),
+        Outcome::Unseen => ("SIGURG ", ", outcome not seen (probes off)"),
     };
     let sender = match preemption.sender_tid {
         0 => "SIGURG sent before attach".to_owned(),
@@ -63,6 +64,41 @@ pub fn p99_or_dash(buckets: &[Bucket]) -> String {
     quantile_bound(buckets, 0.99)
         .map(duration)
         .unwrap_or_else(|| "-".to_owned())
+}
+
+/// The runtime's finer buckets (4 or 16 per power of two) merged into powers
+/// of two, to be drawn like the probes' log2 histograms next to them; a merged
+/// bucket ends where its last sub-bucket does. The same merge as the text
+/// lines' (`lines::by_power_of_two`), so that both show the same rows.
+pub fn by_power_of_two(buckets: &[Bucket]) -> Vec<Bucket> {
+    let mut merged: Vec<Bucket> = Vec::new();
+    let power = |ns: u64| if ns == 0 { 0 } else { 64 - ns.leading_zeros() };
+    for bucket in buckets {
+        match merged.last_mut() {
+            Some(last) if power(last.from_ns) == power(bucket.from_ns) => {
+                last.to_ns = bucket.to_ns;
+                last.count += bucket.count;
+            }
+            _ => {
+                let from_ns: u64 = if bucket.from_ns == 0 {
+                    0
+                } else {
+                    1 << (power(bucket.from_ns) - 1)
+                };
+                let to_ns = match bucket.to_ns {
+                    u64::MAX => u64::MAX,
+                    _ if from_ns == 0 => bucket.to_ns,
+                    _ => from_ns.saturating_mul(2),
+                };
+                merged.push(Bucket {
+                    from_ns,
+                    to_ns,
+                    count: bucket.count,
+                });
+            }
+        }
+    }
+    merged
 }
 
 /// The entries of a per-reason map, largest value first (then by name).
@@ -106,5 +142,31 @@ mod tests {
         assert_eq!(duration(1_234_567), "1.23ms");
         assert_eq!(duration(2_500_000_000), "2.500s");
         assert_eq!(time_of_day(3_723_000_004_000), "01:02:03.000004");
+    }
+
+    #[test]
+    fn runtime_buckets_merge_into_powers_of_two() {
+        let bucket = |from_ns, to_ns, count| Bucket {
+            from_ns,
+            to_ns,
+            count,
+        };
+        let merged = by_power_of_two(&[
+            bucket(0, 128, 1),
+            bucket(512, 640, 2),
+            bucket(768, 896, 3),
+            bucket(1024, 1280, 4),
+            bucket(1 << 47, u64::MAX, 5),
+        ]);
+        assert_eq!(
+            merged,
+            [
+                bucket(0, 128, 1),
+                // Ends where its last values do.
+                bucket(512, 896, 5),
+                bucket(1024, 2048, 4),
+                bucket(1 << 47, u64::MAX, 5),
+            ]
+        );
     }
 }

@@ -12,7 +12,8 @@ use crate::{
     outputs::{
         Report,
         format::{
-            Header, by_value_descending, duration, p99_or_dash, preemption_line, time_of_day,
+            Header, by_power_of_two, by_value_descending, duration, p99_or_dash, preemption_line,
+            time_of_day,
         },
     },
     stats::{
@@ -54,7 +55,9 @@ impl Printer {
                 // Only a signal that preempted is called a preemption.
                 value["type"] = json!(match preemption.outcome {
                     Outcome::Preempted => "preemption",
-                    Outcome::GcSuspended | Outcome::NothingPreempted => "sigurg",
+                    Outcome::GcSuspended | Outcome::NothingPreempted | Outcome::Unseen => {
+                        "sigurg"
+                    }
                 });
                 emit(&value.to_string())
             }
@@ -548,39 +551,6 @@ fn runtime_text(r: &RuntimeActivity, go_version: &str) -> String {
 
 fn p99_text(bound: Option<u64>) -> String {
     bound.map_or_else(|| "-".to_owned(), duration)
-}
-
-/// The runtime's finer buckets merged into powers of two, for a short text
-/// histogram (JSON and Prometheus keep the runtime's own).
-fn by_power_of_two(buckets: &[Bucket]) -> Vec<Bucket> {
-    let mut merged: Vec<Bucket> = Vec::new();
-    let power = |ns: u64| if ns == 0 { 0 } else { 64 - ns.leading_zeros() };
-    for bucket in buckets {
-        match merged.last_mut() {
-            Some(last) if power(last.from_ns) == power(bucket.from_ns) => {
-                last.to_ns = bucket.to_ns;
-                last.count += bucket.count;
-            }
-            _ => {
-                let from_ns: u64 = if bucket.from_ns == 0 {
-                    0
-                } else {
-                    1 << (power(bucket.from_ns) - 1)
-                };
-                let to_ns = match bucket.to_ns {
-                    u64::MAX => u64::MAX,
-                    _ if from_ns == 0 => bucket.to_ns,
-                    _ => from_ns.saturating_mul(2),
-                };
-                merged.push(Bucket {
-                    from_ns,
-                    to_ns,
-                    count: bucket.count,
-                });
-            }
-        }
-    }
-    merged
 }
 
 /// The goroutine census: by status, by wait reason, the longest waiters.

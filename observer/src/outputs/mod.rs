@@ -154,18 +154,12 @@ impl Outputs {
         match &mut self.display {
             Display::Lines(printer) => printer.interval(report)?,
             Display::Screen(screen) => {
-                screen.update(
-                    report.stats,
-                    report.interval_ns,
-                    report.totals,
-                    report.sched.cloned(),
-                    report.elapsed_ns,
-                );
+                screen.update(report);
                 screen.draw()?;
             }
         }
         if let Some(exporter) = &self.exporter {
-            exporter.update(report.totals);
+            exporter.update(report);
         }
         self.record(|recorder| {
             if let Some(state) = report.sched {
@@ -179,11 +173,15 @@ impl Outputs {
     /// The screen before the first interval: the scheduler state only.
     pub fn first_screen(&mut self, sched: Option<SchedState>) -> Result<()> {
         if let Display::Screen(screen) = &mut self.display {
-            let none = Stats::default();
-            screen.update(&none, 0, &none, sched, 0);
+            screen.first_state(sched);
             screen.draw()?;
         }
         Ok(())
+    }
+
+    /// Whether the live screen has the terminal (nothing else may print).
+    pub fn is_screen(&self) -> bool {
+        matches!(self.display, Display::Screen(_))
     }
 
     /// True when the user pressed `q` (or Ctrl-C) on the live screen.

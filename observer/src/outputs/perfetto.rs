@@ -278,6 +278,7 @@ impl Recorder {
             Outcome::Preempted => format!("preempt g{}", preemption.goid),
             Outcome::GcSuspended => format!("gc-stop g{}", preemption.goid),
             Outcome::NothingPreempted => "sigurg (nothing preempted)".to_owned(),
+            Outcome::Unseen => "sigurg (outcome not seen)".to_owned(),
         };
         self.track_event(track, preemption.ts_ns, INSTANT, Some(name), annotations)?;
         if preemption.outcome == Outcome::Preempted {

@@ -1,12 +1,16 @@
 //! `--prometheus ADDR`: serves `/metrics` in the OpenMetrics text format
 //! (prometheus-client), for Prometheus to scrape and Grafana to draw.
 //!
-//! Counters and histograms are the session's totals since attach, refreshed every
-//! `--interval`; the scheduler-state gauges (run queues, idle Ps, threads) are read
-//! from the target's memory at each scrape, so a 10 ms scrape sees 10 ms changes,
-//! as gse shows them.
+//! Counters and histograms of the probes are the session's totals since attach,
+//! refreshed every `--interval`, with what the probes cost (last interval) and
+//! the last goroutine census. What the target's memory holds is read at each
+//! scrape, so a 10 ms scrape sees 10 ms changes, as gse shows them: the
+//! scheduler-state gauges (run queues, idle Ps, threads) and the runtime's own
+//! counters, cumulative since the process started (`gobpf_sched_go_*`, the Ps'
+//! ticks), exported only where the Go version keeps them.
 
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -19,16 +23,20 @@ use axum::{
 };
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, text::encode},
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet, text::encode},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
 
 use crate::{
+    outputs::Report,
     sources::runtime_memory::{self, SchedLayout},
     stats::{
         aggregate::{Bucket, Stats},
-        sched::{P_STATUSES, SchedState},
+        census::Census,
+        cost::ProbeCost,
+        runtime_histogram::{HistogramLayout, RuntimeCounts},
+        sched::{P_STATUSES, RuntimeCounters, SchedState},
     },
 };
 
@@ -42,6 +50,18 @@ pub struct Exported {
     pub totals: Stats,
     /// Execs of the target the session followed.
     pub execs_followed: u64,
+    /// What the probes cost over the last interval (coverage, estimate) ...
+    pub cost: Option<ProbeCost>,
+    /// ... and since attach: time the transition probes were attached, hits.
+    pub probes_on_ns: u64,
+    pub probe_hits: u64,
+    /// The last goroutine census (not taken every interval when slow) ...
+    pub census: Option<Census>,
+    /// ... and every status and wait reason a census saw, shown at 0 when no
+    /// goroutine has it now, so that the series stay put. Bounded by the
+    /// runtime's statuses and wait reasons.
+    pub statuses_seen: BTreeSet<String>,
+    pub reasons_seen: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -105,9 +125,23 @@ impl Exporter {
         }
     }
 
-    pub fn update(&self, totals: &Stats) {
-        if let Ok(mut exported) = self.exported.lock() {
-            exported.totals = totals.clone();
+    /// One interval's report: the whole-run totals, the cost, the census.
+    pub fn update(&self, report: &Report<'_>) {
+        let Ok(mut exported) = self.exported.lock() else {
+            return;
+        };
+        exported.totals = report.totals.clone();
+        exported.cost = Some(report.cost.clone());
+        exported.probes_on_ns += report.cost.probes_on_ns;
+        exported.probe_hits += report.cost.probe_hits;
+        if let Some(census) = report.census {
+            exported
+                .statuses_seen
+                .extend(census.by_status.keys().cloned());
+            exported
+                .reasons_seen
+                .extend(census.by_wait_reason.keys().cloned());
+            exported.census = Some(census.clone());
         }
     }
 }
@@ -156,9 +190,38 @@ fn counter(
 }
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    measured_gauge(encoder, name, help, None, value)
+}
+
+/// A gauge in `unit` (seconds, ratio), e.g. a share of the last interval.
+fn measured_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl EncodeGaugeValue,
+) -> std::fmt::Result {
     let name = format!("{PREFIX}{name}");
-    let metric = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
+    let metric = encoder.encode_descriptor(&name, help, unit, MetricType::Gauge)?;
     ConstGauge::new(value).encode(metric)
+}
+
+/// A gauge per label value, e.g. goroutines by `state`.
+fn labelled_gauge<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'a String, u64)>,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let mut metric = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
+    for (value_of_label, value) in values {
+        let labels = [(label.to_owned(), value_of_label.clone())];
+        ConstGauge::new(value.min(i64::MAX as u64) as i64)
+            .encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// A log2 histogram (non-empty buckets, counts per bucket) as a Prometheus
@@ -196,6 +259,68 @@ fn histogram(
     metric.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &per_bucket, None)
 }
 
+/// One of the runtime's own time histograms (`counts`, cumulative since the
+/// process started) as a Prometheus histogram in seconds, with the runtime's
+/// bucket bounds as `le`, as `runtime/metrics` reports them (the buckets are
+/// `[from, to)` there, `le` is inclusive: a value exactly on a bound is one
+/// bucket higher in the runtime's). Go 1.19's 16 sub-buckets per power of two
+/// are merged 4 by 4, to the resolution of later versions: 721 series would
+/// be 721 series per scrape, and the bounds kept are still the runtime's.
+/// Negative durations (the runtime's underflow bucket) are below every bound:
+/// counted in the first bucket. The runtime keeps no sum: `_sum` is estimated
+/// with each bucket's midpoint (the lower bound of the unbounded last one).
+fn runtime_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counts: &RuntimeCounts,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let bounds = counts.layout.lower_bounds_ns();
+    let merged = match counts.layout {
+        HistogramLayout::SuperBuckets => 4,
+        HistogramLayout::SubBucketBits2 => 1,
+    };
+    let mut per_bucket = Vec::with_capacity(bounds.len() / merged + 1);
+    // The underflow bucket, then bucket i: [bounds[i - 1], bounds[i]).
+    let mut pending = counts.counts.first().copied().unwrap_or(0);
+    let mut sum_ns = 0.0;
+    for (i, (&count, &from_ns)) in counts.counts.iter().skip(1).zip(&bounds).enumerate() {
+        let to_ns = bounds.get(i + 1).copied();
+        pending += count;
+        sum_ns += count as f64 * to_ns.map_or(from_ns as f64, |to| (from_ns + to) as f64 / 2.0);
+        match to_ns {
+            Some(to) if (i + 1) % merged == 0 => {
+                per_bucket.push((to as f64 / 1e9, pending));
+                pending = 0;
+            }
+            Some(_) => {}
+            // prometheus-client writes f64::MAX as +Inf.
+            None => per_bucket.push((f64::MAX, pending)),
+        }
+    }
+    let count = counts.counts.iter().sum();
+    let mut metric =
+        encoder.encode_descriptor(&name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(sum_ns / 1e9, count, &per_bucket, None)
+}
+
+/// A counter per P, labelled `p`.
+fn per_p_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (i32, u32)>,
+) -> std::fmt::Result {
+    let name = format!("{PREFIX}{name}");
+    let mut metric = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+    for (p, value) in values {
+        let labels = [("p".to_owned(), p.to_string())];
+        ConstCounter::new(f64::from(value)).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// A counter per label value, e.g. parks by `reason`.
 fn labelled_counter<'a>(
     encoder: &mut DescriptorEncoder,
@@ -218,8 +343,25 @@ impl Collector for SchedulerCollector {
     // A flat list, one descriptor per metric in the README's order: long, but
     // each metric reads in one place.
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let (totals, execs_followed) = match self.exported.lock() {
-            Ok(exported) => (exported.totals.clone(), exported.execs_followed),
+        let (totals, execs_followed, cost, census) = match self.exported.lock() {
+            Ok(exported) => (
+                exported.totals.clone(),
+                exported.execs_followed,
+                exported.cost.clone().map(|last| {
+                    let run = RunCost {
+                        probes_on_ns: exported.probes_on_ns,
+                        probe_hits: exported.probe_hits,
+                    };
+                    (last, run)
+                }),
+                exported.census.clone().map(|census| {
+                    let seen = (
+                        exported.statuses_seen.clone(),
+                        exported.reasons_seen.clone(),
+                    );
+                    (census, seen)
+                }),
+            ),
             Err(_) => return Ok(()),
         };
         let e = &mut encoder;
@@ -361,6 +503,12 @@ impl Collector for SchedulerCollector {
             &s.run_slice_histogram,
             s.run_ns,
         )?;
+        if let Some((last, run)) = &cost {
+            encode_cost(e, last, run)?;
+        }
+        if let Some((census, (statuses, reasons))) = &census {
+            encode_census(e, census, statuses, reasons)?;
+        }
 
         let Some((pid, layout)) = &self.live else {
             return Ok(());
@@ -368,8 +516,203 @@ impl Collector for SchedulerCollector {
         let Ok(state) = runtime_memory::read(*pid, layout) else {
             return Ok(()); // the target is gone: no gauges rather than stale ones
         };
-        encode_sched_state(e, &state)
+        encode_sched_state(e, &state)?;
+        encode_runtime_counters(e, &state)
     }
+}
+
+/// The probes' cost since attach.
+struct RunCost {
+    probes_on_ns: u64,
+    probe_hits: u64,
+}
+
+/// What watching costs the target: the last interval's shares, and totals.
+fn encode_cost(e: &mut DescriptorEncoder, last: &ProbeCost, run: &RunCost) -> std::fmt::Result {
+    let ratio = Unit::Other("ratio".to_owned());
+    measured_gauge(
+        e,
+        "probe_coverage",
+        "Share of the last interval the transition probes were attached \
+         (below 1, the transition counters cover the windows only)",
+        Some(&ratio),
+        last.coverage,
+    )?;
+    if let Some(overhead) = last.estimated_overhead {
+        measured_gauge(
+            e,
+            "probe_estimated_overhead",
+            "Estimated share of the target's CPU time spent in the probes, last interval",
+            Some(&ratio),
+            overhead,
+        )?;
+    }
+    if let Some(budget) = last.budget {
+        measured_gauge(
+            e,
+            "overhead_budget",
+            "Share of the target's CPU time the probes may cost (--overhead-budget)",
+            Some(&ratio),
+            budget,
+        )?;
+    }
+    measured_gauge(
+        e,
+        "probe_hit_cost",
+        "Cost of one probe hit: the trap measured at start plus the programs' run time",
+        Some(&Unit::Seconds),
+        last.per_hit_ns / 1e9,
+    )?;
+    counter(
+        e,
+        "probe_attached",
+        "Time the transition probes were attached",
+        Some(&Unit::Seconds),
+        run.probes_on_ns as f64 / 1e9,
+    )?;
+    counter(
+        e,
+        "probe_hits",
+        "Probe hits (the always-on preemption probes included)",
+        None,
+        run.probe_hits as f64,
+    )?;
+    counter(
+        e,
+        "probe_windows",
+        "Windows the transition probes were attached in (budget mode)",
+        None,
+        last.windows as f64,
+    )
+}
+
+/// The last goroutine census: the program's goroutines by state and the
+/// waiting ones by reason (every label seen so far, 0 included), the runtime's
+/// own, and the longest wait. Never per goroutine.
+fn encode_census(
+    e: &mut DescriptorEncoder,
+    census: &Census,
+    statuses: &BTreeSet<String>,
+    reasons: &BTreeSet<String>,
+) -> std::fmt::Result {
+    let now = |map: &std::collections::BTreeMap<String, u64>, key: &String| {
+        map.get(key).copied().unwrap_or(0)
+    };
+    labelled_gauge(
+        e,
+        "goroutines",
+        "The program's live goroutines by state, at the last census \
+         (runtime.NumGoroutine is their sum)",
+        "state",
+        statuses.iter().map(|s| (s, now(&census.by_status, s))),
+    )?;
+    labelled_gauge(
+        e,
+        "goroutines_waiting",
+        "The program's waiting goroutines by wait reason, at the last census",
+        "reason",
+        reasons.iter().map(|r| (r, now(&census.by_wait_reason, r))),
+    )?;
+    gauge(
+        e,
+        "runtime_goroutines",
+        "The runtime's own live goroutines (GC workers, sweeper, ...), at the last census",
+        census.system_goroutines.min(i64::MAX as u64) as i64,
+    )?;
+    measured_gauge(
+        e,
+        "goroutine_longest_wait",
+        "How long the program's longest-waiting goroutine has waited, at least, at the \
+         last census",
+        Some(&Unit::Seconds),
+        census
+            .longest_waiters
+            .first()
+            .map_or(0.0, |w| w.waiting_ns as f64 / 1e9),
+    )
+}
+
+/// The runtime's own counters, cumulative since the process started, read at
+/// the scrape; those the Go version does not keep are left out.
+fn encode_runtime_counters(e: &mut DescriptorEncoder, state: &SchedState) -> std::fmt::Result {
+    let RuntimeCounters {
+        time_to_run,
+        stw_gc,
+        stw_other,
+        mutex_wait_ns,
+        goroutines_created,
+        gc_cycles,
+    } = &state.counters;
+    if let Some(counts) = time_to_run {
+        runtime_histogram(
+            e,
+            "go_sched_latencies",
+            "Run-queue latency as the runtime samples it (sched.timeToRun, \
+             /sched/latencies:seconds), since the process started",
+            counts,
+        )?;
+    }
+    // The Ps' ticks are 32-bit and wrap: Prometheus takes a wrap for a
+    // counter reset, as it does for a P made again after GOMAXPROCS changed.
+    per_p_counter(
+        e,
+        "p_schedticks",
+        "Time slices each P started (its schedtick), since the process started",
+        state.procs.iter().map(|p| (p.id, p.schedtick)),
+    )?;
+    per_p_counter(
+        e,
+        "p_syscallticks",
+        "Syscalls each P's goroutines returned from (its syscalltick), since the process started",
+        state.procs.iter().map(|p| (p.id, p.syscalltick)),
+    )?;
+    if let Some(ns) = mutex_wait_ns {
+        counter(
+            e,
+            "go_mutex_wait",
+            "Time goroutines waited on sync.Mutex and sync.RWMutex \
+             (/sync/mutex/wait/total:seconds)",
+            Some(&Unit::Seconds),
+            *ns as f64 / 1e9,
+        )?;
+    }
+    if let Some(cycles) = gc_cycles {
+        counter(
+            e,
+            "go_gc_cycles",
+            "GC cycles completed (/gc/cycles/total:gc-cycles)",
+            None,
+            f64::from(*cycles),
+        )?;
+    }
+    if let Some(created) = goroutines_created {
+        counter(
+            e,
+            "go_goroutines_created",
+            "Goroutines created, as the runtime counts them, since the process started",
+            None,
+            *created as f64,
+        )?;
+    }
+    let pauses: Vec<(String, f64)> = [("gc", stw_gc), ("other", stw_other)]
+        .into_iter()
+        .filter_map(|(kind, h)| {
+            let h = h.as_ref()?;
+            Some((kind.to_owned(), h.counts.iter().sum::<u64>() as f64))
+        })
+        .collect();
+    if !pauses.is_empty() {
+        labelled_counter(
+            e,
+            "go_stw_pauses",
+            "Stop-the-world pauses, for the GC and for anything else \
+             (/sched/pauses/total/{gc,other}:seconds)",
+            None,
+            "kind",
+            pauses.iter().map(|(kind, n)| (kind, *n)),
+        )?;
+    }
+    Ok(())
 }
 
 /// The scheduler state, read at the scrape: gauges.

@@ -1,7 +1,9 @@
 //! The live terminal screen (ratatui + crossterm), used when stdout is a terminal:
-//! scheduler state with a bar per P, the latency and run-slice histograms, wait
-//! reasons, the busiest goroutines and a scrolling preemption log, redrawn every
-//! interval. Keys: `q` quits, `p` pauses, arrow keys scroll the log.
+//! what the probes cost in the title, scheduler state with a bar per P, the
+//! run-queue latency histograms (the probes' and the runtime's own) and the
+//! run-slice one, wait reasons, the goroutine census (by state, by wait reason,
+//! the longest waiters), the busiest goroutines and a scrolling preemption log,
+//! redrawn every interval. Keys: `q` quits, `p` pauses, arrow keys scroll the log.
 //!
 //! The terminal is restored when the screen is dropped (any return, any error)
 //! and by ratatui's panic hook on a panic.
@@ -19,9 +21,15 @@ use ratatui::{
 };
 
 use crate::{
-    outputs::format::{Header, by_value_descending, duration, p99_or_dash},
+    outputs::{
+        Report,
+        format::{Header, by_power_of_two, by_value_descending, duration, p99_or_dash},
+    },
     stats::{
         aggregate::{Bucket, Stats},
+        census::Census,
+        cost::ProbeCost,
+        runtime_activity::RuntimeActivity,
         sched::SchedState,
     },
 };
@@ -44,11 +52,21 @@ pub struct Tui {
     sched: Option<SchedState>,
     /// Why there is no scheduler state, if there is none.
     sched_note: Option<String>,
+    /// What the probes cost over the last interval.
+    cost: Option<ProbeCost>,
+    /// The runtime's own counters over the last interval.
+    runtime: Option<RuntimeActivity>,
+    /// The last census, taken every `census_every` intervals.
+    census: Option<Census>,
+    census_every: u64,
     log: VecDeque<String>,
     /// Lines scrolled back from the newest.
     scroll: usize,
     paused: bool,
     elapsed_ns: u64,
+    /// Whether the terminal was cleared: the session's messages printed after
+    /// the screen started (attached, …) stay where the first frame is blank.
+    cleared: bool,
 }
 
 impl Tui {
@@ -62,30 +80,40 @@ impl Tui {
             totals: Stats::default(),
             sched: None,
             sched_note,
+            cost: None,
+            runtime: None,
+            census: None,
+            census_every: 1,
             log: VecDeque::new(),
             scroll: 0,
             paused: false,
             elapsed_ns: 0,
+            cleared: false,
         })
     }
 
     /// New numbers; kept off the screen while paused.
-    pub fn update(
-        &mut self,
-        interval: &Stats,
-        interval_ns: u64,
-        totals: &Stats,
-        sched: Option<SchedState>,
-        elapsed_ns: u64,
-    ) {
+    pub fn update(&mut self, report: &Report<'_>) {
         if self.paused {
             return;
         }
-        self.interval = interval.clone();
-        self.interval_ns = interval_ns;
-        self.totals = totals.clone();
+        self.interval = report.stats.clone();
+        self.interval_ns = report.interval_ns;
+        self.totals = report.totals.clone();
+        self.sched = report.sched.cloned();
+        self.elapsed_ns = report.elapsed_ns;
+        self.cost = Some(report.cost.clone());
+        self.runtime = report.runtime.cloned();
+        // Between two censuses, the last one stays on the screen.
+        if let Some(census) = report.census {
+            self.census = Some(census.clone());
+        }
+        self.census_every = report.census_every;
+    }
+
+    /// The scheduler state before the first interval.
+    pub fn first_state(&mut self, sched: Option<SchedState>) {
         self.sched = sched;
-        self.elapsed_ns = elapsed_ns;
     }
 
     pub fn preemption(&mut self, line: String) {
@@ -123,6 +151,10 @@ impl Tui {
 
     pub fn draw(&mut self) -> Result<()> {
         let Self { terminal, .. } = self;
+        if !self.cleared {
+            terminal.clear()?;
+            self.cleared = true;
+        }
         let view = View {
             header: &self.header,
             interval: &self.interval,
@@ -130,6 +162,10 @@ impl Tui {
             totals: &self.totals,
             sched: self.sched.as_ref(),
             sched_note: self.sched_note.as_deref(),
+            cost: self.cost.as_ref(),
+            runtime: self.runtime.as_ref(),
+            census: self.census.as_ref(),
+            census_every: self.census_every,
             log: &self.log,
             scroll: self.scroll,
             paused: self.paused,
@@ -153,6 +189,10 @@ struct View<'a> {
     totals: &'a Stats,
     sched: Option<&'a SchedState>,
     sched_note: Option<&'a str>,
+    cost: Option<&'a ProbeCost>,
+    runtime: Option<&'a RuntimeActivity>,
+    census: Option<&'a Census>,
+    census_every: u64,
     log: &'a VecDeque<String>,
     scroll: usize,
     paused: bool,
@@ -174,24 +214,30 @@ impl View<'_> {
             Layout::horizontal([Constraint::Length(46), Constraint::Min(20)]).areas(top);
         self.scheduler(frame, state);
         self.run_queue_bars(frame, bars);
-        let [latency, slices] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
-                .areas(middle);
+        let [latency, runtime_latency, slices] =
+            Layout::horizontal([Constraint::Fill(1); 3]).areas(middle);
         histogram(
             frame,
             latency,
-            "run-queue latency (last interval)",
+            &format!("run-queue latency, probes{}", self.probes_span()),
             &self.interval.runq_latency_histogram,
         );
+        self.runtime_latency(frame, runtime_latency);
         histogram(
             frame,
             slices,
-            "on-CPU slice length (last interval)",
+            &format!("on-CPU slice length{}", self.probes_span()),
             &self.interval.run_slice_histogram,
         );
-        let [reasons, goroutines] =
-            Layout::horizontal([Constraint::Length(52), Constraint::Min(40)]).areas(bottom);
+        // The busiest goroutines get the wider part: their start functions.
+        let [reasons, census, goroutines] = Layout::horizontal([
+            Constraint::Length(52),
+            Constraint::Fill(4),
+            Constraint::Fill(5),
+        ])
+        .areas(bottom);
         self.wait_reasons(frame, reasons);
+        self.census(frame, census);
         self.top_goroutines(frame, goroutines);
         self.preemption_log(frame, log);
     }
@@ -204,6 +250,9 @@ impl View<'_> {
             duration(self.elapsed_ns),
             self.totals.dropped
         );
+        if let Some(cost) = self.cost {
+            text.push_str(&format!(" — {}", cost_text(cost)));
+        }
         if self.paused {
             text.push_str(" — PAUSED");
         }
@@ -257,7 +306,11 @@ impl View<'_> {
             "SIGURG        {:>6}  found nothing {}  GC stops {}",
             s.sigurg_signals, s.signals_without_effect, s.gc_suspensions
         ));
-        let title = format!(" scheduler — last {} ", duration(self.interval_ns));
+        let title = format!(
+            " scheduler — last {}{} ",
+            duration(self.interval_ns),
+            self.coverage_note().unwrap_or_default()
+        );
         frame.render_widget(
             Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>())
                 .block(Block::bordered().title(title)),
@@ -300,6 +353,123 @@ impl View<'_> {
                 .bar_gap(1)
                 .data(BarGroup::default().bars(&bars)),
             area,
+        );
+    }
+
+    /// What the probes' numbers of the last interval cover, when not all of it.
+    fn coverage_note(&self) -> Option<String> {
+        match self.cost {
+            Some(cost) if cost.coverage <= 0.0 => Some(" (probes off)".to_owned()),
+            Some(cost) if !cost.exact() => Some(format!(" (probes on {})", percent(cost.coverage))),
+            _ => None,
+        }
+    }
+
+    /// The span the probes' histograms cover.
+    fn probes_span(&self) -> String {
+        self.coverage_note()
+            .unwrap_or_else(|| " (last interval)".to_owned())
+    }
+
+    /// The run-queue latency the runtime sampled itself: there whether the
+    /// probes were on or not.
+    fn runtime_latency(&self, frame: &mut Frame, area: Rect) {
+        let title = "run-queue latency, Go runtime (~1 in 8 sampled)";
+        match self.runtime.map(|r| (r, &r.run_queue_latency)) {
+            Some((_, Some(latency))) => {
+                histogram(frame, area, title, &by_power_of_two(&latency.buckets));
+            }
+            Some((r, None)) => {
+                let why = r
+                    .not_kept
+                    .get("run_queue_latency")
+                    .map_or("not kept by this Go version", String::as_str);
+                frame.render_widget(
+                    Paragraph::new(why).block(Block::bordered().title(format!(" {title} "))),
+                    area,
+                );
+            }
+            None => frame.render_widget(
+                Paragraph::new(self.sched_note.unwrap_or("not read yet"))
+                    .block(Block::bordered().title(format!(" {title} "))),
+                area,
+            ),
+        }
+    }
+
+    /// The goroutine census: the program's goroutines by state and the waiting
+    /// ones by wait reason side by side, then the longest waiters.
+    fn census(&self, frame: &mut Frame, area: Rect) {
+        let Some(census) = self.census else {
+            frame.render_widget(
+                Paragraph::new("no census yet").block(Block::bordered().title(" goroutines ")),
+                area,
+            );
+            return;
+        };
+        let mut title = format!(
+            " goroutines: {} of the program, {} of the runtime",
+            census.user_goroutines, census.system_goroutines
+        );
+        if self.census_every > 1 {
+            title.push_str(&format!(" — every {} intervals", self.census_every));
+        }
+        if census.approximate {
+            title.push_str(" (approximate)");
+        }
+        title.push(' ');
+        let block = Block::bordered().title(title);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let states = by_value_descending(&census.by_status);
+        let reasons = by_value_descending(&census.by_wait_reason);
+        // Room for the longest waiters: the counts take at most half.
+        let counts_rows = states.len().max(reasons.len()).max(1);
+        let counts_height = (counts_rows as u16 + 1).min(inner.height / 2).max(2);
+        let [counts, waiters] =
+            Layout::vertical([Constraint::Length(counts_height), Constraint::Min(2)]).areas(inner);
+        let cell = |entry: Option<&(&String, u64)>| match entry {
+            Some((name, count)) => [(*name).clone(), count.to_string()],
+            None => [String::new(), String::new()],
+        };
+        let rows = (0..counts_rows).map(|i| {
+            let [state, in_state] = cell(states.get(i));
+            let [reason, waiting] = cell(reasons.get(i));
+            Row::new(vec![state, in_state, reason, waiting])
+        });
+        frame.render_widget(
+            Table::new(
+                rows,
+                [
+                    Constraint::Length(12),
+                    Constraint::Length(6),
+                    Constraint::Min(16),
+                    Constraint::Length(6),
+                ],
+            )
+            .header(Row::new(vec!["STATE", "NOW", "WAIT REASON", "NOW"]).bold()),
+            counts,
+        );
+        let rows = census.longest_waiters.iter().map(|w| {
+            Row::new(vec![
+                w.goid.to_string(),
+                duration(w.waiting_ns),
+                w.reason.clone(),
+                w.start_function.clone().unwrap_or_else(|| "?".to_owned()),
+            ])
+        });
+        frame.render_widget(
+            Table::new(
+                rows,
+                [
+                    Constraint::Length(8),
+                    Constraint::Length(9),
+                    Constraint::Length(20),
+                    Constraint::Min(10),
+                ],
+            )
+            .header(Row::new(vec!["GOID", "WAITING ≥", "REASON", "STARTED AS"]).bold()),
+            waiters,
         );
     }
 
@@ -396,6 +566,41 @@ impl View<'_> {
     }
 }
 
+/// The probes' coverage and cost against the budget, for the title:
+/// "probes 12% of the time · ≈0.9% CPU (budget 1%)".
+fn cost_text(cost: &ProbeCost) -> String {
+    let on = match cost.mode {
+        "exact" => "probes always on (--exact)".to_owned(),
+        _ => format!("probes {} of the time", percent(cost.coverage)),
+    };
+    let overhead = cost.estimated_overhead.map_or_else(
+        || "CPU cost -".to_owned(),
+        |o| format!("≈{} CPU", percent(o)),
+    );
+    let budget = cost
+        .budget
+        .map(|b| format!(" (budget {})", percent(b)))
+        .unwrap_or_default();
+    format!("{on} · {overhead}{budget}")
+}
+
+/// A share as a percentage with the digits that matter: 12%, 0.9%, 0.05%.
+fn percent(share: f64) -> String {
+    let value = share * 100.0;
+    let decimals = match value {
+        v if v >= 10.0 || v == 0.0 => 0,
+        v if v >= 1.0 => 1,
+        _ => 2,
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}%")
+}
+
 /// A log2 histogram as rows of bars, sized to the area: when there are more
 /// buckets than rows, the rows that hold the most values.
 fn histogram(frame: &mut Frame, area: Rect, title: &str, buckets: &[Bucket]) {
@@ -431,4 +636,20 @@ fn histogram(frame: &mut Frame, area: Rect, title: &str, buckets: &[Bucket]) {
         Paragraph::new(lines).block(Block::bordered().title(format!(" {title} "))),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_keep_the_digits_that_matter() {
+        assert_eq!(percent(0.12), "12%");
+        assert_eq!(percent(0.01), "1%");
+        assert_eq!(percent(0.009), "0.9%");
+        assert_eq!(percent(0.0134), "1.3%");
+        assert_eq!(percent(0.00051), "0.05%");
+        assert_eq!(percent(1.0), "100%");
+        assert_eq!(percent(0.0), "0%");
+    }
 }

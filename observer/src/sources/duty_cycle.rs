@@ -5,7 +5,7 @@
 //! A window is open at attach. At its end the cost of its hits (count × the
 //! measured cost per hit) is compared with the CPU time the target used
 //! meanwhile: within the budget (a quiet program), the probes stay attached and
-//! the check repeats every second; over it, they are detached, and attached
+//! the check repeats every 100 ms; over it, they are detached, and attached
 //! again for a window of `WINDOW`, and so on. The time off is chosen so that
 //! the cost of a window is the budget's share of the target's CPU time over
 //! the window and the time off: the probes' cost is charged to the target's
@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_millis(200);
 /// ... and the first, at attach, before anything is known of the target.
 const FIRST_WINDOW: Duration = Duration::from_millis(100);
-/// How often a program within its budget is checked again.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a program within its budget is checked again: a program that
+/// turns busy pays the full cost of the probes for at most this long.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// The longest the probes stay off (a very busy target gets a window at least
 /// this often; its cost may then exceed the budget).
 const LONGEST_OFF: Duration = Duration::from_secs(60);
@@ -27,11 +28,21 @@ const LONGEST_OFF: Duration = Duration::from_secs(60);
 /// keeps its probes (and its exact counts) however little CPU it uses.
 const NEGLIGIBLE_SHARE_OF_A_CORE: f64 = 0.001;
 
-/// What the controller last measured while the probes were on.
+/// The counters the controller reads: uprobe hits, the target's CPU time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WindowMeasure {
     pub hits: u64,
     pub target_cpu_ns: u64,
+}
+
+impl WindowMeasure {
+    /// The probes' cost (ns) and the target's CPU time (ns) from here to `now`.
+    fn since(&self, now: &Self, hit_ns: f64) -> (f64, f64) {
+        (
+            now.hits.saturating_sub(self.hits) as f64 * hit_ns,
+            now.target_cpu_ns.saturating_sub(self.target_cpu_ns) as f64,
+        )
+    }
 }
 
 pub struct DutyCycle {
@@ -45,14 +56,17 @@ pub struct DutyCycle {
     start: WindowMeasure,
     /// ... and when the probes were last detached.
     closed: WindowMeasure,
-    /// The target's CPU use while the probes were off (cores), last measured.
-    cpu_rate_off: Option<f64>,
+    /// While the probes were last off: what the ones that stay cost, and the
+    /// target's CPU use (cores).
+    rates_off: Option<(f64, f64)>,
     /// Time the probes were on, windows closed so far.
     on_before: Duration,
     /// Windows opened (the first at attach included).
     pub windows: u64,
-    /// The share of time on the last decision chose.
+    /// The share of time on the last decision chose ...
     pub duty: f64,
+    /// ... and what it was based on (for `--verbose`).
+    pub reasoning: String,
 }
 
 /// What to do with the probes.
@@ -78,10 +92,11 @@ impl DutyCycle {
                 },
             start,
             closed: start,
-            cpu_rate_off: None,
+            rates_off: None,
             on_before: Duration::ZERO,
             windows: 1,
             duty: 1.0,
+            reasoning: String::new(),
         }
     }
 
@@ -101,21 +116,20 @@ impl DutyCycle {
     }
 
     /// At or after [`DutyCycle::due`]: `now`, the counters now, and the cost
-    /// of one hit. Returns what to do with the probes.
+    /// of one hit. Returns what to do with the probes; after closing them, call
+    /// [`DutyCycle::closed`].
     pub fn decide(&mut self, now: Instant, counters: WindowMeasure, hit_ns: f64) -> Action {
         let Some(budget) = self.budget else {
             self.until = now + CHECK_EVERY;
             return Action::Keep;
         };
         if !self.open {
+            // The probes that stay attached (preemptions) cost this meanwhile,
+            // and the target ran at this rate without the others.
             let off = now.saturating_duration_since(self.since).as_nanos() as f64;
             if off > 0.0 {
-                self.cpu_rate_off = Some(
-                    counters
-                        .target_cpu_ns
-                        .saturating_sub(self.closed.target_cpu_ns) as f64
-                        / off,
-                );
+                let (cost, cpu) = self.closed.since(&counters, hit_ns);
+                self.rates_off = Some((cost / off, cpu / off));
             }
             self.open = true;
             self.since = now;
@@ -125,10 +139,7 @@ impl DutyCycle {
             return Action::Open;
         }
         let length = now.saturating_duration_since(self.since);
-        let cost_ns = counters.hits.saturating_sub(self.start.hits) as f64 * hit_ns;
-        let cpu_ns = counters
-            .target_cpu_ns
-            .saturating_sub(self.start.target_cpu_ns) as f64;
+        let (cost_ns, cpu_ns) = self.start.since(&counters, hit_ns);
         let negligible = length.as_nanos() as f64 * NEGLIGIBLE_SHARE_OF_A_CORE;
         if cost_ns <= budget * cpu_ns || cost_ns <= negligible {
             self.duty = 1.0;
@@ -136,25 +147,50 @@ impl DutyCycle {
             self.since_check(now, counters);
             return Action::Keep;
         }
+        Action::Close
+    }
+
+    /// The probes were detached from `closing` to `now` (the kernel removes
+    /// the breakpoints first, then waits for the probes in flight: a few
+    /// hundred ms): judges the whole window's cost, up to `now`, and chooses
+    /// how long they stay off. The window's time on ends at `closing`.
+    pub fn closed(&mut self, closing: Instant, now: Instant, counters: WindowMeasure, hit_ns: f64) {
+        let Some(budget) = self.budget else { return };
+        let length = now.saturating_duration_since(self.since);
+        let (cost_ns, cpu_ns) = self.start.since(&counters, hit_ns);
         // Rates per second of wall time while on: the probes' cost, the
-        // target's CPU (which includes that cost); and the target's CPU while off.
+        // target's CPU (which includes that cost); and both while off.
         let seconds = length.as_nanos().max(1) as f64;
         let (cost_on, cpu_on) = (cost_ns / seconds, cpu_ns / seconds);
-        let cpu_off = self.cpu_rate_off.unwrap_or((cpu_on - cost_on).max(0.0));
-        // On for a share d of the time: cost_on·d = budget·(cpu_on·d + cpu_off·(1−d)).
-        let denominator = cost_on - budget * cpu_on + budget * cpu_off;
-        self.duty = if denominator > 0.0 {
-            (budget * cpu_off / denominator).clamp(0.0, 1.0)
-        } else {
+        let (cost_off, cpu_off) = self.rates_off.unwrap_or((0.0, (cpu_on - cost_on).max(0.0)));
+        // On for a share d of the time, the cost is the budget's share of the
+        // target's CPU time: cost_on·d + cost_off·(1−d) = budget·(cpu_on·d + cpu_off·(1−d)).
+        let numerator = budget * cpu_off - cost_off;
+        let denominator = cost_on - cost_off - budget * (cpu_on - cpu_off);
+        self.duty = if denominator <= 0.0 {
             1.0
+        } else {
+            (numerator / denominator).clamp(0.0, 1.0)
         };
-        let off = length.mul_f64((1.0 - self.duty) / self.duty.max(1e-9));
-        self.on_before += length;
+        let off = length
+            .mul_f64((1.0 - self.duty) / self.duty.max(1e-9))
+            .min(LONGEST_OFF);
+        self.reasoning = format!(
+            "window of {length:?}: probes {cost_on:.3} cores, target {cpu_on:.3} cores while \
+             on; {cost_off:.4} and {cpu_off:.3} while off{}; on {:.1}% of the time, off for \
+             {off:?}",
+            if self.rates_off.is_none() {
+                " (estimated)"
+            } else {
+                ""
+            },
+            self.duty * 100.0,
+        );
+        self.on_before += closing.saturating_duration_since(self.since);
         self.open = false;
         self.since = now;
         self.closed = counters;
-        self.until = now + off.min(LONGEST_OFF);
-        Action::Close
+        self.until = now + off;
     }
 
     /// A window that stays open is judged by its last stretch only.

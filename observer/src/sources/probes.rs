@@ -57,15 +57,13 @@ struct Uprobe {
     versions: fn((u32, u32)) -> bool,
     /// Attach-cookie bits the program reads (besides the probe placement's).
     cookie: u64,
-}
-
-impl Uprobe {
-    /// Transition probes fire on every scheduling transition: they are attached
-    /// in windows under the overhead budget. The preemption probes fire per
-    /// signal or preemption (rare) and stay attached.
-    fn windowed(&self) -> bool {
-        !self.serves.contains(&Facet::Preemptions)
-    }
+    /// Fires at a rate of scheduling transitions: attached in windows under
+    /// the overhead budget. The signal handler and the GC's stack-scan stop
+    /// fire per signal and stay attached: every SIGURG is seen landing; what
+    /// it did (a preemption, in `goschedImpl`, which every `runtime.Gosched`
+    /// also calls, thousands of times a second in some programs) is seen in
+    /// windows.
+    windowed: bool,
 }
 
 fn any_version(_: (u32, u32)) -> bool {
@@ -100,6 +98,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.schedule",
         serves: &[Facet::Schedule],
         versions: any_version,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -107,6 +106,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.casgstatus",
         serves: &[Facet::Goroutines],
         versions: any_version,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -114,6 +114,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.casgstatus",
         serves: &[Facet::Syscalls],
         versions: syscalls_from_casgstatus,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -121,6 +122,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.entersyscall",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -128,6 +130,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.entersyscallblock",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -135,6 +138,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.exitsyscall",
         serves: &[Facet::Syscalls],
         versions: own_syscall_probes,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -142,6 +146,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.sigtrampgo",
         serves: &[Facet::Preemptions],
         versions: any_version,
+        windowed: false,
         cookie: 0,
     },
     Uprobe {
@@ -149,6 +154,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.gopreempt_m",
         serves: &[Facet::Preemptions],
         versions: preempted_in_gopreempt_m,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -156,6 +162,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.goschedImpl",
         serves: &[Facet::Preemptions],
         versions: preempted_in_gosched_impl,
+        windowed: true,
         cookie: COOKIE_PREEMPTED_ARGUMENT,
     },
     Uprobe {
@@ -163,6 +170,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.goyield_m",
         serves: &[Facet::Preemptions],
         versions: any_version,
+        windowed: true,
         cookie: 0,
     },
     Uprobe {
@@ -170,6 +178,7 @@ const UPROBES: &[Uprobe] = &[
         function: "runtime.preemptPark",
         serves: &[Facet::Preemptions],
         versions: any_version,
+        windowed: false,
         cookie: 0,
     },
 ];
@@ -236,7 +245,7 @@ pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
                             Placement::StackCheckJump => COOKIE_AT_STACK_CHECK_JUMP,
                             Placement::Entry => 0,
                         },
-                    windowed: uprobe.windowed(),
+                    windowed: uprobe.windowed,
                 })
             },
         )
@@ -295,8 +304,11 @@ impl Probes {
     }
 
     /// Detaches the transition probes: the kernel puts the original
-    /// instructions back at their sites; the programs stay loaded.
+    /// instructions back at their sites; the programs stay loaded. Each
+    /// detach waits for the kernel to be done with the probe (tens of ms): the
+    /// links are dropped in parallel.
     pub fn close_window(&mut self) -> Result<()> {
+        let mut links = Vec::with_capacity(self.windowed.len());
         for (probe, link) in &mut self.windowed {
             let Some(id) = link.take() else { continue };
             let program: &mut UProbe = self
@@ -304,10 +316,17 @@ impl Probes {
                 .program_mut(probe.program)
                 .with_context(|| format!("the eBPF object has no program {}", probe.program))?
                 .try_into()?;
-            program
-                .detach(id)
-                .with_context(|| format!("cannot detach the uprobe on {}", probe.function))?;
+            links.push(
+                program
+                    .take_link(id)
+                    .with_context(|| format!("cannot detach the uprobe on {}", probe.function))?,
+            );
         }
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
         Ok(())
     }
 

@@ -30,6 +30,7 @@ impl SignalPairing {
     /// returns the signals resolved: those older than `WAIT_NS` at `now_ns`, or
     /// all with `now_ns` = `u64::MAX` (the session's end). A preemption by a
     /// signal that was not seen (sent before attach) comes without its signal.
+    /// `watched(ts)`: whether the preemption probes were attached at `ts`.
     // Long: one pass in time order over three kinds of records and two queues
     // per thread; split, the consumption order would be harder to follow.
     pub fn resolve(
@@ -38,6 +39,7 @@ impl SignalPairing {
         now_ns: u64,
         clock: &Clock,
         names: &Names<'_>,
+        watched: &dyn Fn(u64) -> bool,
     ) -> Vec<Preemption> {
         self.pending
             .extend(events.iter().filter(|e| is_signal_record(e)));
@@ -71,6 +73,11 @@ impl SignalPairing {
             if let Some(landing) = thread_landings.pop_front() {
                 preemption.landed_in = (names.function_at)(landing.value);
                 preemption.landed_goid = Some(landing.goid);
+                if !watched(landing.ts_ns) {
+                    preemption.outcome = Outcome::Unseen;
+                    resolved.push(preemption);
+                    continue;
+                }
                 // What the handler started: before the thread's next landing.
                 let next_landing = thread_landings.front().map_or(u64::MAX, |l| l.ts_ns);
                 let thread_effects = effects.entry(signal.tid).or_default();
@@ -136,6 +143,9 @@ pub enum Outcome {
     GcSuspended,
     /// Nothing: no goroutine to preempt where it landed, or not at a safe point.
     NothingPreempted,
+    /// Not seen: the preemption probes were off (between two windows under
+    /// the overhead budget).
+    Unseen,
 }
 
 /// One SIGURG and what it did, as printed and exported.
