@@ -30,6 +30,10 @@ const WORKLOADS: &[(&str, u64)] = &[
     ("http", 20_000),
 ];
 const REPETITIONS: usize = 3;
+/// How long a default-mode run lasts: the probes are on for a window at attach
+/// (100 ms), then in windows within the budget; a run of seconds is mostly
+/// that steady state, as a service watched for minutes would be.
+const DEFAULT_MODE_RUN: Duration = Duration::from_secs(8);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Tracer {
@@ -66,14 +70,11 @@ impl Tracer {
     }
 
     /// bpftrace single-steps every hit (~100× slower): fewer operations keep
-    /// its runs to seconds. In the default mode the probes are on for a window
-    /// at attach, then seldom: its runs last ~20× longer, so that the run is
-    /// mostly steady state, as in a service watched for minutes. ns/op stays
-    /// comparable.
+    /// its runs to seconds; ns/op stays comparable. (The default mode runs for
+    /// `DEFAULT_MODE_RUN`.)
     fn ops(self, ops: u64) -> u64 {
         match self {
             Tracer::Bpftrace => ops / 50,
-            Tracer::GobpfSched => ops * 20,
             _ => ops,
         }
     }
@@ -139,13 +140,16 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
                     tracer.name(),
                     repetition + 1
                 );
+                // The default mode runs for DEFAULT_MODE_RUN at the bare speed of
+                // this repetition (measured just before).
+                let ops = match (tracer, samples[0].last()) {
+                    (Tracer::GobpfSched, Some(bare)) if bare.ns_per_op > 0.0 => {
+                        (DEFAULT_MODE_RUN.as_nanos() as f64 / bare.ns_per_op) as u64
+                    }
+                    _ => tracer.ops(ops),
+                };
                 samples[i].push(run_once(
-                    &binary,
-                    &observer,
-                    &probed,
-                    workload,
-                    tracer.ops(ops),
-                    tracer,
+                    &binary, &observer, &probed, workload, ops, tracer,
                 )?);
             }
         }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     binary::{GoBinary, fields},
-    sources::runtime_memory::{read_memory, read_pieces, u32_at, u64_at},
+    sources::runtime_memory::{read_memory, read_ranges, u32_at, u64_at},
 };
 
 /// More goroutines than this in `allgs` is a torn read (each takes at least a
@@ -34,7 +34,67 @@ pub struct GoroutinesLayout {
     startpc: u64,
 }
 
+/// Bytes to read: (address, length).
+type Range = (u64, usize);
+/// Where a g's fields are in the bytes read: (its range, offset of its first
+/// field read).
+type Place = (usize, usize);
+
+/// gs closer than this are read as one range, the bytes between included:
+/// what a read costs the kernel is per piece, far more than per byte (the
+/// runtime allocates gs side by side, so most ranges hold many).
+const MERGE_GAP: u64 = 1024;
+/// ... up to ranges of this size.
+const LONGEST_RANGE: u64 = 256 << 10;
+
 impl GoroutinesLayout {
+    /// The ranges to read for the gs at `addresses` (from their first field
+    /// read to `startpc`), merged where they are close; and, for each g, its
+    /// range and where its first field read lies in the bytes read.
+    fn ranges(&self, addresses: &[u64]) -> (Vec<Range>, Vec<Place>) {
+        let (first, end) = (
+            self.head.0,
+            (self.head.0 + self.head.1 as u64).max(self.startpc + 8),
+        );
+        let mut order: Vec<u64> = addresses.to_vec();
+        order.sort_unstable();
+        order.dedup();
+        let mut ranges: Vec<(u64, usize)> = Vec::new();
+        // Per g (sorted): its range, and where its first field is in the data.
+        let mut placed: Vec<(u64, usize, usize)> = Vec::with_capacity(order.len());
+        let mut offset_of_range = 0usize;
+        for g in order {
+            let (from, to) = (g.wrapping_add(first), g.wrapping_add(end));
+            match ranges.last_mut() {
+                Some((start, len))
+                    if from >= *start + *len as u64
+                        && from - (*start + *len as u64) <= MERGE_GAP
+                        && to - *start <= LONGEST_RANGE =>
+                {
+                    *len = (to - *start) as usize;
+                    let at = offset_of_range + (from - *start) as usize;
+                    placed.push((g, ranges.len() - 1, at));
+                }
+                _ => {
+                    if let Some((_, len)) = ranges.last() {
+                        offset_of_range += len;
+                    }
+                    ranges.push((from, (to - from) as usize));
+                    placed.push((g, ranges.len() - 1, offset_of_range));
+                }
+            }
+        }
+        // Back in the order of allgs (goroutine numbers mostly ascend with it).
+        let places = addresses
+            .iter()
+            .filter_map(|a| {
+                let index = placed.binary_search_by_key(a, |&(g, _, _)| g).ok()?;
+                Some((placed[index].1, placed[index].2))
+            })
+            .collect();
+        (ranges, places)
+    }
+
     pub fn new(binary: &GoBinary, load_bias: u64) -> Result<Self> {
         let Some(allgs) = binary.scheduler_globals.and_then(|g| g.allgs) else {
             bail!(
@@ -63,6 +123,10 @@ impl GoroutinesLayout {
             .max(waitsince + 8)
             .max(waitreason + 1)
             .max(tracking_seq + 1);
+        let startpc = field(fields::G_STARTPC)?;
+        if startpc < start {
+            bail!("runtime.g.startpc lies before runtime.g.atomicstatus: an unknown layout");
+        }
         Ok(Self {
             allgs: allgs.wrapping_add(load_bias),
             head: (start, (end - start) as usize),
@@ -71,7 +135,7 @@ impl GoroutinesLayout {
             waitsince: (waitsince - start) as usize,
             waitreason: (waitreason - start) as usize,
             tracking_seq: (tracking_seq - start) as usize,
-            startpc: field(fields::G_STARTPC)?,
+            startpc,
         })
     }
 }
@@ -123,20 +187,26 @@ pub fn read(pid: u32, layout: &GoroutinesLayout) -> Result<GoroutineList> {
         .filter(|&p| p != 0)
         .collect();
     let mut approximate = addresses.len() as u64 != len;
-    let records = read_pieces(pid, &addresses, &[layout.head, (layout.startpc, 8)])?;
-    if records.complete < addresses.len() {
+    let (ranges, places) = layout.ranges(&addresses);
+    let (data, read) = read_ranges(pid, &ranges)?;
+    if read < ranges.len() {
         approximate = true;
     }
-    let goroutines = (0..records.complete)
-        .map(|index| {
-            let head = records.piece(index, 0);
+    let head_len = layout.head.1;
+    // From the first field read (the head's start) to startpc.
+    let startpc_at = (layout.startpc - layout.head.0) as usize;
+    let goroutines = places
+        .into_iter()
+        .filter(|&(range, _)| range < read)
+        .map(|(_, at)| {
+            let head = &data[at..at + head_len];
             GoroutineRecord {
                 goid: u64_at(head, layout.goid),
                 status: u32_at(head, layout.status) & !G_SCAN,
                 wait_reason: head.get(layout.waitreason).copied().unwrap_or(0),
                 waitsince: u64_at(head, layout.waitsince) as i64,
                 tracking_seq: head.get(layout.tracking_seq).copied().unwrap_or(0),
-                startpc: u64_at(records.piece(index, 1), 0),
+                startpc: u64_at(&data[at + startpc_at..], 0),
             }
         })
         .collect();

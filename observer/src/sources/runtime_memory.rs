@@ -403,13 +403,8 @@ impl Records {
     }
 }
 
-/// The kernel takes at most IOV_MAX (1024) pieces per `process_vm_readv`.
-const IOV_MAX: usize = 1024;
-
 /// `pieces` of every address in `addresses`, with as few `process_vm_readv`
-/// calls as the kernel allows. A piece that cannot be read (an address that
-/// was reused or unmapped meanwhile) ends the reading of its batch: the
-/// records read whole before it are `complete`.
+/// calls as the kernel allows.
 pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Result<Records> {
     let mut starts = Vec::with_capacity(pieces.len());
     let mut record_len = 0;
@@ -417,28 +412,50 @@ pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Resu
         starts.push((record_len, len));
         record_len += len;
     }
-    let mut data = vec![0u8; addresses.len() * record_len];
-    let per_call = (IOV_MAX / pieces.len().max(1)).max(1);
-    let mut complete = 0;
-    for (batch, chunk) in addresses.chunks(per_call).enumerate() {
-        let first = batch * per_call;
-        let buffer = &mut data[first * record_len..(first + chunk.len()) * record_len];
-        let mut local = Vec::with_capacity(chunk.len() * pieces.len());
-        let mut remote = Vec::with_capacity(chunk.len() * pieces.len());
-        for (record, &address) in buffer.chunks_mut(record_len).zip(chunk) {
-            let mut rest = record;
-            for &(offset, len) in pieces {
-                let (piece, after) = rest.split_at_mut(len);
-                rest = after;
-                local.push(libc::iovec {
-                    iov_base: piece.as_mut_ptr().cast(),
-                    iov_len: len,
-                });
-                remote.push(libc::iovec {
-                    iov_base: address.wrapping_add(offset) as *mut libc::c_void,
-                    iov_len: len,
-                });
-            }
+    let ranges: Vec<(u64, usize)> = addresses
+        .iter()
+        .flat_map(|&address| {
+            pieces
+                .iter()
+                .map(move |&(offset, len)| (address.wrapping_add(offset), len))
+        })
+        .collect();
+    let (data, read) = read_ranges(pid, &ranges)?;
+    Ok(Records {
+        data,
+        starts,
+        record_len,
+        complete: read / pieces.len().max(1),
+    })
+}
+
+/// The kernel takes at most IOV_MAX (1024) pieces per `process_vm_readv`.
+const IOV_MAX: usize = 1024;
+
+/// The bytes of every `(address, len)` range, one after the other, and how
+/// many ranges were read: a range that cannot be read (an address reused or
+/// unmapped meanwhile) stops the reading there (the bytes after are zeros).
+pub fn read_ranges(pid: u32, ranges: &[(u64, usize)]) -> Result<(Vec<u8>, usize)> {
+    let total: usize = ranges.iter().map(|&(_, len)| len).sum();
+    let mut data = vec![0u8; total];
+    let mut done = 0;
+    let mut rest = data.as_mut_slice();
+    for batch in ranges.chunks(IOV_MAX) {
+        let mut local = Vec::with_capacity(batch.len());
+        let mut remote = Vec::with_capacity(batch.len());
+        let mut wanted = 0;
+        for &(address, len) in batch {
+            let (piece, after) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = after;
+            wanted += len;
+            local.push(libc::iovec {
+                iov_base: piece.as_mut_ptr().cast(),
+                iov_len: len,
+            });
+            remote.push(libc::iovec {
+                iov_base: address as *mut libc::c_void,
+                iov_len: len,
+            });
         }
         // SAFETY: each local iovec describes a piece of `data`, alive and not
         // moved during the call; the remote ones are only read, in the other process.
@@ -454,31 +471,26 @@ pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Resu
         };
         if read < 0 {
             let error = std::io::Error::last_os_error();
-            // EFAULT: the first piece itself was unreadable; other errors (the
+            // EFAULT: the first range itself was unreadable; other errors (the
             // process is gone, no permission) end the read.
             if error.raw_os_error() != Some(libc::EFAULT) {
                 return Err(error).context("process_vm_readv");
             }
-            return Ok(Records {
-                data,
-                starts,
-                record_len,
-                complete,
-            });
+            break;
         }
-        let whole = read as usize / record_len;
-        complete += whole;
-        if whole < chunk.len() {
-            // The rest of this batch and the batches after are not read.
+        let mut left = read as usize;
+        for &(_, len) in batch {
+            if left < len {
+                break;
+            }
+            left -= len;
+            done += 1;
+        }
+        if read as usize != wanted {
             break;
         }
     }
-    Ok(Records {
-        data,
-        starts,
-        record_len,
-        complete,
-    })
+    Ok((data, done))
 }
 
 /// `len` bytes at `address` in process `pid`, with one `process_vm_readv`: reads

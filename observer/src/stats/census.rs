@@ -104,12 +104,16 @@ impl CensusTaker {
         };
         let mut still_waiting = HashMap::with_capacity(self.first_seen_waiting.len());
         let mut waiters: Vec<(u64, &GoroutineRecord)> = Vec::new();
+        // Counted by number first, named once at the end: 100,000 goroutines
+        // must not cost 100,000 names.
+        let mut by_status = [0u64; G_STATUSES.len() + 1];
+        let mut by_reason = [0u64; 256];
         for g in &list.goroutines {
             if matches!(g.status, G_IDLE | G_DEAD | G_DEAD_EXTRA) {
                 continue;
             }
             census.goroutines += 1;
-            let (_, system) = self
+            let system = self
                 .start_functions
                 .entry(g.startpc)
                 .or_insert_with(|| {
@@ -117,20 +121,14 @@ impl CensusTaker {
                     let system = name.as_deref().is_some_and(is_runtime_goroutine);
                     (name, system)
                 })
-                .clone();
+                .1;
             if system {
                 census.system_goroutines += 1;
                 continue;
             }
-            *census
-                .by_status
-                .entry(status_name(g.status).to_owned())
-                .or_default() += 1;
+            by_status[(g.status as usize).min(G_STATUSES.len())] += 1;
             if g.status == G_WAITING {
-                *census
-                    .by_wait_reason
-                    .entry(names.reason(u64::from(g.wait_reason)))
-                    .or_default() += 1;
+                by_reason[usize::from(g.wait_reason)] += 1;
                 let seen = match self.first_seen_waiting.get(&g.goid) {
                     Some(&(at, reason, seq))
                         if (reason, seq) == (g.wait_reason, g.tracking_seq) =>
@@ -147,10 +145,28 @@ impl CensusTaker {
                 waiters.push((now_ns.saturating_sub(since), g));
             }
         }
+        census.by_status = by_status
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(status, &count)| (status_name(status as u32).to_owned(), count))
+            .collect();
+        census.by_wait_reason = by_reason
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(reason, &count)| (names.reason(reason as u64), count))
+            .collect();
         census.user_goroutines = census.goroutines - census.system_goroutines;
         self.first_seen_waiting = still_waiting;
-        // Longest first; among equals, the goroutine created first.
-        waiters.sort_unstable_by_key(|&(waiting, g)| (std::cmp::Reverse(waiting), g.goid));
+        // Longest first; among equals, the goroutine created first. Only the
+        // first `top` are sorted.
+        let key = |&(waiting, g): &(u64, &GoroutineRecord)| (std::cmp::Reverse(waiting), g.goid);
+        if top > 0 && waiters.len() > top {
+            waiters.select_nth_unstable_by_key(top - 1, key);
+            waiters.truncate(top);
+        }
+        waiters.sort_unstable_by_key(key);
         census.longest_waiters = waiters
             .into_iter()
             .take(top)
