@@ -21,10 +21,11 @@ use crate::{
     outputs::{Closed, Outputs, Report, format::Header},
     sources::{
         drain::{Collector, Snapshot},
-        duty_cycle::{Action, DutyCycle, WindowMeasure},
+        duty_cycle::WindowMeasure,
         goroutines::{self, GoroutinesLayout},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
+        windows::Windows,
     },
     stats::{
         aggregate::Stats,
@@ -355,19 +356,15 @@ impl Image<'_> {
         let mut session = Session {
             args,
             target,
-            duty_cycle: DutyCycle::new(
-                args.budget().filter(|_| probes.has_windowed()),
-                attached_at,
+            windows: Windows::new(
+                probes,
+                args.budget(),
                 WindowMeasure {
                     hits: collector.counters()?[counter::PROBE_HITS as usize],
                     target_cpu_ns: cpu_at_attach,
                 },
             ),
-            probes,
-            hit_ns: hit_cost.ns,
-            window_open_ns: None,
-            window_spans: vec![(0, u64::MAX)],
-            duty_cycle_start_cpu: Some(cpu_at_attach),
+            cpu_at_attach: Some(cpu_at_attach),
             first_mark: None,
             collector,
             sched_layout,
@@ -487,18 +484,10 @@ struct StopSignals {
 struct Session<'a> {
     args: &'a AttachArgs,
     target: &'a Target,
-    probes: Probes,
-    /// When the transition probes are attached.
-    duty_cycle: DutyCycle,
-    /// The measured cost of a uprobe hit (the trap and a minimal program).
-    hit_ns: f64,
-    /// How long the last window took to open.
-    window_open_ns: Option<u64>,
-    /// When the windows were open (CLOCK_MONOTONIC ns; the open one ends at
-    /// u64::MAX): what signals the preemption probes could see.
-    window_spans: Vec<(u64, u64)>,
+    /// The probes, attached in windows under the budget.
+    windows: Windows,
     /// The target's CPU time at attach.
-    duty_cycle_start_cpu: Option<u64>,
+    cpu_at_attach: Option<u64>,
     /// The counters at attach: the start of the whole-run cost.
     first_mark: Option<Mark>,
     collector: Collector,
@@ -539,7 +528,7 @@ impl Session<'_> {
             at: self.attached_at,
             sched: sched.clone(),
             probes_on: Duration::ZERO,
-            target_cpu_ns: self.duty_cycle_start_cpu,
+            target_cpu_ns: self.cpu_at_attach,
             program_run: None,
         };
         self.first_sched = sched.clone().map(|state| (state, Instant::now()));
@@ -550,8 +539,8 @@ impl Session<'_> {
                 _ = stop.interrupt.recv() => break How::Stopped,
                 _ = stop.terminate.recv() => break How::Stopped,
                 _ = sleep_until(deadline) => break How::Stopped,
-                _ = tokio::time::sleep_until(self.duty_cycle.due().into()) => {
-                    self.window_decision()?;
+                _ = tokio::time::sleep_until(self.windows.due().into()) => {
+                    self.window_step()?;
                 }
                 _ = drain.tick() => {
                     self.dispatch(monotonic_now())?;
@@ -608,8 +597,8 @@ impl Session<'_> {
     /// comes. `now_ns`: u64::MAX at the end resolves every signal.
     fn dispatch(&mut self, now_ns: u64) -> Result<()> {
         let events: Vec<Event> = self.collector.drain_events();
-        let windows = &self.window_spans;
-        let watched = |ts: u64| windows.iter().any(|&(from, to)| (from..to).contains(&ts));
+        let windows = &self.windows;
+        let watched = |ts: u64| windows.watched(ts);
         for preemption in self
             .signals
             .resolve(&events, now_ns, &self.clock, &self.names, &watched)
@@ -693,9 +682,9 @@ impl Session<'_> {
             snapshot,
             at,
             sched,
-            probes_on: self.duty_cycle.on_time(at),
+            probes_on: self.windows.on_time(at),
             target_cpu_ns: self.target.cpu_time_ns(),
-            program_run: self.probes.program_run_time(),
+            program_run: self.windows.program_run_time(),
         }
     }
 
@@ -716,7 +705,7 @@ impl Session<'_> {
             (_, Some((time, runs))) if runs > 0 => Some(time.as_nanos() as f64 / runs as f64),
             _ => None,
         };
-        let per_hit_ns = self.hit_ns + program_ns.unwrap_or(0.0);
+        let per_hit_ns = self.windows.trap_ns() + program_ns.unwrap_or(0.0);
         let target_cpu_ns = match (from.target_cpu_ns, to.target_cpu_ns) {
             (Some(then), Some(now)) => now.saturating_sub(then),
             _ => 0,
@@ -729,7 +718,7 @@ impl Session<'_> {
                 "budget"
             },
             budget: Some(self.args.overhead_budget / 100.0),
-            coverage: if span_ns == 0 || !self.probes.has_windowed() {
+            coverage: if span_ns == 0 || !self.windows.has_windowed() {
                 1.0
             } else {
                 (probes_on.as_nanos() as f64 / span_ns as f64).min(1.0)
@@ -738,68 +727,37 @@ impl Session<'_> {
             span_ns,
             probe_hits: hits,
             per_hit_ns,
-            trap_ns: self.hit_ns,
+            trap_ns: self.windows.trap_ns(),
             program_ns,
             target_cpu_ns,
             estimated_overhead: (target_cpu_ns > 0)
                 .then(|| hits as f64 * per_hit_ns / target_cpu_ns as f64),
-            windows: self.duty_cycle.windows,
-            window_open_ns: self.window_open_ns,
+            windows: self.windows.count(),
+            window_open_ns: self.windows.open_ns,
         }
     }
 
     /// Opens or closes the window of transition probes when the duty cycle
     /// says so.
-    fn window_decision(&mut self) -> Result<()> {
-        let hit_ns = self.hit_ns
-            + self
-                .probes
-                .program_run_time()
-                .filter(|&(_, runs)| runs > 0)
-                .map_or(0.0, |(time, runs)| time.as_nanos() as f64 / runs as f64);
-        // The target gone (or going): nothing to decide; the session ends.
-        let Some(measure) = self.window_measure()? else {
-            return Ok(());
+    fn window_step(&mut self) -> Result<()> {
+        let (collector, target) = (&self.collector, self.target);
+        let measure = || -> Result<Option<WindowMeasure>> {
+            let hits = collector.counters()?[counter::PROBE_HITS as usize];
+            Ok(target.cpu_time_ns().map(|target_cpu_ns| WindowMeasure {
+                hits,
+                target_cpu_ns,
+            }))
         };
-        match self.duty_cycle.decide(Instant::now(), measure, hit_ns) {
-            Action::Open => {
-                let started = Instant::now();
-                let start_ns = monotonic_now();
-                match self.probes.open_window(start_ns) {
-                    Ok(()) => {
-                        self.window_open_ns = Some(started.elapsed().as_nanos() as u64);
-                        // Signals resolve within a second: older spans can go.
-                        let horizon = start_ns.saturating_sub(10_000_000_000);
-                        self.window_spans.retain(|&(_, to)| to > horizon);
-                        self.window_spans.push((start_ns, u64::MAX));
-                    }
-                    // Gone meanwhile: the next check of the target ends the session.
-                    Err(_) if !self.target.is_alive() => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            Action::Close => {
-                let started = Instant::now();
-                let before = self.window_measure()?.unwrap_or(measure);
-                // From the first detach on, an outcome may be missed.
-                if let Some(open) = self.window_spans.last_mut() {
-                    open.1 = monotonic_now();
-                }
-                self.probes.close_window()?;
-                let after = self.window_measure()?.unwrap_or(before);
-                self.duty_cycle
-                    .closed(started, Instant::now(), after, hit_ns);
-                // Not over the live screen.
-                if self.args.verbose && !self.outputs.is_screen() {
-                    eprintln!(
-                        "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
-                        self.duty_cycle.reasoning,
-                        started.elapsed(),
-                        after.hits - before.hits
-                    );
-                }
-            }
-            Action::Keep => {}
+        let closed = self.windows.step(&measure, &|| target.is_alive())?;
+        // Not over the live screen.
+        if let Some(closed) = closed
+            && self.args.verbose
+            && !self.outputs.is_screen()
+        {
+            eprintln!(
+                "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
+                closed.reasoning, closed.took, closed.hits_meanwhile
+            );
         }
         Ok(())
     }
@@ -854,22 +812,10 @@ impl Session<'_> {
             census: self.take_census().or_else(|| self.last_census.take()),
         })
     }
-
-    /// The counters the duty cycle reads; None when the target is gone.
-    fn window_measure(&self) -> Result<Option<WindowMeasure>> {
-        let hits = self.collector.counters()?[counter::PROBE_HITS as usize];
-        Ok(self
-            .target
-            .cpu_time_ns()
-            .map(|target_cpu_ns| WindowMeasure {
-                hits,
-                target_cpu_ns,
-            }))
-    }
 }
 
 /// The share of an interval the census may take to read every goroutine.
-const CENSUS_SHARE: f64 = 0.02;
+const CENSUS_SHARE: f64 = 0.01;
 
 /// Where the counters were at one moment: the start of the next interval.
 #[derive(Clone)]

@@ -200,3 +200,69 @@ impl DutyCycle {
         self.start = counters;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIT_NS: f64 = 1000.0;
+
+    fn measure(hits: u64, cpu_ms: u64) -> WindowMeasure {
+        WindowMeasure {
+            hits,
+            target_cpu_ns: cpu_ms * 1_000_000,
+        }
+    }
+
+    /// Hits costing 0.5 cores while on, the target at 1.5 cores (1.0 of its
+    /// own): off long enough that one cycle costs the budget's share of the
+    /// target's CPU time over it.
+    #[test]
+    fn the_time_off_keeps_a_cycle_at_the_budget() {
+        let start = Instant::now();
+        let mut cycle = DutyCycle::new(Some(0.01), start, measure(0, 0));
+        let end = start + FIRST_WINDOW;
+        // 100 ms on: 50,000 hits of 1 µs = 50 ms of probes; 150 ms of CPU.
+        let counters = measure(50_000, 150);
+        assert_eq!(cycle.decide(end, counters, HIT_NS), Action::Close);
+        cycle.closed(end, end, counters, HIT_NS);
+        let off = cycle.due() - end;
+        let cost = 0.050;
+        let cpu = 0.150 + 1.0 * off.as_secs_f64();
+        assert!(
+            (cost / cpu - 0.01).abs() < 0.0005,
+            "off {off:?}: {:.4} of the target's CPU",
+            cost / cpu
+        );
+        assert_eq!(cycle.on_time(end + off), FIRST_WINDOW);
+        // Then a window of WINDOW opens.
+        assert_eq!(cycle.decide(cycle.due(), counters, HIT_NS), Action::Open);
+        assert_eq!(cycle.windows, 2);
+    }
+
+    /// Probes costing less than the budget stay on, and so do negligible ones.
+    #[test]
+    fn a_quiet_program_keeps_the_probes() {
+        let start = Instant::now();
+        let mut cycle = DutyCycle::new(Some(0.01), start, measure(0, 0));
+        // 100 hits (0.1 ms) for 100 ms of CPU: 0.1%.
+        let now = start + FIRST_WINDOW;
+        assert_eq!(cycle.decide(now, measure(100, 100), HIT_NS), Action::Keep);
+        // 50 hits and no CPU measured: under 0.1% of a core.
+        let later = now + CHECK_EVERY;
+        assert_eq!(cycle.decide(later, measure(150, 100), HIT_NS), Action::Keep);
+        assert_eq!(cycle.on_time(later), later - start);
+    }
+
+    /// `--exact`: never closes.
+    #[test]
+    fn exact_mode_keeps_them_whatever_they_cost() {
+        let start = Instant::now();
+        let mut cycle = DutyCycle::new(None, start, measure(0, 0));
+        let now = start + Duration::from_secs(1);
+        assert_eq!(
+            cycle.decide(now, measure(10_000_000, 10), HIT_NS),
+            Action::Keep
+        );
+    }
+}

@@ -1,8 +1,8 @@
 //! How facts are collected from the target: kernel probes (`probes`: which ones
 //! the watched facets need; load and attach them), the drain of their maps and
 //! ring buffer (`drain`), when the transition probes are attached under the
-//! overhead budget (`duty_cycle`, with the cost of a hit measured at start by
-//! `calibration`), and the runtime's own bookkeeping read from the target's
+//! overhead budget (`windows`, which `duty_cycle` decides, with the cost of a
+//! hit measured at start by `calibration`), and the runtime's own bookkeeping read from the target's
 //! memory (`runtime_memory`; every goroutine: `goroutines`).
 
 pub mod calibration;
@@ -11,3 +11,4 @@ pub mod duty_cycle;
 pub mod goroutines;
 pub mod probes;
 pub mod runtime_memory;
+pub mod windows;
