@@ -6,6 +6,7 @@
 //! state become `stats`, which go to every output.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -619,17 +620,23 @@ impl Session<'_> {
     /// One interval: what changed since `previous` (a snapshot, when it was
     /// taken, the scheduler state then), to every output; returns this
     /// interval's.
-    fn report(&mut self, previous: Mark) -> Result<Mark> {
-        let Mark {
-            snapshot: before,
-            at: before_at,
-            sched: sched_before,
-            ..
-        } = &previous;
-        let (before_at, sched_before) = (*before_at, sched_before.clone());
-        let now = self.collector.snapshot()?;
+    fn report(&mut self, mut previous: Mark) -> Result<Mark> {
+        let (before_at, sched_before) = (previous.at, previous.sched.clone());
         let top = self.args.top;
-        let stats = Stats::between(before, &now, &self.names, top);
+        // No transition probe attached since the last interval: the
+        // per-goroutine totals cannot have changed; they move over instead of
+        // being read again (and no goroutine was active in the interval).
+        let unchanged = self.windows.on_time(Instant::now()) == previous.probes_on;
+        let (now, stats) = if unchanged {
+            let mut now = self.collector.snapshot_carrying(Some(HashMap::new()))?;
+            let stats = Stats::between(&previous.snapshot, &now, &self.names, top);
+            now.goroutines = std::mem::take(&mut previous.snapshot.goroutines);
+            (now, stats)
+        } else {
+            let now = self.collector.snapshot()?;
+            let stats = Stats::between(&previous.snapshot, &now, &self.names, top);
+            (now, stats)
+        };
         let totals = if self.outputs.need_totals() {
             Stats::between(&Snapshot::default(), &now, &self.names, top)
         } else {

@@ -92,12 +92,25 @@ impl Collector {
     }
 
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.snapshot_carrying(None)
+    }
+
+    /// A snapshot whose per-goroutine totals are `goroutines` when given:
+    /// the caller knows the map has not changed (no transition probe was
+    /// attached since it was read). Reading 100,000 entries costs ~20 ms.
+    pub fn snapshot_carrying(
+        &mut self,
+        goroutines: Option<HashMap<u64, GoroutineStats>>,
+    ) -> Result<Snapshot> {
         let counters = self.counters()?;
         let parks = sum_cpus(&self.parks)?;
         let run_slices = sum_cpus(&self.run_slices)?;
         let runq_latency = sum_cpus(&self.runq_latency)?;
         let blocked_ns = sum_cpus(&self.blocked_ns)?;
-        let goroutines = self.goroutines()?;
+        let goroutines = match goroutines {
+            Some(goroutines) => goroutines,
+            None => self.goroutines()?,
+        };
         Ok(Snapshot {
             counters,
             parks,

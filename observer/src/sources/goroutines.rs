@@ -34,11 +34,13 @@ pub struct GoroutinesLayout {
     startpc: u64,
 }
 
-/// Bytes to read: (address, length).
-type Range = (u64, usize);
-/// Where a g's fields are in the bytes read: (its range, offset of its first
-/// field read).
-type Place = (usize, usize);
+/// A range of the target's memory holding one or more gs: its address and
+/// length, and where each g's first field read lies in it.
+struct GRange {
+    address: u64,
+    len: usize,
+    gs: Vec<usize>,
+}
 
 /// gs closer than this are read as one range, the bytes between included:
 /// what a read costs the kernel is per piece, far more than per byte (the
@@ -46,12 +48,13 @@ type Place = (usize, usize);
 const MERGE_GAP: u64 = 1024;
 /// ... up to ranges of this size.
 const LONGEST_RANGE: u64 = 256 << 10;
+/// Ranges are read this many bytes at a time (the memory a census holds).
+const BYTES_PER_BATCH: usize = 4 << 20;
 
 impl GoroutinesLayout {
     /// The ranges to read for the gs at `addresses` (from their first field
-    /// read to `startpc`), merged where they are close; and, for each g, its
-    /// range and where its first field read lies in the bytes read.
-    fn ranges(&self, addresses: &[u64]) -> (Vec<Range>, Vec<Place>) {
+    /// read to `startpc`), in address order, merged where they are close.
+    fn ranges(&self, addresses: &[u64]) -> Vec<GRange> {
         let (first, end) = (
             self.head.0,
             (self.head.0 + self.head.1 as u64).max(self.startpc + 8),
@@ -59,40 +62,26 @@ impl GoroutinesLayout {
         let mut order: Vec<u64> = addresses.to_vec();
         order.sort_unstable();
         order.dedup();
-        let mut ranges: Vec<(u64, usize)> = Vec::new();
-        // Per g (sorted): its range, and where its first field is in the data.
-        let mut placed: Vec<(u64, usize, usize)> = Vec::with_capacity(order.len());
-        let mut offset_of_range = 0usize;
+        let mut ranges: Vec<GRange> = Vec::new();
         for g in order {
             let (from, to) = (g.wrapping_add(first), g.wrapping_add(end));
             match ranges.last_mut() {
-                Some((start, len))
-                    if from >= *start + *len as u64
-                        && from - (*start + *len as u64) <= MERGE_GAP
-                        && to - *start <= LONGEST_RANGE =>
+                Some(range)
+                    if from >= range.address + range.len as u64
+                        && from - (range.address + range.len as u64) <= MERGE_GAP
+                        && to - range.address <= LONGEST_RANGE =>
                 {
-                    *len = (to - *start) as usize;
-                    let at = offset_of_range + (from - *start) as usize;
-                    placed.push((g, ranges.len() - 1, at));
+                    range.gs.push((from - range.address) as usize);
+                    range.len = (to - range.address) as usize;
                 }
-                _ => {
-                    if let Some((_, len)) = ranges.last() {
-                        offset_of_range += len;
-                    }
-                    ranges.push((from, (to - from) as usize));
-                    placed.push((g, ranges.len() - 1, offset_of_range));
-                }
+                _ => ranges.push(GRange {
+                    address: from,
+                    len: (to - from) as usize,
+                    gs: vec![0],
+                }),
             }
         }
-        // Back in the order of allgs (goroutine numbers mostly ascend with it).
-        let places = addresses
-            .iter()
-            .filter_map(|a| {
-                let index = placed.binary_search_by_key(a, |&(g, _, _)| g).ok()?;
-                Some((placed[index].1, placed[index].2))
-            })
-            .collect();
-        (ranges, places)
+        ranges
     }
 
     pub fn new(binary: &GoBinary, load_bias: u64) -> Result<Self> {
@@ -187,29 +176,45 @@ pub fn read(pid: u32, layout: &GoroutinesLayout) -> Result<GoroutineList> {
         .filter(|&p| p != 0)
         .collect();
     let mut approximate = addresses.len() as u64 != len;
-    let (ranges, places) = layout.ranges(&addresses);
-    let (data, read) = read_ranges(pid, &ranges)?;
-    if read < ranges.len() {
-        approximate = true;
-    }
     let head_len = layout.head.1;
     // From the first field read (the head's start) to startpc.
     let startpc_at = (layout.startpc - layout.head.0) as usize;
-    let goroutines = places
-        .into_iter()
-        .filter(|&(range, _)| range < read)
-        .map(|(_, at)| {
-            let head = &data[at..at + head_len];
-            GoroutineRecord {
-                goid: u64_at(head, layout.goid),
-                status: u32_at(head, layout.status) & !G_SCAN,
-                wait_reason: head.get(layout.waitreason).copied().unwrap_or(0),
-                waitsince: u64_at(head, layout.waitsince) as i64,
-                tracking_seq: head.get(layout.tracking_seq).copied().unwrap_or(0),
-                startpc: u64_at(&data[at + startpc_at..], 0),
+    let mut goroutines = Vec::with_capacity(addresses.len());
+    let ranges = layout.ranges(&addresses);
+    let mut batch_start = 0;
+    while batch_start < ranges.len() {
+        let mut batch_end = batch_start;
+        let mut bytes = 0;
+        while batch_end < ranges.len()
+            && (bytes == 0 || bytes + ranges[batch_end].len <= BYTES_PER_BATCH)
+        {
+            bytes += ranges[batch_end].len;
+            batch_end += 1;
+        }
+        let batch = &ranges[batch_start..batch_end];
+        let spans: Vec<(u64, usize)> = batch.iter().map(|r| (r.address, r.len)).collect();
+        let (data, read) = read_ranges(pid, &spans)?;
+        let mut at = 0;
+        for range in &batch[..read] {
+            for &g in &range.gs {
+                let head = &data[at + g..at + g + head_len];
+                goroutines.push(GoroutineRecord {
+                    goid: u64_at(head, layout.goid),
+                    status: u32_at(head, layout.status) & !G_SCAN,
+                    wait_reason: head.get(layout.waitreason).copied().unwrap_or(0),
+                    waitsince: u64_at(head, layout.waitsince) as i64,
+                    tracking_seq: head.get(layout.tracking_seq).copied().unwrap_or(0),
+                    startpc: u64_at(&data[at + g + startpc_at..], 0),
+                });
             }
-        })
-        .collect();
+            at += range.len;
+        }
+        if read < batch.len() {
+            approximate = true;
+            break;
+        }
+        batch_start = batch_end;
+    }
     Ok(GoroutineList {
         goroutines,
         approximate,
