@@ -277,6 +277,31 @@ fn attach_ms(line: &str) -> Option<f64> {
         .and_then(|ms| ms.parse().ok())
 }
 
+/// `gobpf-sched attach --pid PID --json --interval 1s`, once it attached, and
+/// the thread that collects its JSON lines until it exits.
+pub(crate) fn observe_json(
+    observer: &Path,
+    pid: &str,
+) -> Result<(Child, std::thread::JoinHandle<Vec<Value>>)> {
+    let mut tracer = Command::new(observer)
+        .args(["attach", "--pid", pid, "--json", "--interval", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+    expect_line(&mut stderr, "gobpf-sched: attached")?;
+    std::thread::spawn(move || stderr.lines().for_each(drop));
+    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
+    let lines = std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .collect()
+    });
+    Ok((tracer, lines))
+}
+
 /// Goroutines in the parked workload.
 const PARKED: u64 = 100_000;
 
@@ -294,17 +319,7 @@ fn measure_parked(binary: &Path, observer: &Path) -> Result<Parked> {
     eprintln!("bench: {PARKED} parked goroutines under gobpf-sched");
     let mut target = Workload::start(binary, "parked", PARKED, Tracer::Bare)?;
     let pid = target.child.id().to_string();
-    let mut tracer = Command::new(observer)
-        .args(["attach", "--pid", &pid, "--json", "--interval", "1s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
-    expect_line(&mut stderr, "gobpf-sched: attached")?;
-    std::thread::spawn(move || stderr.lines().for_each(drop));
-    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
-    let lines =
-        std::thread::spawn(move || stdout.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let (mut tracer, lines) = observe_json(observer, &pid)?;
     let (cpu_before, started) = (cpu_seconds(tracer.id()), std::time::Instant::now());
     let _ = target.go()?;
     let observer_cpu = cpu_seconds(tracer.id())
@@ -318,8 +333,7 @@ fn measure_parked(binary: &Path, observer: &Path) -> Result<Parked> {
     let intervals: Vec<Value> = lines
         .join()
         .map_err(|_| anyhow::anyhow!("reading the observer's output failed"))?
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .into_iter()
         .filter(|v| v["type"] == "interval" && v["census"].is_object())
         .collect();
     // The census of the fullest interval (the goroutines are all parked).
@@ -470,8 +484,11 @@ fn run_once(
                 .spawn()?;
             let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
             let attached = expect_line(&mut stderr, "gobpf-sched: attached")?;
-            // Keep reading: the observer reports the target's exit there too.
-            std::thread::spawn(move || stderr.lines().for_each(drop));
+            // Keep reading: the observer reports the target's exit there too
+            // (and, should it fail, why).
+            let stderr = std::thread::spawn(move || {
+                stderr.lines().map_while(Result::ok).collect::<Vec<_>>()
+            });
             sample.attach_ms = attach_ms(&attached);
             let (cpu_before, started) = (cpu_seconds(tracer.id()), std::time::Instant::now());
             sample.ns_per_op = target.go()?;
@@ -484,7 +501,13 @@ fn run_once(
                 .lines()
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
                 .find(|v| v["type"] == "summary")
-                .context("gobpf-sched printed no summary")?;
+                .with_context(|| {
+                    format!(
+                        "gobpf-sched printed no summary ({}): {}",
+                        output.status,
+                        stderr.join().unwrap_or_default().join("\n")
+                    )
+                })?;
             // Every uprobe hit, counted by the programs themselves.
             let hits = summary["probe_hits"].as_u64().unwrap_or(0);
             sample.hits_per_op = Some(hits as f64 / ops as f64);

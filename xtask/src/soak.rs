@@ -3,17 +3,15 @@
 //! 1s`; prints drops, request errors, the observer's CPU and RSS at the start and
 //! the end, and the target's throughput against a bare run. Not part of CI.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::{
-    bench::{Tracer, Workload, build_workloads, cpu_seconds, expect_line, peak_rss_kb},
+    bench::{
+        Tracer, Workload, build_workloads, cpu_seconds, expect_line, observe_json, peak_rss_kb,
+    },
     setup, toolchains,
 };
 
@@ -40,22 +38,7 @@ pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()>
         Tracer::Bare,
     )?;
     let pid = target.child.id().to_string();
-    let mut tracer = Command::new(&observer)
-        .args(["attach", "--pid", &pid, "--json", "--interval", "1s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
-    expect_line(&mut stderr, "gobpf-sched: attached")?;
-    std::thread::spawn(move || stderr.lines().for_each(drop));
-    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
-    let summary = std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
-            .find(|v| v["type"] == "summary")
-    });
+    let (mut tracer, lines) = observe_json(&observer, &pid)?;
     let observer_pid = tracer.id();
     let started = Instant::now();
     let cpu_at_start = cpu_seconds(observer_pid).context("observer CPU")?;
@@ -80,10 +63,10 @@ pub fn run(toolchains: &toolchains::Installed, duration: Duration) -> Result<()>
     let rss_at_end = sampler.join().unwrap_or(0);
     let _ = target.child.wait();
     let _ = tracer.wait();
-    let summary = summary
+    let summary = lines
         .join()
         .ok()
-        .flatten()
+        .and_then(|lines| lines.into_iter().find(|v| v["type"] == "summary"))
         .context("gobpf-sched printed no summary")?;
 
     Soak {

@@ -23,6 +23,8 @@ pub struct Windows {
     duty_cycle: DutyCycle,
     /// How long the last window took to open.
     pub open_ns: Option<u64>,
+    /// A window failed to open whole (said once).
+    open_failed: bool,
     /// When the windows were open (CLOCK_MONOTONIC ns; the open one ends at
     /// u64::MAX).
     spans: Vec<(u64, u64)>,
@@ -48,6 +50,7 @@ impl Windows {
             probes,
             duty_cycle,
             open_ns: None,
+            open_failed: false,
             spans: vec![(0, u64::MAX)],
         }
     }
@@ -119,7 +122,16 @@ impl Windows {
                     }
                     // Gone meanwhile: the next check of the target ends the session.
                     Err(_) if !alive() => {}
-                    Err(error) => return Err(error),
+                    // The kernel refused a probe this time: the window stays as
+                    // it could open (closed at its end as usual); said once.
+                    Err(error) => {
+                        if !self.open_failed {
+                            eprintln!(
+                                "gobpf-sched: WARNING: a window of probes did not open whole: {error:#}"
+                            );
+                            self.open_failed = true;
+                        }
+                    }
                 }
                 Ok(None)
             }
