@@ -89,8 +89,9 @@ static SYSCALL_START: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Entry 0: when the current window of transition probes opened
-/// (CLOCK_MONOTONIC ns, written by userspace before it attaches them). State
-/// recorded before it belongs to an earlier window: the probes were detached
+/// (CLOCK_MONOTONIC ns, written by userspace before it attaches them; u64::MAX
+/// from the moment it starts detaching them). State recorded before it
+/// belongs to an earlier window: the probes were detached
 /// in between and missed what happened meanwhile, so no duration is taken from
 /// it (a goroutine made runnable before a window closed and seen running in the
 /// next would report the whole gap as run-queue latency).
@@ -701,7 +702,11 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let mut event = Event::new(event_kind::PREEMPT, tid, now, 0, 0);
     event.sender_tid = sender as u32;
-    if let Some(running) = unsafe { RUNNING.get(&tid) } {
+    // What ran on the thread, when the probes saw it start in this window (a
+    // run seen in an earlier window may have ended long ago).
+    if let Some(running) = unsafe { RUNNING.get(&tid) }
+        && in_window(running.since_ns)
+    {
         event.goid = running.goid;
         let until = if running.stopped_ns == 0 {
             now

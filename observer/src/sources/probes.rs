@@ -283,12 +283,7 @@ impl Probes {
     /// Attaches the transition probes; what they record from now on starts at
     /// `start_ns` (CLOCK_MONOTONIC): state from earlier windows gives no duration.
     pub fn open_window(&mut self, start_ns: u64) -> Result<()> {
-        let mut window: Array<_, u64> = Array::try_from(
-            self.ebpf
-                .map_mut("WINDOW")
-                .context("the eBPF object has no WINDOW map")?,
-        )?;
-        window.set(0, start_ns, 0)?;
+        self.set_window_start(start_ns)?;
         for (probe, link) in &mut self.windowed {
             if link.is_some() {
                 continue;
@@ -303,11 +298,25 @@ impl Probes {
         Ok(())
     }
 
+    /// What the kernel programs take as the start of the current window.
+    fn set_window_start(&mut self, start_ns: u64) -> Result<()> {
+        let mut window: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut("WINDOW")
+                .context("the eBPF object has no WINDOW map")?,
+        )?;
+        window.set(0, start_ns, 0)?;
+        Ok(())
+    }
+
     /// Detaches the transition probes: the kernel puts the original
     /// instructions back at their sites; the programs stay loaded. Each
     /// detach waits for the kernel to be done with the probe (tens of ms): the
     /// links are dropped in parallel.
     pub fn close_window(&mut self) -> Result<()> {
+        // From now on no state gives a duration, nor tells what runs on a
+        // thread: the probes are about to miss what happens.
+        self.set_window_start(u64::MAX)?;
         let mut links = Vec::with_capacity(self.windowed.len());
         for (probe, link) in &mut self.windowed {
             let Some(id) = link.take() else { continue };
