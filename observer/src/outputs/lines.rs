@@ -145,6 +145,7 @@ impl Printer {
                     ),
                     stats,
                     false,
+                    report.cost.exact(),
                 );
                 text.push_str(&cost_text(report.cost, stats));
                 if let Some(runtime) = report.runtime {
@@ -211,6 +212,7 @@ impl Printer {
                     ),
                     stats,
                     true,
+                    cost.is_none_or(ProbeCost::exact),
                 );
                 if let Some(cost) = cost {
                     text.push_str(&cost_text(cost, stats));
@@ -226,7 +228,9 @@ impl Printer {
         }
     }
 
-    fn text(&self, title: &str, s: &Stats, whole_run: bool) -> String {
+    /// `exact`: the transition probes were on all the span (else a signal's
+    /// outcome is known only in the windows).
+    fn text(&self, title: &str, s: &Stats, whole_run: bool, exact: bool) -> String {
         let watching = |facet| self.header.facets.contains(&facet);
         let mut out = format!("=== {title} ===\n");
         let mut line = |label: &str, value: String| {
@@ -291,10 +295,18 @@ impl Printer {
             );
             line(
                 "SIGURG",
-                format!(
-                    "{:>9}   signals: {} preempted, {} stopped for GC, {} found nothing",
-                    s.sigurg_signals, s.preemptions, s.gc_suspensions, s.signals_without_effect
-                ),
+                if exact {
+                    format!(
+                        "{:>9}   signals: {} preempted, {} stopped for GC, {} found nothing",
+                        s.sigurg_signals, s.preemptions, s.gc_suspensions, s.signals_without_effect
+                    )
+                } else {
+                    format!(
+                        "{:>9}   signals: {} preempted, {} stopped for GC (outcomes are seen in \
+                         the windows only)",
+                        s.sigurg_signals, s.preemptions, s.gc_suspensions
+                    )
+                },
             );
         }
         out.push_str(&format!("{:<13}{:>9}\n", "dropped", s.dropped));
