@@ -26,7 +26,7 @@ use crate::{
         goroutines::{self, GoroutinesLayout},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
-        windows::Windows,
+        windows::{self, Windows},
     },
     stats::{
         aggregate::Stats,
@@ -702,16 +702,8 @@ impl Session<'_> {
         let hits = to.snapshot.counters[counter::PROBE_HITS as usize]
             .saturating_sub(from.snapshot.counters[counter::PROBE_HITS as usize]);
         // The programs' own mean run time per hit, where the kernel counts it.
-        let program_ns = match (from.program_run, to.program_run) {
-            (Some((time_then, runs_then)), Some((time_now, runs_now))) if runs_now > runs_then => {
-                Some(
-                    time_now.saturating_sub(time_then).as_nanos() as f64
-                        / (runs_now - runs_then) as f64,
-                )
-            }
-            (_, Some((time, runs))) if runs > 0 => Some(time.as_nanos() as f64 / runs as f64),
-            _ => None,
-        };
+        let program_ns = windows::mean_run_ns(from.program_run, to.program_run)
+            .or_else(|| windows::mean_run_ns(None, to.program_run));
         let per_hit_ns = self.windows.trap_ns() + program_ns.unwrap_or(0.0);
         let target_cpu_ns = match (from.target_cpu_ns, to.target_cpu_ns) {
             (Some(then), Some(now)) => now.saturating_sub(then),

@@ -133,21 +133,12 @@ impl SchedLayout {
             }
             offset
         };
-        let time_to_run = kept(
-            "run_queue_latency",
-            fields::SCHED_TIME_TO_RUN.offset_in(offsets),
-        )
-        .and_then(|at| HistogramAt::new(at, offsets));
-        let stw_gc = kept(
-            "stw_gc_pauses",
-            fields::SCHED_STW_TOTAL_TIME_GC.offset_in(offsets),
-        )
-        .and_then(|at| HistogramAt::new(at, offsets));
-        let stw_other = kept(
-            "stw_other_pauses",
-            fields::SCHED_STW_TOTAL_TIME_OTHER.offset_in(offsets),
-        )
-        .and_then(|at| HistogramAt::new(at, offsets));
+        let mut histogram = |name, field: Field| {
+            kept(name, field.offset_in(offsets)).and_then(|at| HistogramAt::new(at, offsets))
+        };
+        let time_to_run = histogram("run_queue_latency", fields::SCHED_TIME_TO_RUN);
+        let stw_gc = histogram("stw_gc_pauses", fields::SCHED_STW_TOTAL_TIME_GC);
+        let stw_other = histogram("stw_other_pauses", fields::SCHED_STW_TOTAL_TIME_OTHER);
         let mutex_wait = kept(
             "mutex_wait_ns",
             fields::SCHED_TOTAL_MUTEX_WAIT_TIME.offset_in(offsets),

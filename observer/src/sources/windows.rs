@@ -99,12 +99,8 @@ impl Windows {
         measure: &dyn Fn() -> Result<Option<WindowMeasure>>,
         alive: &dyn Fn() -> bool,
     ) -> Result<Option<Closed>> {
-        let hit_ns = self.trap_ns()
-            + self
-                .probes
-                .program_run_time()
-                .filter(|&(_, runs)| runs > 0)
-                .map_or(0.0, |(time, runs)| time.as_nanos() as f64 / runs as f64);
+        let hit_ns =
+            self.trap_ns() + mean_run_ns(None, self.probes.program_run_time()).unwrap_or(0.0);
         // The target gone (or going): nothing to decide; the session ends.
         let Some(now) = measure()? else {
             return Ok(None);
@@ -155,4 +151,15 @@ impl Windows {
             Action::Keep => Ok(None),
         }
     }
+}
+
+/// The programs' mean run time per hit between two readings of their kernel
+/// statistics (time, runs); `from` None: since they were loaded. None when
+/// they did not run (or the statistics are off).
+pub fn mean_run_ns(from: Option<(Duration, u64)>, to: Option<(Duration, u64)>) -> Option<f64> {
+    let (time_now, runs_now) = to?;
+    let (time_then, runs_then) = from.unwrap_or((Duration::ZERO, 0));
+    (runs_now > runs_then).then(|| {
+        time_now.saturating_sub(time_then).as_nanos() as f64 / (runs_now - runs_then) as f64
+    })
 }
