@@ -1,18 +1,20 @@
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, bpf_pidns_info},
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST, bpf_pidns_info, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_task_pt_regs,
     },
-    macros::{map, tracepoint, uprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, TracePointContext},
+    macros::{map, perf_event, tracepoint, uprobe},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    programs::{PerfEventContext, ProbeContext, TracePointContext, tracing::StackIdContext},
 };
 use gobpf_sched_common::{
     ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, Counters, Event,
     GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram, MAX_GOROUTINES,
-    Running, counter, event_flags, event_kind, g_status, signal_frame,
+    MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, Running, SampleCounts, SampleKey, counter, event_flags,
+    event_kind, g_status, sample_flags, sample_kind, signal_frame,
 };
 
 // Settings, then maps, then helpers, then the programs.
@@ -28,6 +30,7 @@ static CONFIG: Config = Config {
     schedule_probed: 0,
     pidns_dev: 0,
     pidns_ino: 0,
+    global_runq_size: 0,
     offsets: GoOffsets {
         g_goid: 0,
         g_m: 0,
@@ -38,6 +41,9 @@ static CONFIG: Config = Config {
         g_waitreason: 0,
         g_startpc: 0,
         g_async_safe_point: 0,
+        p_runqhead: 0,
+        p_runqtail: 0,
+        p_runnext: 0,
     },
 };
 
@@ -102,6 +108,17 @@ static WINDOW: Array<u64> = Array::with_max_entries(1, 0);
 /// to measure what a uprobe hit costs on this machine.
 #[map]
 static CALIBRATION_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// CPU samples of the target, counted by what they found (see `cpu_sample`).
+/// Per CPU: plain adds are exact (userspace sums the CPUs).
+#[map]
+static CPU_SAMPLES: PerCpuHashMap<SampleKey, SampleCounts> =
+    PerCpuHashMap::with_max_entries(MAX_SAMPLE_KEYS, 0);
+
+/// The user stacks of the samples (frame-pointer walks by the kernel: Go on
+/// amd64 keeps frame pointers).
+#[map]
+static SAMPLE_STACKS: StackTrace = StackTrace::with_max_entries(MAX_SAMPLE_STACKS, 0);
 
 /// Submit without waking the reader: userspace drains on a timer, which costs the
 /// probe nothing (a wakeup per record cost ~1.4 µs inside the probe, measured on
@@ -730,6 +747,150 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
         add(counter::EXECS, 1);
     }
     0
+}
+
+/// A CPU sample (the software cpu-clock, on every CPU): what the target's
+/// thread ran when the timer fired. The interrupted user registers give the
+/// goroutine (R14 is `g` in Go's register ABI) and the code; the thread's M
+/// gives the P it holds and that P's run queue. Counted in the kernel by
+/// goroutine and stack: no per-sample record, no wakeup.
+#[perf_event]
+pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+    let cfg = config();
+    if (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.target_tgid {
+        return 0;
+    }
+    add(counter::SAMPLES, 1);
+    let regs = unsafe { &(*ctx.ctx).regs };
+    // Interrupted in the kernel (a syscall, a fault): the user registers are
+    // the ones saved at its entry.
+    let in_kernel = regs.cs & 3 == 0;
+    let (r14, sp) = if in_kernel {
+        saved_user_registers().unwrap_or((0, 0))
+    } else {
+        (regs.r14, regs.rsp)
+    };
+    let mut flags = if in_kernel {
+        sample_flags::IN_KERNEL
+    } else {
+        0
+    };
+    let stack_id = match ctx.get_stackid(&SAMPLE_STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => id as i32,
+        Err(error) => {
+            add(counter::SAMPLE_STACKS_LOST, 1);
+            error
+        }
+    };
+    let offsets = cfg.offsets;
+    let mut key = SampleKey {
+        goid: 0,
+        start_pc: 0,
+        leaf_return: unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0),
+        stack_id,
+        flags: sample_kind::NOT_GO,
+    };
+    let mut waiting = 0;
+    if let Some(m) = m_of_this_thread(r14, &offsets) {
+        let goid = if r14 == 0 {
+            None
+        } else {
+            goid_of(r14, &offsets)
+        };
+        match goid {
+            Some(0) => key.flags = sample_kind::SYSTEM,
+            Some(goid) => {
+                key.flags = sample_kind::GOROUTINE;
+                key.goid = goid;
+                key.start_pc = read_user::<u64>(r14 + offsets.g_startpc).unwrap_or(0);
+            }
+            None => {}
+        }
+        if let Some(p) = read_user::<u64>(m + offsets.m_p)
+            && p != 0
+        {
+            flags |= sample_flags::HOLDS_P;
+            waiting = goroutines_waiting(p, &cfg);
+        }
+    }
+    key.flags |= flags;
+    count_sample(&key, waiting);
+    0
+}
+
+/// R14 and the stack pointer as the thread left user mode
+/// (`bpf_task_pt_regs`: the registers saved at kernel entry).
+#[inline(always)]
+fn saved_user_registers() -> Option<(u64, u64)> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let r14 = unsafe { bpf_probe_read_kernel(&raw const (*regs).r14) }.ok()?;
+    let sp = unsafe { bpf_probe_read_kernel(&raw const (*regs).rsp) }.ok()?;
+    Some((r14, sp))
+}
+
+/// The M of `g` (R14) when it is the M of this thread (`m.procid` is the
+/// thread id): otherwise R14 did not hold a g (C code, a thread of another
+/// runtime).
+#[inline(always)]
+fn m_of_this_thread(g: u64, offsets: &GoOffsets) -> Option<u64> {
+    if g == 0 {
+        return None;
+    }
+    // Plain reads, not `read_user`: a failure is expected (R14 is anything in
+    // C code) and is not a read error of the offsets.
+    let m = unsafe { bpf_probe_read_user((g + offsets.g_m) as *const u64) }.ok()?;
+    if m == 0 {
+        return None;
+    }
+    let procid = unsafe { bpf_probe_read_user((m + offsets.m_procid) as *const u64) }.ok()?;
+    (procid == u64::from(tid_in_target_namespace(current_tid()))).then_some(m)
+}
+
+/// Goroutines waiting to run that P `p` would run next: its local queue, its
+/// runnext and the global queue.
+#[inline(always)]
+fn goroutines_waiting(p: u64, cfg: &Config) -> u64 {
+    let offsets = &cfg.offsets;
+    let head = read_user::<u32>(p + offsets.p_runqhead).unwrap_or(0);
+    let tail = read_user::<u32>(p + offsets.p_runqtail).unwrap_or(0);
+    // The queue is a ring of 256: a torn read (head moved past tail) is not
+    // a length.
+    let local = match tail.wrapping_sub(head) {
+        length @ 0..=256 => u64::from(length),
+        _ => 0,
+    };
+    let next = u64::from(read_user::<u64>(p + offsets.p_runnext).unwrap_or(0) != 0);
+    let global = if cfg.global_runq_size == 0 {
+        0
+    } else {
+        read_user::<i32>(cfg.global_runq_size).unwrap_or(0).max(0) as u64
+    };
+    local + next + global
+}
+
+#[inline(always)]
+fn count_sample(key: &SampleKey, waiting: u64) {
+    let counts = match CPU_SAMPLES.get_ptr_mut(key) {
+        Some(counts) => counts,
+        None => {
+            // Another CPU may insert the same key meanwhile: then the insert
+            // fails and the lookup finds its entry (its slot for this CPU).
+            let _ = CPU_SAMPLES.insert(key, &SampleCounts::default(), BPF_NOEXIST as u64);
+            match CPU_SAMPLES.get_ptr_mut(key) {
+                Some(counts) => counts,
+                None => {
+                    add(counter::SAMPLES_LOST, 1);
+                    return;
+                }
+            }
+        }
+    };
+    let counts = unsafe { &mut *counts };
+    counts.samples += 1;
+    if waiting > 0 {
+        counts.while_waiting += 1;
+        counts.waiting_goroutines += waiting;
+    }
 }
 
 #[panic_handler]

@@ -26,6 +26,7 @@ use crate::{
         goroutines::{self, GoroutinesLayout},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
+        sampler::{self, Sampler},
         windows::{self, Windows},
     },
     stats::{
@@ -33,6 +34,7 @@ use crate::{
         census::{Census, CensusTaker},
         clock::{Clock, read_clock},
         cost::ProbeCost,
+        cpu_samples::{CpuView, FunctionNames, NamedSamples},
         names::Names,
         runtime_activity::{RuntimeActivity, RuntimeSummary},
         sched::SchedState,
@@ -106,6 +108,12 @@ pub struct AttachArgs {
     /// --events and --record, which need every transition.
     #[arg(long)]
     pub exact: bool,
+    /// CPU samples a second on each CPU (the software cpu-clock; 0: none):
+    /// where the target's CPU time goes, by goroutine and stack, and who held
+    /// the Ps while goroutines waited. Its cost does not grow with the
+    /// scheduling rate.
+    #[arg(long, value_name = "HZ", default_value_t = sampler::DEFAULT_HZ, value_parser = parse_sample_hz)]
+    pub sample_hz: u64,
 }
 
 impl AttachArgs {
@@ -156,6 +164,20 @@ fn parse_budget(text: &str) -> Result<f64, String> {
     }
     Ok(percent)
 }
+
+/// 0 (off) to 1000 samples a second.
+fn parse_sample_hz(text: &str) -> Result<u64, String> {
+    let hz: u64 = text.parse().map_err(|e| format!("{e}: {text}"))?;
+    if hz > MAX_SAMPLE_HZ {
+        return Err(format!(
+            "{text} is above {MAX_SAMPLE_HZ} samples a second (each costs the target a \
+             timer interrupt's worth of work)"
+        ));
+    }
+    Ok(hz)
+}
+
+const MAX_SAMPLE_HZ: u64 = 1000;
 
 /// `HOST:PORT` or `IP:PORT`; a host name resolves to its first address.
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
@@ -288,8 +310,17 @@ impl Image<'_> {
             .load_bias(binary.pie, binary.first_segment_vaddr())
             .map_err(|e| target.explain(e))?;
         let facets = watched_facets(args);
-        let (mut probes, uprobes) = self.attach(args, &facets)?;
+        let sched_layout = SchedLayout::new(binary, load_bias);
+        let global_runq = sched_layout
+            .as_ref()
+            .map_or(0, SchedLayout::global_runq_size_address);
+        let (mut probes, uprobes) = self.attach(args, &facets, global_runq)?;
         let collector = Collector::new(&mut probes.ebpf, args.top)?;
+        let sampler = if args.sample_hz > 0 {
+            Some(Sampler::attach(&mut probes.ebpf, args.sample_hz).map_err(|e| target.explain(e))?)
+        } else {
+            None
+        };
         let hit_cost = probes.hit_cost;
         let header = Header {
             pid: target.pid,
@@ -297,7 +328,6 @@ impl Image<'_> {
             facets: facets.clone(),
             execs_followed: self.execs_followed,
         };
-        let sched_layout = SchedLayout::new(binary, load_bias);
         let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
         let sched_layout = sched_layout.ok();
         let goroutines_layout = GoroutinesLayout::new(binary, load_bias);
@@ -352,6 +382,13 @@ impl Image<'_> {
                 .function_at(pc.wrapping_sub(load_bias))
                 .map(str::to_owned)
         };
+        let returns_from = |pc: u64, word: u64| {
+            binary
+                .function_entry_at(pc.wrapping_sub(load_bias))
+                .is_some_and(|(entry, _)| {
+                    binary.direct_call_target(word.wrapping_sub(load_bias)) == Some(entry)
+                })
+        };
         let cpu_at_attach = target.cpu_time_ns().unwrap_or(0);
         let attached_at = probes.attached_at;
         let mut session = Session {
@@ -378,11 +415,15 @@ impl Image<'_> {
             names: Names {
                 reasons: &binary.wait_reasons,
                 function_at: &function_at,
+                returns_from: &returns_from,
             },
             outputs,
             clock: Clock::measure(),
             signals: SignalPairing::default(),
             attached_at,
+            sampler,
+            samples_total: NamedSamples::default(),
+            functions: FunctionNames::default(),
         };
         let result = runtime.block_on(session.run(stop));
         // Detach before printing the end of the session.
@@ -401,6 +442,7 @@ impl Image<'_> {
             &ended.total,
             ended.cost.as_ref(),
             ended.runtime.as_ref(),
+            ended.cpu.as_ref(),
             ended.duration_ns,
         )?;
         if let (Some(recorder), Some(path)) = (closed.recorder, self.record) {
@@ -425,7 +467,14 @@ impl Image<'_> {
 
     /// Loads and attaches the probes the facets need; returns them and how many
     /// uprobes there are.
-    fn attach(&self, args: &AttachArgs, facets: &[Facet]) -> Result<(Probes, usize)> {
+    /// `global_runq`: run-time address of the global run queue's length (0:
+    /// unknown), which the CPU samples read.
+    fn attach(
+        &self,
+        args: &AttachArgs,
+        facets: &[Facet],
+        global_runq: u64,
+    ) -> Result<(Probes, usize)> {
         let (target, binary) = (self.target, self.binary);
         // Reads code from the executable again: the target may be gone by now.
         let plan = probes::plan(binary, facets).map_err(|e| target.explain(e))?;
@@ -438,6 +487,7 @@ impl Image<'_> {
             facets,
             self.signal_offsets,
             stream_events,
+            global_runq,
         )
         .map_err(|e| target.explain(e))?;
         if args.verbose {
@@ -507,6 +557,10 @@ struct Session<'a> {
     clock: Clock,
     signals: SignalPairing,
     attached_at: Instant,
+    sampler: Option<Sampler>,
+    /// Every CPU sample of the run, named.
+    samples_total: NamedSamples,
+    functions: FunctionNames,
 }
 
 impl Session<'_> {
@@ -566,7 +620,9 @@ impl Session<'_> {
         // The target may be gone: its CPU time is then what was read last.
         end.target_cpu_ns = end.target_cpu_ns.or(previous.target_cpu_ns);
         let cost = self.first_mark.as_ref().map(|first| self.cost(first, &end));
+        let cpu = self.whole_run_samples()?;
         Ok(Ended {
+            cpu,
             total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
             runtime: self.runtime_summary(previous.sched.as_ref()),
             cost,
@@ -646,6 +702,7 @@ impl Session<'_> {
         let interval_ns = before_at.elapsed().as_nanos() as u64;
         let runtime = self.activity(sched_before.as_ref(), sched.as_ref(), interval_ns);
         self.intervals += 1;
+        let cpu = self.sample_view()?;
         let census = if self.intervals.is_multiple_of(self.census_every) {
             self.take_census()
         } else {
@@ -663,6 +720,7 @@ impl Session<'_> {
             runtime: runtime.as_ref(),
             census: census.as_ref(),
             census_every: self.census_every,
+            cpu: cpu.as_ref(),
             snapshot: &mark.snapshot,
             unix_ns: self.clock.now_unix_ns(),
             monotonic_ns: monotonic_now(),
@@ -680,6 +738,40 @@ impl Session<'_> {
             self.last_census = census;
         }
         Ok(mark)
+    }
+
+    /// The CPU samples since the last drain, named and summed up (and
+    /// added to the whole run's).
+    fn sample_view(&mut self) -> Result<Option<CpuView>> {
+        let Some(sampler) = &mut self.sampler else {
+            return Ok(None);
+        };
+        let drained = sampler.drain()?;
+        let named = NamedSamples::name(&drained, &self.names, &mut self.functions);
+        self.samples_total.add(&named);
+        Ok(Some(CpuView::of(
+            &named,
+            sampler.period_ns,
+            &self.names,
+            &mut self.functions,
+            self.args.top,
+        )))
+    }
+
+    /// The CPU samples of the whole run.
+    fn whole_run_samples(&mut self) -> Result<Option<CpuView>> {
+        // The last samples, since the last interval.
+        if self.sample_view()?.is_none() {
+            return Ok(None);
+        }
+        let period_ns = self.sampler.as_ref().map_or(0, |s| s.period_ns);
+        Ok(Some(CpuView::of(
+            &self.samples_total,
+            period_ns,
+            &self.names,
+            &mut self.functions,
+            self.args.top,
+        )))
     }
 
     /// Where the counters are now.
@@ -841,6 +933,8 @@ struct Ended {
     runtime: Option<RuntimeSummary>,
     /// What the probes cost over the whole run.
     cost: Option<ProbeCost>,
+    /// The CPU samples of the whole run.
+    cpu: Option<CpuView>,
     duration_ns: u64,
     how: How,
 }

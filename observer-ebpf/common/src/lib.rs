@@ -29,6 +29,12 @@ pub struct GoOffsets {
     /// `g.asyncSafePoint` (bool): set by `asyncPreempt2` while a goroutine
     /// stops because a SIGURG made it (async preemption), clear at a stack check.
     pub g_async_safe_point: u64,
+    /// `p.runqhead` and `p.runqtail` (uint32): the P's local run queue holds
+    /// `runqtail - runqhead` goroutines ...
+    pub p_runqhead: u64,
+    pub p_runqtail: u64,
+    /// ... plus one in `p.runnext` (a guintptr) when it is not 0.
+    pub p_runnext: u64,
 }
 
 /// Read-only configuration of the kernel programs, written into the global
@@ -55,6 +61,9 @@ pub struct Config {
     /// id in that namespace. 0: the initial namespace, where the kernel's id is it.
     pub pidns_dev: u64,
     pub pidns_ino: u64,
+    /// Run-time address of the global run queue's length (`sched.runqsize`,
+    /// `sched.runq.size` from Go 1.25; an int32); 0 when unknown.
+    pub global_runq_size: u64,
     pub offsets: GoOffsets,
 }
 
@@ -129,8 +138,15 @@ pub mod counter {
     pub const COOPERATIVE_PREEMPTED: u32 = 22;
     /// Goroutines a SIGURG stopped for the GC to scan their stack (`preemptPark`).
     pub const GC_SUSPENDED: u32 = 23;
+    /// CPU samples of the target's threads (`cpu_sample`) ...
+    pub const SAMPLES: u32 = 24;
+    /// ... whose user stack could not be kept (a hash collision in the stack
+    /// map, or no user stack) ...
+    pub const SAMPLE_STACKS_LOST: u32 = 25;
+    /// ... and that could not be counted at all (`CPU_SAMPLES` is full).
+    pub const SAMPLES_LOST: u32 = 26;
     /// Number of slots in the array.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 27;
 }
 
 /// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns
@@ -333,9 +349,72 @@ pub mod event_flags {
     pub const ASYNC: u32 = 2;
 }
 
+/// Entries of `CPU_SAMPLES` (userspace reads and deletes them every interval)
+/// and of `SAMPLE_STACKS`.
+pub const MAX_SAMPLE_KEYS: u32 = 32768;
+pub const MAX_SAMPLE_STACKS: u32 = 16384;
+
+/// What a CPU sample found on the interrupted thread (`CPU_SAMPLES` key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// The goroutine running (0 on a system stack: g0 or the signal stack).
+    pub goid: u64,
+    /// Its `g.startpc` (run-time address); 0 on a system stack.
+    pub start_pc: u64,
+    /// The word at the user stack pointer: the return address into the
+    /// caller when the interrupted function has no frame of its own (a leaf
+    /// without locals on the stack, or at its first instruction), whose
+    /// caller the frame-pointer walk then skips. Userspace keeps it only where
+    /// the word follows a call of that function.
+    pub leaf_return: u64,
+    /// Its user stack in `SAMPLE_STACKS` (negative: not kept).
+    pub stack_id: i32,
+    /// One of [`sample_kind`], plus the bits of [`sample_flags`].
+    pub flags: u32,
+}
+
+/// What the thread ran when the sample was taken (low bits of `SampleKey::flags`).
+pub mod sample_kind {
+    pub const MASK: u32 = 3;
+    /// A goroutine's code (R14 is a g with a goid, whose M is this thread).
+    pub const GOROUTINE: u32 = 0;
+    /// Go code on a system stack (g0: the scheduler, GC work switched to the
+    /// system stack; gsignal): a g whose goid is 0.
+    pub const SYSTEM: u32 = 1;
+    /// No g in R14 whose M is this thread: C code (cgo), or a thread the
+    /// runtime does not run Go on.
+    pub const NOT_GO: u32 = 2;
+}
+
+/// Bits of `SampleKey::flags` above the kind.
+pub mod sample_flags {
+    /// The sample interrupted the kernel (a syscall, a page fault): the
+    /// registers are the thread's saved user ones.
+    pub const IN_KERNEL: u32 = 4;
+    /// The thread held a P (`m.p` != 0): P time.
+    pub const HOLDS_P: u32 = 8;
+}
+
+/// Counts per [`SampleKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleCounts {
+    pub samples: u64,
+    /// Samples taken while goroutines waited to run: this P's local queue
+    /// or runnext, or the global run queue, was not empty ...
+    pub while_waiting: u64,
+    /// ... and the sum of how many waited at those samples (this P's queue,
+    /// its runnext and the global queue): goroutine-time spent waiting while
+    /// this held the P, in samples.
+    pub waiting_goroutines: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are #[repr(C)], Copy, made only of integers, without padding.
+    unsafe impl aya::Pod for super::SampleKey {}
+    unsafe impl aya::Pod for super::SampleCounts {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::GoroutineStats {}
     unsafe impl aya::Pod for super::Running {}

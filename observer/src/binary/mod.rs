@@ -110,6 +110,10 @@ fn schedtrace_globals(
 pub struct GoBinary {
     /// Where the file was read from (code bytes are read again on demand).
     path: PathBuf,
+    /// ... and the file kept open: `/proc/PID/exe` goes away with the
+    /// process, and the code is still read after it exits (to name the last
+    /// CPU samples).
+    opened: Option<std::fs::File>,
     pub build: BuildInfo,
     pub version: (u32, u32),
     /// Position-independent (ET_DYN): loaded at a random base.
@@ -240,6 +244,7 @@ impl GoBinary {
 
         Ok(Self {
             path: path.to_owned(),
+            opened: std::fs::File::open(path).ok(),
             build,
             version,
             pie: file.kind() == object::ObjectKind::Dynamic,
@@ -273,14 +278,33 @@ impl GoBinary {
 
     /// The Go function containing link-time address `vaddr`.
     pub fn function_at(&self, vaddr: u64) -> Option<&str> {
+        self.function_entry_at(vaddr).map(|(_, name)| name)
+    }
+
+    /// The entry and name of the Go function containing `vaddr`.
+    pub fn function_entry_at(&self, vaddr: u64) -> Option<(u64, &str)> {
         if vaddr >= self.text_end {
             return None;
         }
         let after = self
             .functions_by_entry
             .partition_point(|(entry, _)| *entry <= vaddr);
-        let (_, name) = self.functions_by_entry.get(after.checked_sub(1)?)?;
-        Some(name)
+        let (entry, name) = self.functions_by_entry.get(after.checked_sub(1)?)?;
+        Some((*entry, name))
+    }
+
+    /// Where the direct call that returns to `return_address` goes, if the
+    /// instruction before it is one (`call rel32`, as Go calls functions).
+    pub fn direct_call_target(&self, return_address: u64) -> Option<u64> {
+        const CALL_REL32: u8 = 0xe8;
+        let call = return_address.checked_sub(5)?;
+        self.function_at(call)?;
+        let code = self.code(call, 5).ok()?;
+        if code.first() != Some(&CALL_REL32) {
+            return None;
+        }
+        let offset = i32::from_le_bytes(code.get(1..5)?.try_into().ok()?);
+        return_address.checked_add_signed(i64::from(offset))
     }
 
     /// Link-time address of the first byte of the file, to compute a PIE's load bias.
@@ -301,8 +325,15 @@ impl GoBinary {
         let offset = self
             .file_offset(vaddr)
             .with_context(|| format!("address {vaddr:#x} is not in the file"))?;
-        let file = std::fs::File::open(&self.path)
-            .with_context(|| format!("cannot read the code of {}", self.path.display()))?;
+        let reopened;
+        let file = match &self.opened {
+            Some(file) => file,
+            None => {
+                reopened = std::fs::File::open(&self.path)
+                    .with_context(|| format!("cannot read the code of {}", self.path.display()))?;
+                &reopened
+            }
+        };
         let mut code = vec![0; len];
         let read = file.read_at(&mut code, offset)?;
         code.truncate(read);
@@ -417,5 +448,8 @@ fn go_offsets(found: &BTreeMap<String, u64>) -> Result<GoOffsets> {
         g_waitreason: get(fields::G_WAITREASON)?,
         g_startpc: get(fields::G_STARTPC)?,
         g_async_safe_point: get(fields::G_ASYNC_SAFE_POINT)?,
+        p_runqhead: get(fields::P_RUNQHEAD)?,
+        p_runqtail: get(fields::P_RUNQTAIL)?,
+        p_runnext: get(fields::P_RUNNEXT)?,
     })
 }

@@ -21,6 +21,7 @@ use crate::{
         census::Census,
         clock::Clock,
         cost::ProbeCost,
+        cpu_samples::{CpuView, Share},
         names::Names,
         runtime_activity::{RuntimeActivity, RuntimeSummary},
         runtime_histogram::RuntimeHistogram,
@@ -127,6 +128,7 @@ impl Printer {
                 value["runtime"] = json!(report.runtime);
                 value["census"] = json!(report.census);
                 value["census_every_intervals"] = json!(report.census_every);
+                value["cpu"] = json!(report.cpu);
                 value["type"] = json!("interval");
                 value["watching"] = json!(self.header.facets);
                 value["unix_ns"] = json!(unix_ns);
@@ -157,6 +159,9 @@ impl Printer {
                 if let Some(census) = report.census {
                     text.push_str(&census_text(census, report.census_every));
                 }
+                if let Some(cpu) = report.cpu {
+                    text.push_str(&cpu_text(cpu));
+                }
                 emit(&text)
             }
         }
@@ -182,6 +187,7 @@ impl Printer {
         stats: &Stats,
         cost: Option<&ProbeCost>,
         runtime: Option<&RuntimeSummary>,
+        cpu: Option<&CpuView>,
         duration_ns: u64,
     ) -> io::Result<()> {
         match self.format {
@@ -195,6 +201,7 @@ impl Printer {
                     value["runtime_since_start"] = json!(runtime.since_start);
                     value["census"] = json!(runtime.census);
                 }
+                value["cpu"] = json!(cpu);
                 value["type"] = json!("summary");
                 value["watching"] = json!(self.header.facets);
                 value["pid"] = json!(self.header.pid);
@@ -222,6 +229,9 @@ impl Printer {
                     if let Some(census) = &runtime.census {
                         text.push_str(&census_text(census, 1));
                     }
+                }
+                if let Some(cpu) = cpu {
+                    text.push_str(&cpu_text(cpu));
                 }
                 emit(&text)
             }
@@ -619,6 +629,84 @@ fn census_text(c: &Census, every: u64) -> String {
         }
     }
     out
+}
+
+/// The CPU samples: by who held the CPU, by function, and the blame view.
+fn cpu_text(c: &CpuView) -> String {
+    let list = |shares: &[Share]| -> String {
+        shares
+            .iter()
+            .map(|s| format!("{} {:.0}%", s.name, s.share * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if c.samples == 0 {
+        return format!(
+            "{:<13}{:>9}   no sample: the target did not run on a CPU\n",
+            "cpu", 0
+        );
+    }
+    let mut out = format!(
+        "{:<13}{:>9}   samples ({} of CPU at {} Hz; {:.0}% holding a P, {:.0}% in the kernel); \
+         GC {:.1}%, runtime {:.1}%\n",
+        "cpu",
+        c.samples,
+        duration(c.cpu_ns),
+        1_000_000_000 / c.period_ns.max(1),
+        percent(c.holding_p, c.samples),
+        percent(c.in_kernel, c.samples),
+        c.gc_share * 100.0,
+        c.runtime_share * 100.0,
+    );
+    out.push_str(&format!(
+        "{:<13}{:>9}   {}\n",
+        "  by start",
+        "",
+        list(&c.by_start_function)
+    ));
+    out.push_str(&format!(
+        "{:<13}{:>9}   {}\n",
+        "  flat",
+        "",
+        list(&c.by_function_flat)
+    ));
+    out.push_str(&format!(
+        "{:<13}{:>9}   {}\n",
+        "  cumulative",
+        "",
+        list(&c.by_function_cumulative)
+    ));
+    let blame = &c.blame;
+    if blame.samples == 0 {
+        out.push_str(&format!(
+            "{:<13}{:>9}   no goroutine waited to run at any sample\n",
+            "blame", 0
+        ));
+    } else {
+        out.push_str(&format!(
+            "{:<13}{:>9}   samples while goroutines waited to run ({:.1} on average); the Ps \
+             went to: {}\n",
+            "blame",
+            blame.samples,
+            blame.mean_waiting,
+            list(&blame.by_start_function)
+        ));
+        out.push_str(&format!(
+            "{:<13}{:>9}   {}\n",
+            "  running",
+            "",
+            list(&blame.by_function)
+        ));
+    }
+    out
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 /// The scheduler state in schedtrace's terms.

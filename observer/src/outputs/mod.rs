@@ -25,8 +25,8 @@ use crate::{
     session::AttachArgs,
     sources::{drain::Snapshot, runtime_memory::SchedLayout},
     stats::{
-        aggregate::Stats, census::Census, clock::Clock, cost::ProbeCost, names::Names,
-        runtime_activity::RuntimeActivity, sched::SchedState, signals::Preemption,
+        aggregate::Stats, census::Census, clock::Clock, cost::ProbeCost, cpu_samples::CpuView,
+        names::Names, runtime_activity::RuntimeActivity, sched::SchedState, signals::Preemption,
     },
 };
 
@@ -261,6 +261,8 @@ pub struct Report<'a> {
     pub census: Option<&'a Census>,
     /// ... which is every this many intervals.
     pub census_every: u64,
+    /// The CPU samples of the interval (None: not sampling).
+    pub cpu: Option<&'a CpuView>,
     pub snapshot: &'a Snapshot,
     pub unix_ns: u64,
     pub monotonic_ns: u64,

@@ -3,7 +3,8 @@
 //! ring buffer (`drain`), when the transition probes are attached under the
 //! overhead budget (`windows`, which `duty_cycle` decides, with the cost of a
 //! hit measured at start by `calibration`), and the runtime's own bookkeeping read from the target's
-//! memory (`runtime_memory`; every goroutine: `goroutines`).
+//! memory (`runtime_memory`; every goroutine: `goroutines`), and CPU samples of
+//! its threads (`sampler`).
 
 pub mod calibration;
 pub mod drain;
@@ -11,4 +12,5 @@ pub mod duty_cycle;
 pub mod goroutines;
 pub mod probes;
 pub mod runtime_memory;
+pub mod sampler;
 pub mod windows;

@@ -383,6 +383,7 @@ pub fn attach(
     facets: &[Facet],
     signal_offsets: (u32, u32),
     stream_events: bool,
+    global_runq_size: u64,
 ) -> Result<Probes> {
     let pid_namespace = target.pid_namespace()?;
     let config = Config {
@@ -396,6 +397,7 @@ pub fn attach(
         schedule_probed: u32::from(facets.contains(&Facet::Schedule)),
         pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
         pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
+        global_runq_size,
         offsets: binary.offsets,
     };
     let mut loader = EbpfLoader::new();

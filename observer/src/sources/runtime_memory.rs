@@ -109,6 +109,11 @@ impl HistogramAt {
 }
 
 impl SchedLayout {
+    /// Run-time address of the global run queue's length (an int32).
+    pub fn global_runq_size_address(&self) -> u64 {
+        self.sched + self.runq_size
+    }
+
     /// Fails with what is missing: the globals (a stripped binary) or a field.
     pub fn new(binary: &GoBinary, load_bias: u64) -> Result<Self> {
         let Some(globals) = binary.scheduler_globals else {

@@ -10,6 +10,11 @@ pub struct Names<'a> {
     pub reasons: &'a [String],
     /// The function at a run-time code address.
     pub function_at: &'a dyn Fn(u64) -> Option<String>,
+    /// Whether a word found on the stack is a return address from a direct
+    /// call of the function containing a code address (run-time addresses:
+    /// `(pc, word)`): how a CPU sample finds the caller of a function
+    /// without a frame.
+    pub returns_from: &'a dyn Fn(u64, u64) -> bool,
 }
 
 impl Names<'_> {

@@ -1,0 +1,122 @@
+//! CPU sampling: the `cpu_sample` perf-event program on the software cpu-clock
+//! of every CPU, kept to the target's threads. It counts in the kernel by
+//! goroutine and user stack; here the counts are read and emptied each
+//! interval. The cost is per sample (a few µs a second at 99 Hz), whatever
+//! the scheduling rate.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap, StackTraceMap},
+    programs::{
+        PerfEvent,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
+};
+use gobpf_sched_common::{SampleCounts, SampleKey};
+
+/// The default sampling rate: 99 Hz, not 100, so that the samples do not
+/// fall in step with the program's own 10 ms timers (as `perf` and
+/// `bpftrace`'s `profile:hz:99` do).
+pub const DEFAULT_HZ: u64 = 99;
+
+/// Samples drained at one read: counts by what they found, with their user
+/// stacks (run-time addresses, the interrupted pc first, then return
+/// addresses).
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub counts: Vec<(SampleKey, SampleCounts)>,
+    pub stacks: HashMap<i32, Vec<u64>>,
+}
+
+pub struct Sampler {
+    counts: PerCpuHashMap<MapData, SampleKey, SampleCounts>,
+    stacks: StackTraceMap<MapData>,
+    /// Nanoseconds of CPU time between two samples of a thread.
+    pub period_ns: u64,
+}
+
+impl Sampler {
+    /// Attaches `cpu_sample` to the cpu-clock of every online CPU at `hz`.
+    pub fn attach(ebpf: &mut Ebpf, hz: u64) -> Result<Self> {
+        let period_ns = 1_000_000_000 / hz.max(1);
+        let program: &mut PerfEvent = ebpf
+            .program_mut("cpu_sample")
+            .context("the eBPF object has no program cpu_sample")?
+            .try_into()?;
+        program.load().context("the verifier rejected cpu_sample")?;
+        let cpus = online_cpus().map_err(|(path, error)| {
+            anyhow::anyhow!("cannot read the online CPUs from {path}: {error}")
+        })?;
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    // A period, not a frequency: each sample then stands for
+                    // exactly `period_ns` of CPU time.
+                    SamplePolicy::Period(period_ns),
+                    false,
+                )
+                .with_context(|| {
+                    format!("cannot open the cpu-clock perf event on CPU {cpu} (perf_event_open)")
+                })?;
+        }
+        let counts = ebpf
+            .take_map("CPU_SAMPLES")
+            .context("the eBPF object has no map CPU_SAMPLES")?;
+        let stacks = ebpf
+            .take_map("SAMPLE_STACKS")
+            .context("the eBPF object has no map SAMPLE_STACKS")?;
+        Ok(Self {
+            counts: PerCpuHashMap::try_from(counts)?,
+            stacks: StackTraceMap::try_from(stacks)?,
+            period_ns,
+        })
+    }
+
+    /// What was counted since the last drain; the maps are emptied. (A
+    /// sample counted between the read of a key and its removal is lost:
+    /// microseconds a second.)
+    pub fn drain(&mut self) -> Result<Drained> {
+        let counts: Vec<(SampleKey, SampleCounts)> = self
+            .counts
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let mut sum = SampleCounts::default();
+                for counts in per_cpu.iter() {
+                    sum.samples += counts.samples;
+                    sum.while_waiting += counts.while_waiting;
+                    sum.waiting_goroutines += counts.waiting_goroutines;
+                }
+                (key, sum)
+            })
+            .collect();
+        for (key, _) in &counts {
+            let _ = self.counts.remove(key);
+        }
+        let mut stacks = HashMap::new();
+        for (key, _) in &counts {
+            let Ok(id) = u32::try_from(key.stack_id) else {
+                continue;
+            };
+            if stacks.contains_key(&key.stack_id) {
+                continue;
+            }
+            if let Ok(trace) = self.stacks.get(&id, 0) {
+                stacks.insert(
+                    key.stack_id,
+                    trace.frames().iter().map(|frame| frame.ip).collect(),
+                );
+            }
+        }
+        for id in stacks.keys() {
+            let _ = self.stacks.remove(&(*id as u32));
+        }
+        Ok(Drained { counts, stacks })
+    }
+}

@@ -1,0 +1,128 @@
+//! CPU sampling on real Go processes: shares by start function and by
+//! function, the blame view of run-queue waits, and nothing from another
+//! process.
+
+mod common;
+
+use common::{Fixture, Mode, Observer, Toolchain, build, full_matrix_toolchains};
+use serde_json::Value;
+
+fn builds() -> Vec<(Toolchain, Mode)> {
+    full_matrix_toolchains()
+        .into_iter()
+        .flat_map(|t| [(t.clone(), Mode::Default), (t, Mode::Stripped)])
+        .collect()
+}
+
+/// The share of `name` in a list of shares (0 when absent).
+fn share(list: &Value, name: &str) -> f64 {
+    list.as_array()
+        .expect("a list of shares")
+        .iter()
+        .find(|s| s["name"] == name)
+        .map_or(0.0, |s| s["share"].as_f64().expect("share"))
+}
+
+/// The target's CPU time (user + system) from /proc/PID/stat, in ns.
+fn cpu_time_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux x86-64.
+    ticks * 10_000_000
+}
+
+/// Runs `cpu MODE MS` under the observer (sampling in the default mode);
+/// returns the summary's `cpu` view and the target's CPU time.
+fn sampled(binary: &std::path::Path, mode: &str, ms: &str, extra: &[&str]) -> (Value, u64) {
+    let mut fixture = Fixture::spawn(binary, &[mode, ms]);
+    // 499 Hz: enough samples for the shares to be within a few points.
+    let mut args = vec!["--json", "--interval", "10s", "--sample-hz", "499"];
+    args.extend(extra);
+    if !extra.contains(&"--exact") {
+        args.extend(["--overhead-budget", "1"]);
+    }
+    let observer = Observer::attach(fixture.pid(), &args);
+    fixture.start();
+    assert!(fixture.lines_until("done").is_empty());
+    // The CPU time just before it exits (the stat file goes with it).
+    let cpu_ns = cpu_time_ns(fixture.pid());
+    let (status, _) = fixture.finish();
+    assert!(status.success());
+    let finished = observer.wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    (finished.only("summary")["cpu"].clone(), cpu_ns)
+}
+
+#[test]
+fn cpu_shares_follow_the_work_of_each_goroutine() {
+    for (toolchain, mode) in builds() {
+        let binary = build(&toolchain, "cpu", mode);
+        // Another busy process beside it: none of its samples may count.
+        let mut bystander = Fixture::spawn(&binary, &["ratio", "4000"]);
+        bystander.start();
+        let (cpu, target_cpu_ns) = sampled(&binary, "ratio", "3000", &[]);
+        let what = format!("{} {mode:?}: {cpu:#}", toolchain.version);
+        let samples = cpu["samples"].as_u64().expect("samples");
+        // Up to 3 s of one CPU at 499 Hz (less when the tests share the CPUs).
+        assert!(samples >= 500, "{what}");
+        // Samples × period is the target's CPU time (not twice it).
+        let sampled_ns = cpu["cpu_ns"].as_u64().expect("cpu_ns") as f64;
+        let ratio = sampled_ns / target_cpu_ns as f64;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{what}: sampled {sampled_ns} ns of CPU, the target used {target_cpu_ns} ns"
+        );
+        let by_start = &cpu["by_start_function"];
+        let (a, b) = (
+            share(by_start, "main.workerA"),
+            share(by_start, "main.workerB"),
+        );
+        let a_of_both = a / (a + b);
+        assert!(
+            (0.67..=0.83).contains(&a_of_both),
+            "{what}: main.workerA has {a_of_both:.2} of the workers' samples, not 0.75±0.08"
+        );
+        assert!(
+            a + b > 0.8,
+            "{what}: the workers have {:.2} of the samples",
+            a + b
+        );
+        // The work is in main.burn, called by each worker, started by goexit.
+        assert!(share(&cpu["by_function_flat"], "main.burn") > 0.8, "{what}");
+        let cumulative = &cpu["by_function_cumulative"];
+        for function in [
+            "main.burn",
+            "main.workerA",
+            "main.workerB",
+            "runtime.goexit",
+        ] {
+            assert!(share(cumulative, function) > 0.15, "{what}: {function}");
+        }
+        let (status, _) = bystander.finish();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn the_hog_holds_the_p_while_others_wait() {
+    for (toolchain, mode) in builds() {
+        let binary = build(&toolchain, "cpu", mode);
+        let (cpu, _) = sampled(&binary, "hog", "3000", &[]);
+        let what = format!("{} {mode:?}: {cpu:#}", toolchain.version);
+        let blame = &cpu["blame"];
+        assert!(blame["samples"].as_u64().expect("samples") >= 250, "{what}");
+        let hog = share(&blame["by_start_function"], "main.hog");
+        assert!(
+            hog >= 0.8,
+            "{what}: main.hog holds {hog:.2} of the blamed time"
+        );
+        assert!(share(&blame["by_function"], "main.hog") >= 0.8, "{what}");
+    }
+}
