@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Attach to a running Go program and report what its scheduler does.
     Attach(session::AttachArgs),
+    /// Start a Go program and watch it from its first instruction (the
+    /// reports go to stderr; the exit status is the program's).
+    Run(session::RunArgs),
     /// Show what gobpf-sched reads from a Go binary and whether it can trace it.
     Inspect(inspect::InspectArgs),
 }
@@ -23,11 +26,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Attach(args) => session::run(args),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Attach(args) => session::run(args).map(|()| 0),
+        Command::Run(args) => session::run_command(args),
+        Command::Inspect(args) => inspect::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         // The reader went away (`| head`): end quietly, as `grep | head` does,
         // with the status a shell gives a process killed by SIGPIPE.
         Err(error) if is_broken_pipe(&error) => ExitCode::from(141),

@@ -40,14 +40,19 @@ use crate::{
         sched::SchedState,
         signals::SignalPairing,
     },
-    target::{Target, machine},
+    target::{
+        Target,
+        launch::{self, Launched},
+        machine,
+    },
 };
 
 #[derive(clap::Args)]
 pub struct AttachArgs {
-    /// Process id of the Go program to watch (a thread id is taken as its process).
+    /// Process id of the Go program to watch (a thread id is taken as its
+    /// process). Required by `attach`; `run` starts its own.
     #[arg(long, short)]
-    pub pid: u32,
+    pub pid: Option<u32>,
     /// How often to print a summary (e.g. 500ms, 1s, 2m; from 1ms to 1h).
     #[arg(long, short, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -114,6 +119,13 @@ pub struct AttachArgs {
     /// scheduling rate.
     #[arg(long, value_name = "HZ", default_value_t = sampler::DEFAULT_HZ, value_parser = parse_sample_hz)]
     pub sample_hz: u64,
+    /// Write the reports to this file instead of stdout (`run`: stderr).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Set by `run`: the program's stdout is its own, the reports go to
+    /// stderr, and signals are forwarded to it.
+    #[arg(skip)]
+    pub running_command: bool,
 }
 
 impl AttachArgs {
@@ -188,10 +200,55 @@ fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
-/// Watches the target, and what it execs into when that is Go too.
-pub fn run(args: AttachArgs) -> Result<()> {
+/// `gobpf-sched run [options] -- COMMAND ARGS...`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub options: AttachArgs,
+    /// The program to start, and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `run`: starts the program held, watches it from its first instruction,
+/// and returns its exit status.
+pub fn run_command(mut args: RunArgs) -> Result<u8> {
+    if args.options.pid.is_some() {
+        anyhow::bail!(
+            "run starts its own process: leave --pid out (or use attach --pid to watch a \
+             running one)"
+        );
+    }
+    args.options.running_command = true;
+    machine::require_privileges()?;
+    launch::track_interrupt_origin()?;
     let started = Instant::now();
-    let mut target = Target::find(args.pid)?;
+    let mut launched = Launched::start(&args.command)?;
+    let target = Target::find(launched.pid())?;
+    let mut release = || launched.release();
+    // Failing before the release kills the program (it never ran).
+    watch(&args.options, target, started, Some(&mut release))?;
+    launched.exit_code()
+}
+
+/// `attach`: watches the target, and what it execs into when that is Go too.
+pub fn run(args: AttachArgs) -> Result<()> {
+    let Some(pid) = args.pid else {
+        anyhow::bail!(
+            "attach needs --pid PID, the Go process to watch (or start one with \
+             `gobpf-sched run [options] -- COMMAND ARGS...`)"
+        );
+    };
+    watch(&args, Target::find(pid)?, Instant::now(), None)
+}
+
+/// Watches `target` (held stopped by `held` until the probes are attached).
+pub fn watch(
+    args: &AttachArgs,
+    mut target: Target,
+    started: Instant,
+    mut held: Option<&mut dyn FnMut() -> Result<()>>,
+) -> Result<()> {
     machine::require_privileges()?;
     machine::require_uprobes()?;
     let tracefs = machine::ensure_tracefs()?;
@@ -228,7 +285,7 @@ pub fn run(args: AttachArgs) -> Result<()> {
             record: args.record.as_deref().filter(|_| first_image),
             execs_followed,
         };
-        let end = match image.watch(&args, started) {
+        let end = match image.watch(args, started, held.take()) {
             // An image followed after an exec may end before it is attached.
             Err(_) if !first_image && !target.is_alive() => {
                 eprintln!("gobpf-sched: process {} exited", target.pid);
@@ -304,7 +361,13 @@ enum End {
 }
 
 impl Image<'_> {
-    fn watch(&self, args: &AttachArgs, started: Instant) -> Result<End> {
+    /// `release`: lets a held target go once everything is attached.
+    fn watch(
+        &self,
+        args: &AttachArgs,
+        started: Instant,
+        release: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<End> {
         let (target, binary) = (self.target, self.binary);
         let load_bias = target
             .load_bias(binary.pie, binary.first_segment_vaddr())
@@ -389,6 +452,9 @@ impl Image<'_> {
                     binary.direct_call_target(word.wrapping_sub(load_bias)) == Some(entry)
                 })
         };
+        if let Some(release) = release {
+            release()?;
+        }
         let cpu_at_attach = target.cpu_time_ns().unwrap_or(0);
         let attached_at = probes.attached_at;
         let mut session = Session {
@@ -591,8 +657,22 @@ impl Session<'_> {
         self.outputs.first_screen(sched)?;
         let how = loop {
             tokio::select! {
-                _ = stop.interrupt.recv() => break How::Stopped,
-                _ = stop.terminate.recv() => break How::Stopped,
+                // A program started by `run` decides itself whether a
+                // signal ends it; the watching goes on until it exits.
+                _ = stop.interrupt.recv() => {
+                    if !self.args.running_command {
+                        break How::Stopped;
+                    }
+                    if !launch::last_interrupt_from_terminal() {
+                        launch::forward(self.target.pid, libc::SIGINT);
+                    }
+                }
+                _ = stop.terminate.recv() => {
+                    if !self.args.running_command {
+                        break How::Stopped;
+                    }
+                    launch::forward(self.target.pid, libc::SIGTERM);
+                }
                 _ = sleep_until(deadline) => break How::Stopped,
                 _ = tokio::time::sleep_until(self.windows.due().into()) => {
                     self.window_step()?;

@@ -42,11 +42,54 @@ const HISTOGRAMS_OF_TOP: usize = 3;
 pub struct Printer {
     format: Format,
     header: Header,
+    sink: Sink,
+}
+
+/// Where the reports are written: stdout, or stderr when a program run by
+/// `gobpf-sched run` owns stdout, or a file (`--output`).
+#[derive(Clone)]
+pub enum Sink {
+    Stdout,
+    Stderr,
+    File(std::sync::Arc<std::sync::Mutex<std::fs::File>>),
+}
+
+impl Sink {
+    /// Writes one report. A failed write (a closed pipe, a full disk) is
+    /// returned: the session must end, not go on watching for nobody.
+    fn write(&self, text: &str) -> io::Result<()> {
+        let text = text.trim_end();
+        match self {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                writeln!(out, "{text}")?;
+                out.flush()
+            }
+            Sink::Stderr => {
+                let mut out = io::stderr().lock();
+                writeln!(out, "{text}")?;
+                out.flush()
+            }
+            Sink::File(file) => {
+                let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                writeln!(file, "{text}")?;
+                file.flush()
+            }
+        }
+    }
 }
 
 impl Printer {
-    pub fn new(format: Format, header: Header) -> Self {
-        Self { format, header }
+    pub fn new(format: Format, header: Header, sink: Sink) -> Self {
+        Self {
+            format,
+            header,
+            sink,
+        }
+    }
+
+    fn emit(&self, text: &str) -> io::Result<()> {
+        self.sink.write(text)
     }
 
     pub fn preemption(&self, preemption: &Preemption) -> io::Result<()> {
@@ -60,9 +103,9 @@ impl Printer {
                         "sigurg"
                     }
                 });
-                emit(&value.to_string())
+                self.emit(&value.to_string())
             }
-            Format::Text => emit(&preemption_line(preemption)),
+            Format::Text => self.emit(&preemption_line(preemption)),
         }
     }
 
@@ -94,7 +137,7 @@ impl Printer {
                     Detail::Text(text) => value[detail_key] = json!(text),
                     Detail::None => {}
                 }
-                emit(&value.to_string())
+                self.emit(&value.to_string())
             }
             Format::Text => {
                 let detail = match detail {
@@ -102,7 +145,7 @@ impl Printer {
                     Detail::Text(text) => format!(" {text}"),
                     Detail::None => String::new(),
                 };
-                emit(&format!(
+                self.emit(&format!(
                     "{} {:<7} tid {} goid {}{detail}",
                     time_of_day(unix_ns),
                     name.to_uppercase(),
@@ -134,7 +177,7 @@ impl Printer {
                 value["unix_ns"] = json!(unix_ns);
                 value["interval_ns"] = json!(elapsed_ns);
                 value["pid"] = json!(self.header.pid);
-                emit(&value.to_string())
+                self.emit(&value.to_string())
             }
             Format::Text => {
                 let mut text = self.text(
@@ -162,7 +205,7 @@ impl Printer {
                 if let Some(cpu) = report.cpu {
                     text.push_str(&cpu_text(cpu));
                 }
-                emit(&text)
+                self.emit(&text)
             }
         }
     }
@@ -170,12 +213,12 @@ impl Printer {
     /// The target exec'd another program: what follows is about the image before.
     pub fn exec(&self, new_exe: &str) -> io::Result<()> {
         match self.format {
-            Format::Json => emit(
+            Format::Json => self.emit(
                 &json!({"type": "exec", "pid": self.header.pid, "exe": new_exe,
                         "previous_go_version": self.header.go_version})
                 .to_string(),
             ),
-            Format::Text => emit(&format!(
+            Format::Text => self.emit(&format!(
                 "=== pid {} exec'd {new_exe}: the summary below is of the previous image ({}) ===",
                 self.header.pid, self.header.go_version
             )),
@@ -207,7 +250,7 @@ impl Printer {
                 value["pid"] = json!(self.header.pid);
                 value["go_version"] = json!(self.header.go_version);
                 value["duration_ns"] = json!(duration_ns);
-                emit(&value.to_string())
+                self.emit(&value.to_string())
             }
             Format::Text => {
                 let mut text = self.text(
@@ -233,7 +276,7 @@ impl Printer {
                 if let Some(cpu) = cpu {
                     text.push_str(&cpu_text(cpu));
                 }
-                emit(&text)
+                self.emit(&text)
             }
         }
     }
@@ -756,12 +799,4 @@ fn histogram_text(title: &str, buckets: &[Bucket]) -> String {
         ));
     }
     out
-}
-
-/// Writes one report. A failed write (a closed pipe, a full disk) is returned:
-/// the session must end, not go on watching for nobody.
-fn emit(text: &str) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{}", text.trim_end())?;
-    stdout.flush()
 }

@@ -11,13 +11,13 @@ pub mod screen;
 
 use std::io::IsTerminal;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gobpf_sched_common::Event;
 
 use crate::{
     outputs::{
         format::{Header, preemption_line},
-        lines::{Format, Printer},
+        lines::{Format, Printer, Sink},
         perfetto::Recorder,
         prometheus::Exporter,
         screen::{Key, Tui},
@@ -47,6 +47,7 @@ pub struct Outputs {
     print_transitions: bool,
     format: Format,
     header: Header,
+    sink: Sink,
 }
 
 /// What is left of the outputs once the session is over.
@@ -75,6 +76,14 @@ impl Outputs {
             Format::Text
         };
         let live_screen = Self::wants_screen(args);
+        let sink = match &args.output {
+            Some(path) => Sink::File(std::sync::Arc::new(std::sync::Mutex::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create --output {}", path.display()))?,
+            ))),
+            None if args.running_command => Sink::Stderr,
+            None => Sink::Stdout,
+        };
         if let Some(note) = &sched_note
             && !live_screen
         {
@@ -101,7 +110,7 @@ impl Outputs {
         let display = if live_screen {
             Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
         } else {
-            Display::Lines(Printer::new(format, header.clone()))
+            Display::Lines(Printer::new(format, header.clone(), sink.clone()))
         };
         Ok(Self {
             display,
@@ -111,12 +120,19 @@ impl Outputs {
             print_transitions: args.events,
             format,
             header,
+            sink,
         })
     }
 
-    /// `--events` prints lines: it asks for a log, not a screen.
+    /// `--events` prints lines: it asks for a log, not a screen; a program
+    /// started by `run` owns the terminal; `--output` writes a file.
     fn wants_screen(args: &AttachArgs) -> bool {
-        !args.json && !args.plain && !args.events && std::io::stdout().is_terminal()
+        !args.json
+            && !args.plain
+            && !args.events
+            && !args.running_command
+            && args.output.is_none()
+            && std::io::stdout().is_terminal()
     }
 
     /// Whether the whole-run totals are shown each interval (they cost a pass
@@ -213,11 +229,12 @@ impl Outputs {
             recording_failed,
             format,
             header,
+            sink,
             ..
         } = self;
         drop(display);
         Closed {
-            printer: Printer::new(format, header),
+            printer: Printer::new(format, header, sink),
             recorder,
             recording_failed,
         }

@@ -1,6 +1,7 @@
 //! The traced process: does it exist, which executable does it run, is it still
 //! alive, where it is mapped. `machine`: what the machine must provide.
 
+pub mod launch;
 pub mod machine;
 
 use std::{os::unix::fs::MetadataExt, path::PathBuf};
