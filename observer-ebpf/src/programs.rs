@@ -14,7 +14,7 @@ use gobpf_sched_common::{
     ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, Counters, Event,
     GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram, MAX_GOROUTINES,
     MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, Running, SampleCounts, SampleKey, counter, event_flags,
-    event_kind, g_status, sample_flags, sample_kind, signal_frame,
+    event_kind, g_status, sample_flags, sample_kind, signal_frame, stream,
 };
 
 // Settings, then maps, then helpers, then the programs.
@@ -151,10 +151,11 @@ fn emit(kind: u32, goid: u64, value: u64, now: u64) {
     }
 }
 
-/// Like [`emit`], for a run slice's start or end: with its M and P.
+/// Like [`emit`], for a run slice's start or end: with its M and P. Also
+/// sent for the exact blame view alone.
 #[inline(always)]
 fn emit_run(kind: u32, value: u64, now: u64, running: &Running) {
-    if streaming() {
+    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
         let mut event = thread_event(kind, running.goid, value, now);
         event.m_id = running.m_id;
         event.p_id = running.p_id;
@@ -164,8 +165,13 @@ fn emit_run(kind: u32, value: u64, now: u64, running: &Running) {
 
 #[inline(always)]
 fn streaming() -> bool {
-    // Only the flag: this runs on every transition.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) != 0 }
+    stream_flags() & stream::ALL != 0
+}
+
+#[inline(always)]
+fn stream_flags() -> u32 {
+    // Only the flags: this runs on every transition.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) }
 }
 
 #[inline(always)]
@@ -375,7 +381,7 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         }
         (g_status::RUNNING, g_status::SYSCALL) if syscalls_here => syscall_entered(now),
         (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE) if syscalls_here => {
-            syscall_exited(goid().unwrap_or(0), now)
+            syscall_exited(goid().unwrap_or(0), now, new == g_status::RUNNING)
         }
         _ => {}
     }
@@ -567,7 +573,7 @@ pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
     add(counter::PROBE_HITS, 1);
     if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
-        syscall_exited(goid, unsafe { bpf_ktime_get_ns() });
+        syscall_exited(goid, unsafe { bpf_ktime_get_ns() }, false);
     }
     0
 }
@@ -576,12 +582,15 @@ pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
 fn syscall_entered(now: u64) {
     add(counter::SYSCALL_ENTER, 1);
     let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
+    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
+        send(&thread_event(event_kind::SYSCALL_ENTER, 0, 0, now));
+    }
 }
 
 /// Pairs with the syscall entered on this thread (a goroutine keeps its M, so
-/// its thread, during a syscall).
+/// its thread, during a syscall). `resumed`: it goes on running on its P.
 #[inline(always)]
-fn syscall_exited(goid: u64, now: u64) {
+fn syscall_exited(goid: u64, now: u64, resumed: bool) {
     add(counter::SYSCALL_EXIT, 1);
     let tid = current_tid();
     let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {
@@ -598,7 +607,13 @@ fn syscall_exited(goid: u64, now: u64) {
         stats.syscalls += 1;
         stats.syscall_ns += took;
     }
-    emit(event_kind::SYSCALL, goid, took, now);
+    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
+        let mut event = thread_event(event_kind::SYSCALL, goid, took, now);
+        if resumed {
+            event.flags = event_flags::RESUMED;
+        }
+        send(&event);
+    }
 }
 
 /// A function of the observer itself: what a uprobe hit costs (the trap and

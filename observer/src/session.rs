@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Result;
-use gobpf_sched_common::{Event, counter, event_kind};
+use gobpf_sched_common::{Event, counter, event_kind, stream};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     },
     stats::{
         aggregate::Stats,
+        blame::ExactBlame,
         census::{Census, CensusTaker},
         clock::{Clock, read_clock},
         cost::ProbeCost,
@@ -489,6 +490,7 @@ impl Image<'_> {
             attached_at,
             sampler,
             samples_total: NamedSamples::default(),
+            exact_blame: ExactBlame::default(),
             functions: FunctionNames::default(),
         };
         let result = runtime.block_on(session.run(stop));
@@ -545,7 +547,14 @@ impl Image<'_> {
         // Reads code from the executable again: the target may be gone by now.
         let plan = probes::plan(binary, facets).map_err(|e| target.explain(e))?;
         // A recording needs every transition, like --events.
-        let stream_events = args.events || self.record.is_some();
+        let stream_events = if args.events || self.record.is_some() {
+            stream::ALL
+        } else if facets.contains(&Facet::Goroutines) && facets.contains(&Facet::Schedule) {
+            // Run starts and ends, for the exact blame view.
+            stream::RUNS
+        } else {
+            0
+        };
         let probes = probes::attach(
             target,
             binary,
@@ -627,6 +636,8 @@ struct Session<'a> {
     /// Every CPU sample of the run, named.
     samples_total: NamedSamples,
     functions: FunctionNames,
+    /// Who held the Ps during run-queue waits, from the transitions.
+    exact_blame: ExactBlame,
 }
 
 impl Session<'_> {
@@ -700,7 +711,14 @@ impl Session<'_> {
         // The target may be gone: its CPU time is then what was read last.
         end.target_cpu_ns = end.target_cpu_ns.or(previous.target_cpu_ns);
         let cost = self.first_mark.as_ref().map(|first| self.cost(first, &end));
-        let cpu = self.whole_run_samples()?;
+        let mut cpu = self.whole_run_samples()?;
+        if let Some(cpu) = &mut cpu
+            && self.blames_exactly()
+        {
+            self.exact_blame
+                .take_interval(&last.goroutines, &self.names, self.args.top);
+            cpu.blame.exact = Some(self.exact_blame.whole_run(self.args.top));
+        }
         Ok(Ended {
             cpu,
             total: Stats::between(&Snapshot::default(), &last, &self.names, self.args.top),
@@ -743,6 +761,7 @@ impl Session<'_> {
             self.outputs.preemption(&preemption)?;
         }
         for event in &events {
+            self.exact_blame.event(event);
             if !matches!(
                 event.kind,
                 event_kind::PREEMPT | event_kind::PREEMPT_LANDED | event_kind::GC_SUSPENDED
@@ -782,7 +801,16 @@ impl Session<'_> {
         let interval_ns = before_at.elapsed().as_nanos() as u64;
         let runtime = self.activity(sched_before.as_ref(), sched.as_ref(), interval_ns);
         self.intervals += 1;
-        let cpu = self.sample_view()?;
+        let mut cpu = self.sample_view()?;
+        if let Some(cpu) = &mut cpu
+            && self.blames_exactly()
+        {
+            cpu.blame.exact = Some(self.exact_blame.take_interval(
+                &now.goroutines,
+                &self.names,
+                top,
+            ));
+        }
         let census = if self.intervals.is_multiple_of(self.census_every) {
             self.take_census()
         } else {
@@ -836,6 +864,12 @@ impl Session<'_> {
             &mut self.functions,
             self.args.top,
         )))
+    }
+
+    /// Whether run starts and ends are streamed (see `Image::attach`).
+    fn blames_exactly(&self) -> bool {
+        let facets = watched_facets(self.args);
+        facets.contains(&Facet::Goroutines) && facets.contains(&Facet::Schedule)
     }
 
     /// The CPU samples of the whole run.

@@ -48,7 +48,7 @@ pub struct Config {
     /// the tracepoint's format file in tracefs.
     pub signal_sig_offset: u32,
     pub signal_pid_offset: u32,
-    /// Non-zero: stream every transition to the ring buffer (`--events`).
+    /// Which transitions go to the ring buffer: bits of [`stream`].
     pub stream_events: u32,
     /// Non-zero: syscalls are seen as `_Grunning` ↔ `_Gsyscall` changes in
     /// casgstatus (Go ≤ 1.25), and no entersyscall/exitsyscall probe is attached.
@@ -65,6 +65,15 @@ pub struct Config {
     /// `sched.runq.size` from Go 1.25; an int32); 0 when unknown.
     pub global_runq_size: u64,
     pub offsets: GoOffsets,
+}
+
+/// Bits of `Config::stream_events`.
+pub mod stream {
+    /// Every transition (`--events`, `--record`).
+    pub const ALL: u32 = 1;
+    /// Run starts and ends, and syscalls (RUN, STOP, SYSCALL_ENTER,
+    /// SYSCALL): the exact blame view.
+    pub const RUNS: u32 = 2;
 }
 
 /// Attach-cookie bit of a uprobe placed on the `jbe` of a function's stack check
@@ -294,6 +303,10 @@ pub mod event_kind {
     pub const PREEMPTED: u32 = 10;
     /// A SIGURG stopped a goroutine for the GC's stack scan (`preemptPark`).
     pub const GC_SUSPENDED: u32 = 11;
+    /// The goroutine on `tid` entered a syscall: its run slice pauses (it
+    /// holds no P in the syscall, or hands it off). Not printed; sent for the
+    /// exact blame view.
+    pub const SYSCALL_ENTER: u32 = 12;
 }
 
 /// One ring-buffer record.
@@ -347,6 +360,10 @@ pub mod event_flags {
     pub const STOPPED: u32 = 1;
     /// PREEMPTED: by a signal (async), not at a stack check.
     pub const ASYNC: u32 = 2;
+    /// SYSCALL: the goroutine went on running on its P (`exitsyscall`'s fast
+    /// path, seen as `_Gsyscall` → `_Grunning`; Go ≤ 1.25). Clear: it waits
+    /// for a P, or this is not known (Go 1.26+).
+    pub const RESUMED: u32 = 4;
 }
 
 /// Entries of `CPU_SAMPLES` (userspace reads and deletes them every interval)

@@ -741,6 +741,24 @@ fn cpu_text(c: &CpuView) -> String {
             list(&blame.by_function)
         ));
     }
+    if let Some(exact) = &blame.exact {
+        let shares: Vec<String> = exact
+            .by_start_function
+            .iter()
+            .map(|s| format!("{} {:.0}%", s.name, s.share * 100.0))
+            .collect();
+        out.push_str(&format!(
+            "{:<13}{:>9}   run-queue waits seen by the probes ({} in all); the Ps went to: {}\n",
+            "  exact",
+            exact.waits,
+            duration(exact.waited_ns),
+            if shares.is_empty() {
+                "-".to_owned()
+            } else {
+                shares.join(", ")
+            }
+        ));
+    }
     out
 }
 

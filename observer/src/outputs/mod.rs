@@ -12,7 +12,7 @@ pub mod screen;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
-use gobpf_sched_common::Event;
+use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
     outputs::{
@@ -153,6 +153,10 @@ impl Outputs {
     }
 
     pub fn transition(&mut self, event: &Event, clock: &Clock, names: &Names<'_>) -> Result<()> {
+        // Only for the exact blame view (the syscall's end has it all).
+        if event.kind == event_kind::SYSCALL_ENTER {
+            return Ok(());
+        }
         if self.print_transitions
             && let Display::Lines(printer) = &self.display
         {

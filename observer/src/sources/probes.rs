@@ -18,7 +18,7 @@ use aya::{
     },
 };
 use gobpf_sched_common::{
-    CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config,
+    CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, stream,
 };
 use serde::Serialize;
 
@@ -39,6 +39,10 @@ static EBPF_OBJECT: &[u8] =
 /// Ring-buffer size with `--events` (the default, for preemptions alone, is set in
 /// the kernel object: 256 KiB).
 const EVENTS_RING_BYTES: u32 = 32 << 20;
+
+/// ... and when only run starts and ends are streamed (the exact blame view):
+/// 100 ms of 80,000 slices a second.
+const RUNS_RING_BYTES: u32 = 8 << 20;
 
 /// Go 1.26 moved syscall entry and exit off casgstatus: from then on syscalls
 /// need their own probes; before, the casgstatus probe sees them (2 fewer hits
@@ -382,7 +386,7 @@ pub fn attach(
     plan: &[PlannedProbe],
     facets: &[Facet],
     signal_offsets: (u32, u32),
-    stream_events: bool,
+    stream_events: u32,
     global_runq_size: u64,
 ) -> Result<Probes> {
     let pid_namespace = target.pid_namespace()?;
@@ -390,7 +394,7 @@ pub fn attach(
         target_tgid: target.pid,
         signal_sig_offset: signal_offsets.0,
         signal_pid_offset: signal_offsets.1,
-        stream_events: u32::from(stream_events),
+        stream_events,
         syscalls_from_casgstatus: u32::from(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
@@ -401,9 +405,12 @@ pub fn attach(
         offsets: binary.offsets,
     };
     let mut loader = EbpfLoader::new();
-    if stream_events {
+    if stream_events & stream::ALL != 0 {
         // Every transition is a record: room for a burst between two drains.
         loader.map_max_entries("EVENTS", EVENTS_RING_BYTES);
+    } else if stream_events & stream::RUNS != 0 {
+        // Two records per run slice, drained every 100 ms.
+        loader.map_max_entries("EVENTS", RUNS_RING_BYTES);
     }
     let mut ebpf = loader
         .override_global(CONFIG_GLOBAL, &config, true)

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use gobpf_sched_common::{SampleCounts, SampleKey, sample_flags, sample_kind};
 use serde::Serialize;
 
-use crate::{sources::sampler::Drained, stats::names::Names};
+use crate::{
+    sources::sampler::Drained,
+    stats::{blame::ExactBlameView, names::Names},
+};
 
 /// Names of what ran when no goroutine's code did.
 pub const SYSTEM_STACK: &str = "runtime (system stack)";
@@ -240,6 +243,9 @@ pub struct BlameView {
     pub by_start_function: Vec<Share>,
     /// ... and by the function it ran.
     pub by_function: Vec<Share>,
+    /// The same from the transitions, where the probes saw them (None when
+    /// the goroutine and schedule probes are not used).
+    pub exact: Option<ExactBlameView>,
 }
 
 impl CpuView {
