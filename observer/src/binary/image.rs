@@ -39,7 +39,8 @@ impl Image<'_, '_> {
             .segments
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
-        let start = usize::try_from(vaddr - segment.vaddr + segment.file_offset).ok()?;
+        let start =
+            usize::try_from((vaddr - segment.vaddr).checked_add(segment.file_offset)?).ok()?;
         let end = usize::try_from(segment.file_offset.checked_add(segment.file_size)?).ok()?;
         self.data.get(start..end)
     }
