@@ -200,11 +200,33 @@ fn check_inline_chain(binary: &GoBinary, frames: &[SourceFrame], what: &str, add
     }
 }
 
+/// `llvm-symbolizer` on PATH, else that of an installed LLVM (bpf-linker's build
+/// needs one: `cargo xtask setup`).
+fn llvm_symbolizer_path() -> std::path::PathBuf {
+    let on_path = Command::new("llvm-symbolizer")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return "llvm-symbolizer".into();
+    }
+    let mut installed: Vec<_> = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(|e| Some(e.ok()?.path().join("bin/llvm-symbolizer")))
+        .filter(|p| p.to_string_lossy().contains("/llvm-") && p.exists())
+        .collect();
+    installed.sort();
+    installed
+        .pop()
+        .expect("no llvm-symbolizer: install LLVM (apt-get install llvm)")
+}
+
 /// What `llvm-symbolizer --inlining` reads from the DWARF of `binary`: for each
 /// address, its frames (function, file, line), innermost first.
 fn llvm_symbolizer(binary: &std::path::Path, addresses: &[u64]) -> Vec<Vec<(String, String, i64)>> {
     let input: String = addresses.iter().map(|a| format!("{a:#x}\n")).collect();
-    let mut child = Command::new("llvm-symbolizer")
+    let mut child = Command::new(llvm_symbolizer_path())
         .args(["--inlining", "--functions=linkage", "--obj"])
         .arg(binary)
         .stdin(Stdio::piped())
