@@ -81,6 +81,8 @@ pub const TIME_HISTOGRAM_OVERFLOW: Field = Field::new("runtime.timeHistogram", "
 pub const MSTATS_NUMGC: Field = Field::new("runtime.mstats", "numgc");
 /// Where code starts in a stripped binary (see `pclntab`).
 pub const MODULEDATA_TEXT: Field = Field::new("runtime.moduledata", "text");
+/// What funcdata offsets count from: the inline trees (see `source_lines`).
+pub const MODULEDATA_GOFUNC: Field = Field::new("runtime.moduledata", "gofunc");
 
 /// Every member recorded (DWARF and table).
 pub const ALL: &[Field] = &[
@@ -126,6 +128,7 @@ pub const ALL: &[Field] = &[
     Field::new("runtime.moduledata", "pcHeader"),
     Field::new("runtime.moduledata", "funcnametab"),
     MODULEDATA_TEXT,
+    MODULEDATA_GOFUNC,
 ];
 
 /// Offset in `schedt` of the global run-queue length, in any version.

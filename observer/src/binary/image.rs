@@ -33,6 +33,18 @@ impl Image<'_, '_> {
             .get(start..start.checked_add(usize::try_from(len).ok()?)?)
     }
 
+    /// The file's bytes from `vaddr` to the end of the segment that maps it.
+    pub fn bytes_to_segment_end(&self, vaddr: u64) -> Option<&[u8]> {
+        let segment = self
+            .segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
+        let start =
+            usize::try_from((vaddr - segment.vaddr).checked_add(segment.file_offset)?).ok()?;
+        let end = usize::try_from(segment.file_offset.checked_add(segment.file_size)?).ok()?;
+        self.data.get(start..end)
+    }
+
     /// A pointer stored at `vaddr`: the file holds its link-time value, except in
     /// a position-independent binary whose linker left only the relocation.
     pub fn pointer(&self, vaddr: u64) -> Option<u64> {

@@ -16,6 +16,7 @@ pub mod layouts;
 pub mod pclntab;
 pub mod prologue;
 pub mod sched_globals;
+pub mod source_lines;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -31,6 +32,7 @@ use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 use serde::Serialize;
 
 pub use buildinfo::BuildInfo;
+pub use source_lines::{SourceFrame, SourceLines};
 
 /// Go versions this release supports: register ABI, `gopark`'s reason in the third
 /// argument, and tested (Go 1.20 has no toolchain here: it works from DWARF only).
@@ -115,6 +117,10 @@ pub struct GoBinary {
     /// CPU samples).
     opened: Option<std::fs::File>,
     pub build: BuildInfo,
+    /// What identifies this build for pprof: the GNU build ID in hex when the
+    /// linker wrote one (what pprof compares a mapping's build ID with), else the
+    /// Go build ID (`.note.go.buildid`), else empty.
+    pub build_id: String,
     pub version: (u32, u32),
     /// Position-independent (ET_DYN): loaded at a random base.
     pub pie: bool,
@@ -245,6 +251,7 @@ impl GoBinary {
         Ok(Self {
             path: path.to_owned(),
             opened: std::fs::File::open(path).ok(),
+            build_id: build_id(&file),
             build,
             version,
             pie: file.kind() == object::ObjectKind::Dynamic,
@@ -307,6 +314,50 @@ impl GoBinary {
         return_address.checked_add_signed(i64::from(offset))
     }
 
+    /// Where the file was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `[start, end)` of Go's code (link-time addresses).
+    pub fn text_range(&self) -> Option<(u64, u64)> {
+        Some((self.functions_by_entry.first()?.0, self.text_end))
+    }
+
+    /// Every function's (entry, name), by entry (link-time addresses).
+    pub fn functions_by_entry(&self) -> &[(u64, String)] {
+        &self.functions_by_entry
+    }
+
+    /// The source-line tables: reads the file again (the binary keeps only what
+    /// the probes need).
+    pub fn source_lines(&self) -> Result<SourceLines> {
+        let shown_as = self.path.display().to_string();
+        // Through the file kept open when there is one: `/proc/PID/exe` is
+        // gone once the process has exited.
+        let path = match &self.opened {
+            Some(file) => {
+                use std::os::fd::AsRawFd;
+                PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            }
+            None => self.path.clone(),
+        };
+        let data = contents::read(&path, &shown_as)?;
+        self.source_lines_from(&data)
+            .with_context(|| format!("cannot read the line tables of {shown_as}"))
+    }
+
+    /// Like [`GoBinary::source_lines`] on the file's bytes, already read.
+    pub fn source_lines_from(&self, data: &[u8]) -> Result<SourceLines> {
+        let file = object::File::parse(data)?;
+        let image = Image {
+            data,
+            segments: &self.segments,
+            file: &file,
+        };
+        SourceLines::parse(&image, &self.struct_offsets)
+    }
+
     /// Link-time address of the first byte of the file, to compute a PIE's load bias.
     pub fn first_segment_vaddr(&self) -> u64 {
         self.segments
@@ -339,6 +390,29 @@ impl GoBinary {
         code.truncate(read);
         Ok(code)
     }
+}
+
+/// See [`GoBinary::build_id`].
+fn build_id(file: &object::File<'_>) -> String {
+    if let Ok(Some(gnu)) = file.build_id() {
+        return gnu.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    file.section_by_name(".note.go.buildid")
+        .and_then(|section| section.data().ok())
+        .and_then(go_build_id)
+        .unwrap_or_default()
+}
+
+/// The Go build ID note (`elfwritegobuildid` in `cmd/link/internal/ld/elf.go`): namesz u32 ·
+/// descsz u32 · type u32 (4, `ELF_NOTE_GOBUILDID_TAG`) · "Go\0\0" · the ID.
+fn go_build_id(note: &[u8]) -> Option<String> {
+    let word = |at: usize| Some(u32::from_le_bytes(note.get(at..at + 4)?.try_into().ok()?));
+    let (namesz, descsz, kind) = (word(0)?, word(4)?, word(8)?);
+    if namesz != 4 || kind != 4 || note.get(12..16)? != b"Go\0\0" {
+        return None;
+    }
+    let desc = note.get(16..16usize.checked_add(usize::try_from(descsz).ok()?)?)?;
+    Some(String::from_utf8_lossy(desc).into_owned())
 }
 
 /// Struct offsets, and wait-reason names: what a layout is made of.

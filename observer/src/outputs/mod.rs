@@ -6,6 +6,7 @@
 pub mod format;
 pub mod lines;
 pub mod perfetto;
+pub mod pprof;
 pub mod prometheus;
 pub mod screen;
 
