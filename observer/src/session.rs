@@ -12,14 +12,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
-use gobpf_sched_common::{Event, counter, event_kind, stream};
+use anyhow::{Context, Result};
+use gobpf_sched_common::{Event, counter, event_kind, sample_flags, stream};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     binary::GoBinary,
     facet::Facet,
-    outputs::{Closed, Outputs, Report, format::Header},
+    outputs::{
+        Closed, Outputs, Report,
+        format::Header,
+        pprof::{self, ProfileSample, ProfileSpec},
+    },
     sources::{
         drain::{Collector, Snapshot},
         duty_cycle::WindowMeasure,
@@ -120,6 +124,11 @@ pub struct AttachArgs {
     /// scheduling rate.
     #[arg(long, value_name = "HZ", default_value_t = sampler::DEFAULT_HZ, value_parser = parse_sample_hz)]
     pub sample_hz: u64,
+    /// Write a CPU profile of the target to this file when the session ends
+    /// (gzipped profile.proto: `go tool pprof FILE`), from the CPU samples:
+    /// stacks with file:line, labels `goid` and `start_function`.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
     /// Write the reports to this file instead of stdout (`run`: stderr).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -250,6 +259,7 @@ pub fn watch(
     started: Instant,
     mut held: Option<&mut dyn FnMut() -> Result<()>>,
 ) -> Result<()> {
+    check_pprof_path(args)?;
     machine::require_privileges()?;
     machine::require_uprobes()?;
     let tracefs = machine::ensure_tracefs()?;
@@ -284,6 +294,8 @@ pub fn watch(
             signal_offsets,
             // A recording covers the first image.
             record: args.record.as_deref().filter(|_| first_image),
+            pprof: args.pprof.as_deref().filter(|_| first_image),
+            executable: PathBuf::from(&exe),
             execs_followed,
         };
         let end = match image.watch(args, started, held.take()) {
@@ -313,6 +325,31 @@ pub fn watch(
             End::Done => return Ok(()),
         }
     }
+}
+
+/// `--pprof` is written at the end: what would fail then is said now.
+fn check_pprof_path(args: &AttachArgs) -> Result<()> {
+    let Some(path) = &args.pprof else {
+        return Ok(());
+    };
+    if args.sample_hz == 0 {
+        anyhow::bail!("--pprof writes the CPU samples: it needs --sample-hz above 0");
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write --pprof {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!("cannot write --pprof {}: it is a directory", path.display());
+    }
+    Ok(())
 }
 
 /// `error`, or, when the program is not Go but has loaded a Go library (built
@@ -349,6 +386,11 @@ struct Image<'a> {
     shown_as: String,
     signal_offsets: (u32, u32),
     record: Option<&'a Path>,
+    /// Where the CPU profile goes (the first image's).
+    pprof: Option<&'a Path>,
+    /// The executable's path, read at attach (`/proc/PID/exe` goes with the
+    /// process).
+    executable: PathBuf,
     /// Execs followed before this image.
     execs_followed: u64,
 }
@@ -493,10 +535,89 @@ impl Image<'_> {
             exact_blame: ExactBlame::default(),
             functions: FunctionNames::default(),
         };
+        let started_unix_ns =
+            session.clock.now_unix_ns() - session.attached_at.elapsed().as_nanos() as u64;
         let result = runtime.block_on(session.run(stop));
         // Detach before printing the end of the session.
-        let Session { outputs, .. } = session;
-        self.finish(outputs.close(), result?)
+        let Session {
+            outputs,
+            samples_total,
+            sampler,
+            attached_at,
+            ..
+        } = session;
+        let end = self.finish(outputs.close(), result?)?;
+        if let (Some(path), Some(sampler)) = (self.pprof, sampler) {
+            let written = self.write_pprof(
+                path,
+                &samples_total,
+                sampler.period_ns,
+                load_bias,
+                started_unix_ns,
+                attached_at.elapsed(),
+            )?;
+            eprintln!(
+                "gobpf-sched: wrote {written} CPU samples to {} (go tool pprof {})",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(end)
+    }
+
+    /// Writes the CPU samples as a pprof profile; returns how many.
+    fn write_pprof(
+        &self,
+        path: &Path,
+        samples: &NamedSamples,
+        period_ns: u64,
+        load_bias: u64,
+        started_unix_ns: u64,
+        duration: Duration,
+    ) -> Result<u64> {
+        let lines = self.binary.source_lines()?;
+        let mut written = 0;
+        let profile_samples: Vec<ProfileSample> = samples
+            .sites
+            .iter()
+            .map(|(site, counts)| {
+                written += counts.samples;
+                let mut labels = vec![("start_function".to_owned(), site.holder.clone())];
+                if site.flags & sample_flags::IN_KERNEL != 0 {
+                    labels.push(("in_kernel".to_owned(), "true".to_owned()));
+                }
+                ProfileSample {
+                    stack: site
+                        .stack
+                        .iter()
+                        .map(|pc| pc.wrapping_sub(load_bias))
+                        .collect(),
+                    values: vec![counts.samples as i64, (counts.samples * period_ns) as i64],
+                    labels,
+                    num_labels: if site.goid == 0 {
+                        Vec::new()
+                    } else {
+                        vec![("goid".to_owned(), site.goid as i64, String::new())]
+                    },
+                }
+            })
+            .collect();
+        let spec = ProfileSpec {
+            sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+            period_type: ("cpu", "nanoseconds"),
+            period: period_ns as i64,
+            time_nanos: started_unix_ns as i64,
+            duration_nanos: duration.as_nanos() as i64,
+            comments: vec![format!(
+                "gobpf-sched: CPU samples of {} at {} Hz",
+                self.shown_as,
+                1_000_000_000 / period_ns.max(1)
+            )],
+            executable: Some(&self.executable),
+        };
+        pprof::write(path, &spec, &profile_samples, self.binary, &lines)
+            .with_context(|| format!("cannot write the profile {}", path.display()))?;
+        Ok(written)
     }
 
     /// Prints how the image ended and its summary; keeps the recording.

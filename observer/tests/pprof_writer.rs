@@ -256,6 +256,7 @@ fn go_tool_pprof_reads_the_profile() {
             },
         ];
         let spec = ProfileSpec {
+            executable: None,
             sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
             period_type: ("cpu", "nanoseconds"),
             period: 10_000_000,
@@ -474,6 +475,7 @@ fn write_errors_say_what_failed() {
     let binary = GoBinary::open(&path, "fixture").expect("open");
     let lines = binary.source_lines().expect("source lines");
     let spec = ProfileSpec {
+        executable: None,
         sample_types: &[("samples", "count")],
         period_type: ("cpu", "nanoseconds"),
         period: 1,

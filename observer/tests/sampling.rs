@@ -5,6 +5,8 @@
 mod common;
 
 use common::{Fixture, Mode, Observer, Toolchain, build, full_matrix_toolchains, toolchains};
+use std::path::Path;
+
 use serde_json::Value;
 
 fn builds() -> Vec<(Toolchain, Mode)> {
@@ -40,7 +42,7 @@ fn cpu_time_ns(pid: u32) -> u64 {
 
 /// Runs `cpu MODE MS` under the observer (sampling in the default mode);
 /// returns the summary's `cpu` view and the target's CPU time.
-fn sampled(binary: &std::path::Path, mode: &str, ms: &str, extra: &[&str]) -> (Value, u64) {
+fn sampled(binary: &Path, mode: &str, ms: &str, extra: &[&str]) -> (Value, u64) {
     let mut fixture = Fixture::spawn(binary, &[mode, ms]);
     // 499 Hz: enough samples for the shares to be within a few points.
     let mut args = vec!["--json", "--interval", "10s", "--sample-hz", "499"];
@@ -67,7 +69,12 @@ fn cpu_shares_follow_the_work_of_each_goroutine() {
         // Another busy process beside it: none of its samples may count.
         let mut bystander = Fixture::spawn(&binary, &["ratio", "4000"]);
         bystander.start();
-        let (cpu, target_cpu_ns) = sampled(&binary, "ratio", "3000", &[]);
+        let profile = tempfile::Builder::new()
+            .suffix(".pb.gz")
+            .tempfile()
+            .expect("temp file");
+        let profile_path = profile.path().to_str().expect("utf-8 path").to_owned();
+        let (cpu, target_cpu_ns) = sampled(&binary, "ratio", "3000", &["--pprof", &profile_path]);
         let what = format!("{} {mode:?}: {cpu:#}", toolchain.version);
         let samples = cpu["samples"].as_u64().expect("samples");
         // Up to 3 s of one CPU at 499 Hz (less when the tests share the CPUs).
@@ -107,7 +114,60 @@ fn cpu_shares_follow_the_work_of_each_goroutine() {
         }
         let (status, _) = bystander.finish();
         assert!(status.success());
+        the_profile_says_the_same(&toolchain, &binary, &profile_path, &what);
     }
+}
+
+/// `go tool pprof` (of the fixture's toolchain) on the --pprof file: the same
+/// shares, and -tagfocus on the start_function label.
+fn the_profile_says_the_same(toolchain: &Toolchain, binary: &Path, profile: &str, what: &str) {
+    let top = pprof(toolchain, binary, profile, &["-top", "-nodecount=40"]);
+    let what = format!("{what}\n{top}");
+    // `flat flat% sum% cum cum% name` rows.
+    let row = |function: &str| -> (f64, f64) {
+        top.lines()
+            .find(|line| line.split_whitespace().last() == Some(function))
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let percent = |i: usize| fields[i].trim_end_matches('%').parse::<f64>().expect("%");
+                (percent(1), percent(4))
+            })
+            .unwrap_or_else(|| panic!("{function} not in the profile: {what}"))
+    };
+    assert!(row("main.burn").0 > 80.0, "{what}");
+    let (a, b) = (row("main.workerA").1, row("main.workerB").1);
+    assert!((0.67..=0.83).contains(&(a / (a + b))), "{what}");
+    let focused = pprof(
+        toolchain,
+        binary,
+        profile,
+        &["-top", "-tagfocus=start_function=main.workerB"],
+    );
+    assert!(focused.contains("main.workerB"), "{focused}");
+    assert!(!focused.contains("main.workerA"), "{focused}");
+    let tags = pprof(toolchain, binary, profile, &["-tags"]);
+    assert!(
+        tags.contains("goid:") && tags.contains("start_function:"),
+        "{tags}"
+    );
+}
+
+fn pprof(toolchain: &Toolchain, binary: &Path, profile: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(&toolchain.go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(binary)
+        .arg(profile)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go tool pprof");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "go tool pprof {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
 }
 
 #[test]

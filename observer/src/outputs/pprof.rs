@@ -65,6 +65,9 @@ pub struct ProfileSpec<'a> {
     pub time_nanos: i64,
     pub duration_nanos: i64,
     pub comments: Vec<String>,
+    /// The executable's path as users know it (the binary may have been
+    /// read through `/proc/PID/exe`); None: the binary's own path.
+    pub executable: Option<&'a Path>,
 }
 
 /// Writes `samples` of `binary` to `path` as a gzipped pprof profile, replacing
@@ -172,7 +175,7 @@ fn build(
     mapping.memory_start = text_start;
     mapping.memory_limit = text_end;
     mapping.file_offset = binary.file_offset(text_start).unwrap_or(0);
-    mapping.filename = strings.add(&binary.path().to_string_lossy());
+    mapping.filename = strings.add(&spec.executable.unwrap_or(binary.path()).to_string_lossy());
     mapping.build_id = strings.add(&binary.build_id);
     mapping.has_functions = true;
     mapping.has_filenames = true;
