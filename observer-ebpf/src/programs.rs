@@ -11,10 +11,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, ProbeContext, TracePointContext, tracing::StackIdContext},
 };
 use gobpf_sched_common::{
-    ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, Counters, Event,
-    GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram, MAX_GOROUTINES,
-    MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, Running, SampleCounts, SampleKey, counter, event_flags,
-    event_kind, g_status, sample_flags, sample_kind, signal_frame, stream,
+    BlockCounts, BlockKey, ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config,
+    Counters, Event, GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram,
+    MAX_GOROUTINES, MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, Running, SampleCounts, SampleKey, counter,
+    event_flags, event_kind, g_status, sample_flags, sample_kind, signal_frame, stream,
 };
 
 // Settings, then maps, then helpers, then the programs.
@@ -28,6 +28,8 @@ static CONFIG: Config = Config {
     stream_events: 0,
     syscalls_from_casgstatus: 0,
     schedule_probed: 0,
+    block_stacks: 0,
+    _pad: 0,
     pidns_dev: 0,
     pidns_ino: 0,
     global_runq_size: 0,
@@ -119,6 +121,21 @@ static CPU_SAMPLES: PerCpuHashMap<SampleKey, SampleCounts> =
 /// amd64 keeps frame pointers).
 #[map]
 static SAMPLE_STACKS: StackTrace = StackTrace::with_max_entries(MAX_SAMPLE_STACKS, 0);
+
+/// The user stacks of parks (the block profile, when asked).
+#[map]
+static BLOCK_STACKS: StackTrace = StackTrace::with_max_entries(MAX_SAMPLE_STACKS, 0);
+
+/// g address → where it parked last (set by `go_gopark`, taken at its wakeup).
+#[map]
+static PARK_STACK: HashMap<u64, BlockKey> =
+    HashMap::with_max_entries(MAX_GOROUTINES, BPF_F_NO_PREALLOC);
+
+/// Parks that ended, by where they parked: the block profile. Per CPU, so
+/// plain adds are exact.
+#[map]
+static BLOCK_PROFILE: PerCpuHashMap<BlockKey, BlockCounts> =
+    PerCpuHashMap::with_max_entries(MAX_SAMPLE_KEYS, 0);
 
 /// Submit without waking the reader: userspace drains on a timer, which costs the
 /// probe nothing (a wakeup per record cost ~1.4 µs inside the probe, measured on
@@ -544,6 +561,9 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
             let state = unsafe { &*state };
             blocked = now.saturating_sub(state.since_ns);
             bump(&BLOCKED_NS, state.reason as usize, blocked);
+            if config().block_stacks != 0 {
+                count_block(gp, blocked);
+            }
         }
         if streaming() {
             emit(event_kind::WAKE, goid().unwrap_or(0), blocked, now);
@@ -557,6 +577,52 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
         Some(state) => unsafe { *state = runnable },
         None => insert_state(gp, &runnable),
     }
+}
+
+/// Adds a park of `gp` that ended, blocked `blocked` ns, to where it parked.
+#[inline(always)]
+fn count_block(gp: u64, blocked: u64) {
+    let Some(key) = (unsafe { PARK_STACK.get(&gp) }).copied() else {
+        return;
+    };
+    let _ = PARK_STACK.remove(&gp);
+    let counts = match BLOCK_PROFILE.get_ptr_mut(&key) {
+        Some(counts) => counts,
+        None => {
+            let _ = BLOCK_PROFILE.insert(&key, &BlockCounts::default(), BPF_NOEXIST as u64);
+            match BLOCK_PROFILE.get_ptr_mut(&key) {
+                Some(counts) => counts,
+                None => return,
+            }
+        }
+    };
+    let counts = unsafe { &mut *counts };
+    counts.count += 1;
+    counts.blocked_ns += blocked;
+}
+
+/// `runtime.gopark(unlockf, lock, reason, ...)`, on the goroutine about to
+/// park (R14 is its g; the reason byte in RCX): its user stack, for the block
+/// profile. Attached only when a block profile is asked for.
+#[uprobe]
+pub fn go_gopark(ctx: ProbeContext) -> u32 {
+    add(counter::PROBE_HITS, 1);
+    if call_restarts(&ctx) {
+        return 0;
+    }
+    let regs = unsafe { &*ctx.regs };
+    let key = BlockKey {
+        caller: read_user::<u64>(regs.rsp).unwrap_or(0),
+        stack_id: match ctx.get_stackid(&BLOCK_STACKS, u64::from(BPF_F_USER_STACK)) {
+            Ok(id) => id as i32,
+            Err(error) => error,
+        },
+        reason: u32::from(regs.rcx as u8),
+    };
+    // A copy: a map key cannot point into the context.
+    let gp = regs.r14;
+    let _ = PARK_STACK.insert(&gp, &key, 0);
+    0
 }
 
 /// `runtime.entersyscall` and `runtime.entersyscallblock` (`//go:nosplit`: at

@@ -71,7 +71,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires --pid or a path"),
     };
     let binary = GoBinary::open(&path, &shown_as)?;
-    let probes = probes::plan(&binary, &Facet::ALL)?
+    let probes = probes::plan(&binary, &Facet::ALL, false)?
         .into_iter()
         .map(|plan| ProbeReport {
             symtab_address: binary.symtab_functions.get(plan.function).copied(),

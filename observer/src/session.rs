@@ -25,6 +25,7 @@ use crate::{
         pprof::{self, ProfileSample, ProfileSpec},
     },
     sources::{
+        block_stacks::BlockStacks,
         drain::{Collector, Snapshot},
         duty_cycle::WindowMeasure,
         goroutines::{self, GoroutinesLayout},
@@ -40,7 +41,7 @@ use crate::{
         clock::{Clock, read_clock},
         cost::ProbeCost,
         cpu_samples::{CpuView, FunctionNames, NamedSamples},
-        names::Names,
+        names::{self, Names},
         runtime_activity::{RuntimeActivity, RuntimeSummary},
         sched::SchedState,
         signals::SignalPairing,
@@ -129,6 +130,13 @@ pub struct AttachArgs {
     /// stacks with file:line, labels `goid` and `start_function`.
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
+    /// Write a block profile to this file when the session ends (gzipped
+    /// profile.proto, like Go's block profile: where goroutines parked, as
+    /// contentions and delay, with the wait reason as label `reason`). Each
+    /// park then takes its stack (~1 µs more per park); from the windows of
+    /// the transition probes (all the time with --exact).
+    #[arg(long, value_name = "FILE")]
+    pub block_profile: Option<PathBuf>,
     /// Write the reports to this file instead of stdout (`run`: stderr).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -259,7 +267,7 @@ pub fn watch(
     started: Instant,
     mut held: Option<&mut dyn FnMut() -> Result<()>>,
 ) -> Result<()> {
-    check_pprof_path(args)?;
+    check_profile_paths(args)?;
     machine::require_privileges()?;
     machine::require_uprobes()?;
     let tracefs = machine::ensure_tracefs()?;
@@ -295,6 +303,7 @@ pub fn watch(
             // A recording covers the first image.
             record: args.record.as_deref().filter(|_| first_image),
             pprof: args.pprof.as_deref().filter(|_| first_image),
+            block_profile: args.block_profile.as_deref().filter(|_| first_image),
             executable: PathBuf::from(&exe),
             execs_followed,
         };
@@ -327,27 +336,35 @@ pub fn watch(
     }
 }
 
-/// `--pprof` is written at the end: what would fail then is said now.
-fn check_pprof_path(args: &AttachArgs) -> Result<()> {
-    let Some(path) = &args.pprof else {
-        return Ok(());
-    };
-    if args.sample_hz == 0 {
+/// `--pprof` and `--block-profile` are written at the end: what would fail
+/// then is said now.
+fn check_profile_paths(args: &AttachArgs) -> Result<()> {
+    if args.pprof.is_some() && args.sample_hz == 0 {
         anyhow::bail!("--pprof writes the CPU samples: it needs --sample-hz above 0");
     }
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "cannot write --pprof {}: {} is not a directory",
-            path.display(),
-            dir.display()
-        );
+    if args.block_profile.is_some() && !watched_facets(args).contains(&Facet::Goroutines) {
+        anyhow::bail!("--block-profile needs the goroutines facet (see --only)");
     }
-    if path.is_dir() {
-        anyhow::bail!("cannot write --pprof {}: it is a directory", path.display());
+    let paths = [
+        ("--pprof", &args.pprof),
+        ("--block-profile", &args.block_profile),
+    ];
+    for (flag, path) in paths {
+        let Some(path) = path else { continue };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {flag} {}: {} is not a directory",
+                path.display(),
+                dir.display()
+            );
+        }
+        if path.is_dir() {
+            anyhow::bail!("cannot write {flag} {}: it is a directory", path.display());
+        }
     }
     Ok(())
 }
@@ -386,8 +403,10 @@ struct Image<'a> {
     shown_as: String,
     signal_offsets: (u32, u32),
     record: Option<&'a Path>,
-    /// Where the CPU profile goes (the first image's).
+    /// Where the CPU profile goes (the first image's) ...
     pprof: Option<&'a Path>,
+    /// ... and the block profile.
+    block_profile: Option<&'a Path>,
     /// The executable's path, read at attach (`/proc/PID/exe` goes with the
     /// process).
     executable: PathBuf,
@@ -422,6 +441,12 @@ impl Image<'_> {
             .map_or(0, SchedLayout::global_runq_size_address);
         let (mut probes, uprobes) = self.attach(args, &facets, global_runq)?;
         let collector = Collector::new(&mut probes.ebpf, args.top)?;
+        let block_stacks = match self.block_profile {
+            Some(_) if facets.contains(&Facet::Goroutines) => {
+                Some(BlockStacks::take(&mut probes.ebpf)?)
+            }
+            _ => None,
+        };
         let sampler = if args.sample_hz > 0 {
             Some(Sampler::attach(&mut probes.ebpf, args.sample_hz).map_err(|e| target.explain(e))?)
         } else {
@@ -547,6 +572,20 @@ impl Image<'_> {
             ..
         } = session;
         let end = self.finish(outputs.close(), result?)?;
+        if let (Some(path), Some(block_stacks)) = (self.block_profile, &block_stacks) {
+            let (parks, places) = self.write_block_profile(
+                path,
+                block_stacks,
+                load_bias,
+                started_unix_ns,
+                attached_at.elapsed(),
+            )?;
+            eprintln!(
+                "gobpf-sched: wrote {parks} parks at {places} places to {} (go tool pprof {})",
+                path.display(),
+                path.display()
+            );
+        }
         if let (Some(path), Some(sampler)) = (self.pprof, sampler) {
             let written = self.write_pprof(
                 path,
@@ -563,6 +602,53 @@ impl Image<'_> {
             );
         }
         Ok(end)
+    }
+
+    /// Writes where goroutines parked as a pprof block profile; returns the
+    /// parks and the places.
+    fn write_block_profile(
+        &self,
+        path: &Path,
+        block_stacks: &BlockStacks,
+        load_bias: u64,
+        started_unix_ns: u64,
+        duration: Duration,
+    ) -> Result<(u64, usize)> {
+        let lines = self.binary.source_lines()?;
+        let sites = block_stacks.read();
+        let parks = sites.iter().map(|s| s.counts.count).sum();
+        let samples: Vec<ProfileSample> = sites
+            .iter()
+            .map(|site| ProfileSample {
+                stack: site
+                    .stack
+                    .iter()
+                    .map(|pc| pc.wrapping_sub(load_bias))
+                    .collect(),
+                values: vec![site.counts.count as i64, site.counts.blocked_ns as i64],
+                labels: vec![(
+                    "reason".to_owned(),
+                    names::reason_name(&self.binary.wait_reasons, u64::from(site.reason)),
+                )],
+                num_labels: Vec::new(),
+            })
+            .collect();
+        let spec = ProfileSpec {
+            // The names of Go's own block profile.
+            sample_types: &[("contentions", "count"), ("delay", "nanoseconds")],
+            period_type: ("contentions", "count"),
+            period: 1,
+            time_nanos: started_unix_ns as i64,
+            duration_nanos: duration.as_nanos() as i64,
+            comments: vec![format!(
+                "gobpf-sched: where the goroutines of {} parked, and for how long",
+                self.shown_as
+            )],
+            executable: Some(&self.executable),
+        };
+        pprof::write(path, &spec, &samples, self.binary, &lines)
+            .with_context(|| format!("cannot write the block profile {}", path.display()))?;
+        Ok((parks, sites.len()))
     }
 
     /// Writes the CPU samples as a pprof profile; returns how many.
@@ -666,7 +752,8 @@ impl Image<'_> {
     ) -> Result<(Probes, usize)> {
         let (target, binary) = (self.target, self.binary);
         // Reads code from the executable again: the target may be gone by now.
-        let plan = probes::plan(binary, facets).map_err(|e| target.explain(e))?;
+        let plan = probes::plan(binary, facets, self.block_profile.is_some())
+            .map_err(|e| target.explain(e))?;
         // A recording needs every transition, like --events.
         let stream_events = if args.events || self.record.is_some() {
             stream::ALL

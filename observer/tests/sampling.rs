@@ -46,7 +46,8 @@ fn sampled(binary: &Path, mode: &str, ms: &str, extra: &[&str]) -> (Value, u64) 
     let mut fixture = Fixture::spawn(binary, &[mode, ms]);
     // 499 Hz: enough samples for the shares to be within a few points.
     let mut args = vec!["--json", "--interval", "10s", "--sample-hz", "499"];
-    args.extend(extra);
+    // Observer::attach adds --exact unless a budget is given.
+    args.extend(extra.iter().filter(|&&a| a != "--exact"));
     if !extra.contains(&"--exact") {
         args.extend(["--overhead-budget", "1"]);
     }
@@ -190,5 +191,98 @@ fn the_hog_holds_the_p_while_others_wait() {
             "{what}: main.hog holds {hog:.2} of the blamed time"
         );
         assert!(share(&blame["by_function"], "main.hog") >= 0.8, "{what}");
+    }
+}
+
+/// One `go tool pprof -traces` entry: its labels, value and functions.
+struct Trace {
+    labels: String,
+    value: String,
+    functions: Vec<String>,
+}
+
+fn traces(text: &str) -> Vec<Trace> {
+    text.split("-----------+-------------------------------------------------------")
+        .skip(1)
+        .filter_map(|block| {
+            let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+            let labels = lines.next()?.trim().to_owned();
+            let first = lines.next()?;
+            let mut fields = first.split_whitespace();
+            let value = fields.next()?.to_owned();
+            let mut functions = vec![fields.next()?.to_owned()];
+            functions.extend(lines.map(|l| l.split_whitespace().next().unwrap_or("").to_owned()));
+            Some(Trace {
+                labels,
+                value,
+                functions,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_block_profile_names_where_goroutines_park() {
+    for (toolchain, mode) in builds() {
+        let binary = build(&toolchain, "cpu", mode);
+        let profile = tempfile::Builder::new()
+            .suffix(".pb.gz")
+            .tempfile()
+            .expect("temp file");
+        let path = profile.path().to_str().expect("utf-8 path").to_owned();
+        // Exact mode: every park seen.
+        sampled(
+            &binary,
+            "block",
+            "100",
+            &["--exact", "--block-profile", &path],
+        );
+        let text = pprof(
+            &toolchain,
+            &binary,
+            &path,
+            &["-traces", "-sample_index=contentions"],
+        );
+        let what = format!("{} {mode:?}:\n{text}", toolchain.version);
+        let all = traces(&text);
+        let parks_in = |function: &str, reason: &str| -> u64 {
+            all.iter()
+                .filter(|t| t.labels == format!("reason:  {reason}"))
+                .filter(|t| t.functions.iter().any(|f| f == function))
+                .map(|t| t.value.parse::<u64>().expect("a count"))
+                .sum()
+        };
+        // The receiver parks once per value (the sender sleeps first), the
+        // sleeper once per sleep: exact counts.
+        assert_eq!(parks_in("main.receiver", "chan receive"), 100, "{what}");
+        assert_eq!(parks_in("main.sleeper2", "sleep"), 100, "{what}");
+        // Each stack goes from gopark through the blocking call to the start.
+        let receive = all
+            .iter()
+            .find(|t| t.functions.iter().any(|f| f == "main.receiver"))
+            .expect("the receiver's trace");
+        assert_eq!(
+            receive.functions.first().map(String::as_str),
+            Some("runtime.gopark"),
+            "{what}"
+        );
+        assert!(
+            receive.functions.iter().any(|f| f == "runtime.chanrecv1"),
+            "{what}"
+        );
+        assert_eq!(
+            receive.functions.last().map(String::as_str),
+            Some("runtime.goexit"),
+            "{what}"
+        );
+        // A contended mutex: parked in the runtime's semaphore under main.locker.
+        assert!(
+            all.iter()
+                .any(|t| t.functions.iter().any(|f| f == "main.locker")
+                    && t.functions
+                        .iter()
+                        .any(|f| f.starts_with("sync.(*Mutex).Lock"))),
+            "{what}"
+        );
     }
 }

@@ -56,6 +56,10 @@ pub struct Config {
     /// Non-zero: `runtime.schedule` is probed; it ends an exiting goroutine's
     /// last run slice, then marks it exited (see `GoroutineStats::exited`).
     pub schedule_probed: u32,
+    /// Non-zero: `runtime.gopark` is probed for the stacks of parks (the
+    /// block profile), and wakeups add their blocked time to them.
+    pub block_stacks: u32,
+    pub _pad: u32,
     /// The target's pid namespace (device and inode of `/proc/PID/ns/pid`), to
     /// compare `m.procid` (the thread id as the runtime sees it) with the thread
     /// id in that namespace. 0: the initial namespace, where the kernel's id is it.
@@ -427,11 +431,34 @@ pub struct SampleCounts {
     pub waiting_goroutines: u64,
 }
 
+/// Where a goroutine parked (`PARK_STACK` value, `BLOCK_PROFILE` key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The return address into `gopark`'s caller (the probe is at gopark's
+    /// first instructions, before its frame: the stack walk skips it).
+    pub caller: u64,
+    /// The user stack in `BLOCK_STACKS` (negative: not kept).
+    pub stack_id: i32,
+    /// The wait reason (`gopark`'s `reason` argument).
+    pub reason: u32,
+}
+
+/// Parks that ended, and their blocked time, per [`BlockKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockCounts {
+    pub count: u64,
+    pub blocked_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are #[repr(C)], Copy, made only of integers, without padding.
     unsafe impl aya::Pod for super::SampleKey {}
     unsafe impl aya::Pod for super::SampleCounts {}
+    unsafe impl aya::Pod for super::BlockKey {}
+    unsafe impl aya::Pod for super::BlockCounts {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::GoroutineStats {}
     unsafe impl aya::Pod for super::Running {}

@@ -4,8 +4,10 @@
 //! overhead budget (`windows`, which `duty_cycle` decides, with the cost of a
 //! hit measured at start by `calibration`), and the runtime's own bookkeeping read from the target's
 //! memory (`runtime_memory`; every goroutine: `goroutines`), and CPU samples of
-//! its threads (`sampler`).
+//! its threads (`sampler`); where goroutines park, when a block profile is
+//! asked for (`block_stacks`).
 
+pub mod block_stacks;
 pub mod calibration;
 pub mod drain;
 pub mod duty_cycle;

@@ -187,6 +187,17 @@ const UPROBES: &[Uprobe] = &[
     },
 ];
 
+/// The stacks of parks, for the block profile: only when asked (each park
+/// then walks its stack, ~1 µs).
+const BLOCK_STACK_PROBE: Uprobe = Uprobe {
+    program: "go_gopark",
+    function: "runtime.gopark",
+    serves: &[Facet::Goroutines],
+    versions: any_version,
+    windowed: true,
+    cookie: 0,
+};
+
 /// Where one uprobe goes.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedProbe {
@@ -208,10 +219,12 @@ pub struct PlannedProbe {
     pub windowed: bool,
 }
 
-/// Finds the functions the watched facets need, and their probe sites.
-pub fn plan(binary: &GoBinary, facets: &[Facet]) -> Result<Vec<PlannedProbe>> {
+/// Finds the functions the watched facets need, and their probe sites;
+/// `block_stacks`: also where goroutines park (the block profile).
+pub fn plan(binary: &GoBinary, facets: &[Facet], block_stacks: bool) -> Result<Vec<PlannedProbe>> {
     let mut wanted: Vec<&Uprobe> = Vec::new();
-    for probe in UPROBES {
+    let extra = block_stacks.then_some(&BLOCK_STACK_PROBE);
+    for probe in UPROBES.iter().chain(extra) {
         let needed = probe.serves.iter().any(|f| facets.contains(f))
             && (probe.versions)(binary.version)
             && !wanted
@@ -389,6 +402,7 @@ pub fn attach(
     stream_events: u32,
     global_runq_size: u64,
 ) -> Result<Probes> {
+    let block_stacks = plan.iter().any(|p| p.program == BLOCK_STACK_PROBE.program);
     let pid_namespace = target.pid_namespace()?;
     let config = Config {
         target_tgid: target.pid,
@@ -399,6 +413,8 @@ pub fn attach(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
         schedule_probed: u32::from(facets.contains(&Facet::Schedule)),
+        block_stacks: u32::from(block_stacks),
+        _pad: 0,
         pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
         pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
         global_runq_size,

@@ -20,14 +20,19 @@ pub struct Names<'a> {
 impl Names<'_> {
     /// The name to show for wait reason `index`.
     pub fn reason(&self, index: u64) -> String {
-        match self.reasons.get(index as usize) {
-            Some(name) if !name.is_empty() => name.clone(),
-            _ => format!("reason {index}"),
-        }
+        reason_name(self.reasons, index)
     }
 
     /// The function containing run-time address `pc`, when it is Go code.
     pub fn function(&self, pc: u64) -> Option<String> {
         (self.function_at)(pc)
+    }
+}
+
+/// The name to show for wait reason `index` among `reasons`.
+pub fn reason_name(reasons: &[String], index: u64) -> String {
+    match reasons.get(index as usize) {
+        Some(name) if !name.is_empty() => name.clone(),
+        _ => format!("reason {index}"),
     }
 }
