@@ -537,6 +537,24 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
         );
     }
 
+    // The CPU samples: the spinners' start functions hold the CPU, and the Ps
+    // while the other spinners wait (more spinners than Ps).
+    assert!(
+        value("gobpf_sched_cpu_sampled_seconds_total") > 0.0,
+        "{scrape}"
+    );
+    for metric in [
+        "gobpf_sched_cpu_by_start_function_seconds_total",
+        "gobpf_sched_run_queue_waiting_by_holder_total",
+    ] {
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with(&format!("{metric}{{start_function=\"main.main."))),
+            "no {metric} of the spinners:\n{scrape}"
+        );
+    }
+
     // A real Prometheus with the shipped configuration (10 ms scrapes),
     // pointed at this observer.
     let config = std::fs::read_to_string(dashboards().join("prometheus.yml"))
@@ -886,6 +904,13 @@ fn live_screen_in_tmux() {
             .waiting_by_reason
             .iter()
             .any(|(reason, count)| reason == "sleep" && *count >= 1);
+        // Who held the Ps: the spinners, while the others wait.
+        assert!(
+            panel(&later, "who held the Ps")
+                .iter()
+                .any(|row| row.contains("sampled:")),
+            "{later}"
+        );
         seen.1 |= panel(&later, "run-queue latency, Go runtime")
             .iter()
             .any(|row| row.contains('█'));

@@ -674,11 +674,15 @@ fn census_text(c: &Census, every: u64) -> String {
     out
 }
 
+/// The most names a line of shares lists.
+const TEXT_SHARES: usize = 10;
+
 /// The CPU samples: by who held the CPU, by function, and the blame view.
 fn cpu_text(c: &CpuView) -> String {
     let list = |shares: &[Share]| -> String {
         shares
             .iter()
+            .take(TEXT_SHARES)
             .map(|s| format!("{} {:.0}%", s.name, s.share * 100.0))
             .collect::<Vec<_>>()
             .join(", ")
@@ -745,6 +749,7 @@ fn cpu_text(c: &CpuView) -> String {
         let shares: Vec<String> = exact
             .by_start_function
             .iter()
+            .take(TEXT_SHARES)
             .map(|s| format!("{} {:.0}%", s.name, s.share * 100.0))
             .collect();
         out.push_str(&format!(

@@ -10,7 +10,7 @@
 //! ticks), exported only where the Go version keeps them.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -62,6 +62,18 @@ pub struct Exported {
     /// runtime's statuses and wait reasons.
     pub statuses_seen: BTreeSet<String>,
     pub reasons_seen: BTreeSet<String>,
+    /// CPU samples since attach: all, by who held the CPU, of GC work; and
+    /// the goroutines waiting at them, by who held the P (counters).
+    pub cpu: Option<CpuTotals>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CpuTotals {
+    pub samples: u64,
+    pub period_ns: u64,
+    pub gc_samples: u64,
+    pub by_start_function: BTreeMap<String, u64>,
+    pub waiting_by_start_function: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -134,6 +146,24 @@ impl Exporter {
         exported.cost = Some(report.cost.clone());
         exported.probes_on_ns += report.cost.probes_on_ns;
         exported.probe_hits += report.cost.probe_hits;
+        if let Some(cpu) = report.cpu {
+            let totals = exported.cpu.get_or_insert_with(CpuTotals::default);
+            totals.samples += cpu.samples;
+            totals.period_ns = cpu.period_ns;
+            totals.gc_samples += cpu.gc_samples;
+            for share in &cpu.by_start_function {
+                *totals
+                    .by_start_function
+                    .entry(share.name.clone())
+                    .or_default() += share.samples;
+            }
+            for share in &cpu.blame.by_start_function {
+                *totals
+                    .waiting_by_start_function
+                    .entry(share.name.clone())
+                    .or_default() += share.samples;
+            }
+        }
         if let Some(census) = report.census {
             exported
                 .statuses_seen
@@ -343,7 +373,7 @@ impl Collector for SchedulerCollector {
     // A flat list, one descriptor per metric in the README's order: long, but
     // each metric reads in one place.
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let (totals, execs_followed, cost, census) = match self.exported.lock() {
+        let (totals, execs_followed, cost, census, cpu) = match self.exported.lock() {
             Ok(exported) => (
                 exported.totals.clone(),
                 exported.execs_followed,
@@ -361,6 +391,7 @@ impl Collector for SchedulerCollector {
                     );
                     (census, seen)
                 }),
+                exported.cpu.clone(),
             ),
             Err(_) => return Ok(()),
         };
@@ -509,6 +540,9 @@ impl Collector for SchedulerCollector {
         if let Some((census, (statuses, reasons))) = &census {
             encode_census(e, census, statuses, reasons)?;
         }
+        if let Some(cpu) = &cpu {
+            encode_cpu(e, cpu)?;
+        }
 
         let Some((pid, layout)) = &self.live else {
             return Ok(());
@@ -629,6 +663,51 @@ fn encode_census(
             .longest_waiters
             .first()
             .map_or(0.0, |w| w.waiting_ns as f64 / 1e9),
+    )
+}
+
+/// The CPU samples since attach: by who held the CPU (a start function, or
+/// the runtime without a goroutine), GC work, and who held the Ps while
+/// goroutines waited. Labels are start functions: bounded by the program's
+/// code, never per goroutine.
+fn encode_cpu(e: &mut DescriptorEncoder, cpu: &CpuTotals) -> std::fmt::Result {
+    let seconds = |samples: u64| samples as f64 * cpu.period_ns as f64 / 1e9;
+    counter(
+        e,
+        "cpu_sampled",
+        "The target's CPU time by the CPU samples (samples x period)",
+        Some(&Unit::Seconds),
+        seconds(cpu.samples),
+    )?;
+    counter(
+        e,
+        "cpu_gc_sampled",
+        "Of it, garbage-collector work (a GC function on the sampled stack)",
+        Some(&Unit::Seconds),
+        seconds(cpu.gc_samples),
+    )?;
+    labelled_counter(
+        e,
+        "cpu_by_start_function",
+        "The target's CPU time by the CPU samples, by the start function of the goroutine \
+         that ran (or what ran without one)",
+        Some(&Unit::Seconds),
+        "start_function",
+        cpu.by_start_function
+            .iter()
+            .map(|(name, &n)| (name, seconds(n))),
+    )?;
+    labelled_counter(
+        e,
+        "run_queue_waiting_by_holder",
+        "Goroutines waiting in a run queue, summed over the CPU samples, by the start \
+         function of the goroutine holding the P: who held the Ps while others waited \
+         (divide by the sum for shares)",
+        None,
+        "start_function",
+        cpu.waiting_by_start_function
+            .iter()
+            .map(|(name, &n)| (name, n as f64)),
     )
 }
 

@@ -1,7 +1,7 @@
 //! The live terminal screen (ratatui + crossterm), used when stdout is a terminal:
 //! what the probes cost in the title, scheduler state with a bar per P, the
-//! run-queue latency histograms (the probes' and the runtime's own) and the
-//! run-slice one, wait reasons, the goroutine census (by state, by wait reason,
+//! run-queue latency histograms (the probes' and the runtime's own), who held
+//! the Ps while goroutines waited (sampled and exact) and the run-slice one, wait reasons, the goroutine census (by state, by wait reason,
 //! the longest waiters), the busiest goroutines and a scrolling preemption log,
 //! redrawn every interval. Keys: `q` quits, `p` pauses, arrow keys scroll the log.
 //!
@@ -16,7 +16,7 @@ use ratatui::{
     DefaultTerminal, Frame,
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style, Stylize},
-    text::Line,
+    text::{Line, Span},
     widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table},
 };
 
@@ -29,6 +29,7 @@ use crate::{
         aggregate::{Bucket, Stats},
         census::Census,
         cost::ProbeCost,
+        cpu_samples::CpuView,
         runtime_activity::RuntimeActivity,
         sched::SchedState,
     },
@@ -59,6 +60,8 @@ pub struct Tui {
     /// The last census, taken every `census_every` intervals.
     census: Option<Census>,
     census_every: u64,
+    /// The CPU samples of the last interval (who held the Ps).
+    cpu: Option<CpuView>,
     log: VecDeque<String>,
     /// Lines scrolled back from the newest.
     scroll: usize,
@@ -84,6 +87,7 @@ impl Tui {
             runtime: None,
             census: None,
             census_every: 1,
+            cpu: None,
             log: VecDeque::new(),
             scroll: 0,
             paused: false,
@@ -109,6 +113,7 @@ impl Tui {
             self.census = Some(census.clone());
         }
         self.census_every = report.census_every;
+        self.cpu = report.cpu.cloned();
     }
 
     /// The scheduler state before the first interval.
@@ -166,6 +171,7 @@ impl Tui {
             runtime: self.runtime.as_ref(),
             census: self.census.as_ref(),
             census_every: self.census_every,
+            cpu: self.cpu.as_ref(),
             log: &self.log,
             scroll: self.scroll,
             paused: self.paused,
@@ -193,6 +199,7 @@ struct View<'a> {
     runtime: Option<&'a RuntimeActivity>,
     census: Option<&'a Census>,
     census_every: u64,
+    cpu: Option<&'a CpuView>,
     log: &'a VecDeque<String>,
     scroll: usize,
     paused: bool,
@@ -214,8 +221,8 @@ impl View<'_> {
             Layout::horizontal([Constraint::Length(46), Constraint::Min(20)]).areas(top);
         self.scheduler(frame, state);
         self.run_queue_bars(frame, bars);
-        let [latency, runtime_latency, slices] =
-            Layout::horizontal([Constraint::Fill(1); 3]).areas(middle);
+        let [latency, runtime_latency, blame, slices] =
+            Layout::horizontal([Constraint::Fill(1); 4]).areas(middle);
         histogram(
             frame,
             latency,
@@ -223,6 +230,7 @@ impl View<'_> {
             &self.interval.runq_latency_histogram,
         );
         self.runtime_latency(frame, runtime_latency);
+        self.blame(frame, blame);
         histogram(
             frame,
             slices,
@@ -395,6 +403,56 @@ impl View<'_> {
                 area,
             ),
         }
+    }
+
+    /// While goroutines waited to run, who held the Ps: from the CPU samples,
+    /// and exactly from the transitions the probes saw.
+    fn blame(&self, frame: &mut Frame, area: Rect) {
+        let title = " who held the Ps while goroutines waited ";
+        let Some(cpu) = self.cpu else {
+            frame.render_widget(
+                Paragraph::new("no CPU samples (--sample-hz 0)")
+                    .block(Block::bordered().title(title)),
+                area,
+            );
+            return;
+        };
+        let share_line = |name: &str, share: f64| {
+            Line::from(vec![
+                Span::styled(format!("{:>4} ", percent(share)), Style::new().bold()),
+                Span::raw(name.to_owned()),
+            ])
+        };
+        let mut lines = Vec::new();
+        let blame = &cpu.blame;
+        if blame.samples == 0 {
+            lines.push(Line::from(format!(
+                "sampled: no goroutine waited ({} samples)",
+                cpu.samples
+            )));
+        } else {
+            lines.push(Line::from(format!(
+                "sampled: {} samples, {:.1} waiting",
+                blame.samples, blame.mean_waiting
+            )));
+            for share in blame.by_start_function.iter().take(4) {
+                lines.push(share_line(&share.name, share.share));
+            }
+        }
+        if let Some(exact) = &blame.exact {
+            lines.push(Line::from(format!(
+                "exact: {} waits, {}",
+                exact.waits,
+                duration(exact.waited_ns)
+            )));
+            for share in exact.by_start_function.iter().take(3) {
+                lines.push(share_line(&share.name, share.share));
+            }
+        }
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(title)),
+            area,
+        );
     }
 
     /// The goroutine census: the program's goroutines by state and the waiting

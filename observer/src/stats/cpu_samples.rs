@@ -217,11 +217,14 @@ pub struct CpuView {
     pub in_kernel: u64,
     pub holding_p: u64,
     pub not_go: u64,
-    /// Shares of GC work and of the runtime (leaf in `runtime.`).
+    /// Samples of GC work and of the runtime (leaf in `runtime.`), and their
+    /// shares.
+    pub gc_samples: u64,
+    pub runtime_samples: u64,
     pub gc_share: f64,
     pub runtime_share: f64,
     /// By who held the CPU: the goroutine's start function, or what ran
-    /// without a goroutine.
+    /// without a goroutine (all of them).
     pub by_start_function: Vec<Share>,
     /// By function: where the sample landed (flat) ...
     pub by_function_flat: Vec<Share>,
@@ -239,7 +242,8 @@ pub struct BlameView {
     pub waiting_goroutines: u64,
     /// Mean goroutines waiting at those samples.
     pub mean_waiting: f64,
-    /// Shares of the waiting (weighted by goroutines waiting) by holder ...
+    /// Shares of the waiting (weighted by goroutines waiting) by holder (all
+    /// of them) ...
     pub by_start_function: Vec<Share>,
     /// ... and by the function it ran.
     pub by_function: Vec<Share>,
@@ -311,15 +315,18 @@ impl CpuView {
             }
         }
         view.cpu_ns = view.samples * period_ns;
+        (view.gc_samples, view.runtime_samples) = (gc, runtime);
         if view.samples > 0 {
             view.gc_share = gc as f64 / view.samples as f64;
             view.runtime_share = runtime as f64 / view.samples as f64;
         }
-        view.by_start_function = shares(by_holder, view.samples, top);
+        // Every holder (bounded by the program's code, not its goroutines):
+        // the exporter counts each.
+        view.by_start_function = shares(by_holder, view.samples, usize::MAX);
         view.by_function_flat = shares(flat, view.samples, top);
         view.by_function_cumulative = shares(cumulative, view.samples, top);
         let weight = view.blame.waiting_goroutines;
-        view.blame.by_start_function = shares(blame_holder, weight, top);
+        view.blame.by_start_function = shares(blame_holder, weight, usize::MAX);
         view.blame.by_function = shares(blame_function, weight, top);
         if view.blame.samples > 0 {
             view.blame.mean_waiting = weight as f64 / view.blame.samples as f64;
