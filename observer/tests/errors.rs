@@ -128,6 +128,10 @@ fn bad_arguments() {
             &["--json", "--plain"][..],
             "'--json' cannot be used with '--plain'",
         ),
+        (
+            &["--sample-hz", "5000"][..],
+            "is above 1000 samples a second",
+        ),
     ] {
         let mut all = vec!["attach", "--pid", "1"];
         all.extend(args);
@@ -162,5 +166,55 @@ fn outputs_that_cannot_be_set_up() {
         &["attach", "--pid", &pid, "--prometheus", &address],
         &format!("cannot listen on {address} for --prometheus: Address already in use"),
     );
+    // The profiles are written at the end: a path that cannot be is refused first.
+    for flag in ["--pprof", "--block-profile"] {
+        assert_fails(
+            &[],
+            &["attach", "--pid", &pid, flag, "/nonexistent/dir/p.pb.gz"],
+            &format!(
+                "cannot write {flag} /nonexistent/dir/p.pb.gz: /nonexistent/dir is not a directory"
+            ),
+        );
+    }
+    assert_fails(
+        &[],
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--pprof",
+            "p.pb.gz",
+            "--sample-hz",
+            "0",
+        ],
+        "--pprof writes the CPU samples: it needs --sample-hz above 0",
+    );
+    assert_fails(
+        &[],
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--block-profile",
+            "b.pb.gz",
+            "--only",
+            "preemptions",
+        ],
+        "--block-profile needs the goroutines facet",
+    );
     drop(fixture);
+}
+
+/// `attach` needs a process; `run` starts its own.
+#[test]
+fn attach_and_run_are_told_what_they_need() {
+    assert_fails(&[], &["attach"], "attach needs --pid PID");
+    assert_fails(
+        &[],
+        &["run", "--pid", "1", "--", "true"],
+        "run starts its own process: leave --pid out",
+    );
+    let (status, stderr) = run_observer(&[], &["run"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("COMMAND"), "{stderr}");
 }
