@@ -1087,13 +1087,15 @@ impl Session<'_> {
             return Ok(None);
         }
         let period_ns = self.sampler.as_ref().map_or(0, |s| s.period_ns);
-        Ok(Some(CpuView::of(
+        let mut view = CpuView::of(
             &self.samples_total,
             period_ns,
             &self.names,
             &mut self.functions,
             self.args.top,
-        )))
+        );
+        view.sampler_cost = self.sampler.as_ref().and_then(Sampler::cost);
+        Ok(Some(view))
     }
 
     /// Where the counters are now.

@@ -41,22 +41,26 @@ pub(crate) enum Tracer {
     /// `gobpf-sched attach` as a user runs it: the 1% budget.
     GobpfSched,
     GobpfSchedExact,
+    /// `--exact --block-profile`: a stack walk at every park.
+    GobpfSchedBlockStacks,
     Bpftrace,
     RuntimeTrace,
 }
 
 /// In this order in the results (`render` indexes them).
-const TRACERS: [Tracer; 5] = [
+const TRACERS: [Tracer; 6] = [
     Tracer::Bare,
     Tracer::GobpfSched,
     Tracer::GobpfSchedExact,
+    Tracer::GobpfSchedBlockStacks,
     Tracer::Bpftrace,
     Tracer::RuntimeTrace,
 ];
 const DEFAULT: usize = 1;
 const EXACT: usize = 2;
-const BPFTRACE: usize = 3;
-const RUNTIME_TRACE: usize = 4;
+const BLOCK_STACKS: usize = 3;
+const BPFTRACE: usize = 4;
+const RUNTIME_TRACE: usize = 5;
 
 impl Tracer {
     fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Tracer {
             Tracer::Bare => "bare",
             Tracer::GobpfSched => "gobpf-sched",
             Tracer::GobpfSchedExact => "gobpf-sched --exact",
+            Tracer::GobpfSchedBlockStacks => "gobpf-sched --exact --block-profile",
             Tracer::Bpftrace => "bpftrace",
             Tracer::RuntimeTrace => "runtime/trace",
         }
@@ -92,6 +97,10 @@ struct Sample {
     observer_cpu: Option<f64>,
     /// The session's `probes` object: coverage, estimated overhead, windows.
     probes: Option<Value>,
+    /// Parks per operation (the probes' count, exact mode).
+    parks_per_op: Option<f64>,
+    /// The session's `cpu.sampler_cost`: runs of the sampling program, ns each.
+    sampler_cost: Option<Value>,
 }
 
 pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
@@ -470,11 +479,13 @@ fn run_once(
         Tracer::Bare | Tracer::RuntimeTrace => {
             sample.ns_per_op = target.go()?;
         }
-        Tracer::GobpfSched | Tracer::GobpfSchedExact => {
-            let exact: &[&str] = if tracer == Tracer::GobpfSchedExact {
-                &["--exact"]
-            } else {
-                &[]
+        Tracer::GobpfSched | Tracer::GobpfSchedExact | Tracer::GobpfSchedBlockStacks => {
+            let profile = std::env::temp_dir().join(format!("gobpf-sched-bench-{pid}.pb.gz"));
+            let profile_arg = profile.to_string_lossy().into_owned();
+            let exact: Vec<&str> = match tracer {
+                Tracer::GobpfSchedExact => vec!["--exact"],
+                Tracer::GobpfSchedBlockStacks => vec!["--exact", "--block-profile", &profile_arg],
+                _ => Vec::new(),
             };
             let mut tracer = Command::new(observer)
                 .args(["attach", "--pid", &pid, "--json", "--interval", "10s"])
@@ -512,6 +523,11 @@ fn run_once(
             let hits = summary["probe_hits"].as_u64().unwrap_or(0);
             sample.hits_per_op = Some(hits as f64 / ops as f64);
             sample.probes = Some(summary["probes"].clone());
+            sample.parks_per_op = summary["gopark_total"]
+                .as_u64()
+                .map(|p| p as f64 / ops as f64);
+            sample.sampler_cost = Some(summary["cpu"]["sampler_cost"].clone());
+            let _ = std::fs::remove_file(&profile);
         }
         Tracer::Bpftrace => {
             let probes: Vec<String> = probed
@@ -592,9 +608,9 @@ fn ratio(traced: f64, bare: f64) -> f64 {
 fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
     let mut out = format!(
         "gobpf-sched bench, {go_version} workloads, medians of {REPETITIONS} interleaved runs\n\n\
-         | workload | bare ns/op | gobpf-sched (1% budget) ns/op | gobpf-sched --exact ns/op | \
-         bpftrace ns/op | runtime/trace ns/op |\n\
-         |---|---|---|---|---|---|\n"
+         | workload | bare ns/op | gobpf-sched (1% budget, 99 Hz samples) ns/op | gobpf-sched \
+         --exact ns/op | --exact --block-profile ns/op | bpftrace ns/op | runtime/trace ns/op |\n\
+         |---|---|---|---|---|---|---|\n"
     );
     for (workload, s) in results {
         let bare = s[0].ns_per_op;
@@ -661,6 +677,32 @@ fn render(results: &[(&str, Vec<Sample>)], go_version: &str) -> String {
             100.0 * s[0].ns_per_op / s[EXACT].ns_per_op,
             req_per_s(&s[BPFTRACE]),
             req_per_s(&s[RUNTIME_TRACE]),
+        ));
+    }
+    out.push_str(
+        "\nWhat a park costs with its stack (--block-profile, exact mode), and the CPU \
+         sampler's own run time (the kernel's statistics of the program, default mode):\n\n\
+         | workload | parks/op | extra ns per park | sampler runs | sampler ns per run |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (workload, s) in results {
+        let (exact, stacks) = (&s[EXACT], &s[BLOCK_STACKS]);
+        let per_park = match stacks.parks_per_op {
+            Some(parks) if parks > 0.01 => {
+                format!("{:.0}", (stacks.ns_per_op - exact.ns_per_op) / parks)
+            }
+            _ => "-".to_owned(),
+        };
+        let sampler = s[DEFAULT].sampler_cost.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "| {workload} | {} | {per_park} | {} | {} |\n",
+            stacks
+                .parks_per_op
+                .map_or("-".to_owned(), |p| format!("{p:.2}")),
+            sampler["runs"],
+            sampler["ns_per_run"]
+                .as_f64()
+                .map_or("-".to_owned(), |ns| format!("{ns:.0}")),
         ));
     }
     for (index, mode) in [(DEFAULT, "default mode"), (EXACT, "--exact")] {

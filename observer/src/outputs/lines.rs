@@ -723,6 +723,15 @@ fn cpu_text(c: &CpuView) -> String {
         "",
         list(&c.by_function_cumulative)
     ));
+    if let Some(cost) = &c.sampler_cost {
+        out.push_str(&format!(
+            "{:<13}{:>9}   runs of the sampling program on all CPUs, {} each (its own run \
+             time, by the kernel)\n",
+            "  sampler",
+            cost.runs,
+            duration(cost.ns_per_run as u64)
+        ));
+    }
     let blame = &c.blame;
     if blame.samples == 0 {
         out.push_str(&format!(

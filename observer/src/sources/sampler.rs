@@ -37,6 +37,19 @@ pub struct Sampler {
     stacks: StackTraceMap<MapData>,
     /// Nanoseconds of CPU time between two samples of a thread.
     pub period_ns: u64,
+    /// The program's id, to read the kernel's statistics of it.
+    program_id: u32,
+}
+
+/// What the sampling program has cost, by the kernel's statistics (on while
+/// the session holds them on, see `probes::Probes`).
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq)]
+pub struct SamplerCost {
+    /// Every run, on every CPU: a sample of another process ends at the
+    /// first check.
+    pub runs: u64,
+    pub run_ns: u64,
+    pub ns_per_run: f64,
 }
 
 impl Sampler {
@@ -48,6 +61,7 @@ impl Sampler {
             .context("the eBPF object has no program cpu_sample")?
             .try_into()?;
         program.load().context("the verifier rejected cpu_sample")?;
+        let program_id = program.info()?.id();
         let cpus = online_cpus().map_err(|(path, error)| {
             anyhow::anyhow!("cannot read the online CPUs from {path}: {error}")
         })?;
@@ -75,6 +89,20 @@ impl Sampler {
             counts: PerCpuHashMap::try_from(counts)?,
             stacks: StackTraceMap::try_from(stacks)?,
             period_ns,
+            program_id,
+        })
+    }
+
+    /// The program's runs and run time so far.
+    pub fn cost(&self) -> Option<SamplerCost> {
+        let info = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|info| info.id() == self.program_id)?;
+        let (runs, run_ns) = (info.run_count(), info.run_time().as_nanos() as u64);
+        (runs > 0).then(|| SamplerCost {
+            runs,
+            run_ns,
+            ns_per_run: run_ns as f64 / runs as f64,
         })
     }
 

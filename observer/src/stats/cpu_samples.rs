@@ -15,7 +15,7 @@ use gobpf_sched_common::{SampleCounts, SampleKey, sample_flags, sample_kind};
 use serde::Serialize;
 
 use crate::{
-    sources::sampler::Drained,
+    sources::sampler::{Drained, SamplerCost},
     stats::{blame::ExactBlameView, names::Names},
 };
 
@@ -231,6 +231,9 @@ pub struct CpuView {
     /// ... and every function on its stack (cumulative).
     pub by_function_cumulative: Vec<Share>,
     pub blame: BlameView,
+    /// What the sampling program cost (whole run only; None when the
+    /// kernel keeps no statistics).
+    pub sampler_cost: Option<SamplerCost>,
 }
 
 /// While goroutines waited to run, who held the Ps.
