@@ -924,7 +924,7 @@ impl Session<'_> {
             && self.blames_exactly()
         {
             self.exact_blame
-                .take_interval(&last.goroutines, &self.names, self.args.top);
+                .take_interval(u64::MAX, &last.goroutines, &self.names, self.args.top);
             cpu.blame.exact = Some(self.exact_blame.whole_run(self.args.top));
         }
         Ok(Ended {
@@ -1014,6 +1014,7 @@ impl Session<'_> {
             && self.blames_exactly()
         {
             cpu.blame.exact = Some(self.exact_blame.take_interval(
+                monotonic_now(),
                 &now.goroutines,
                 &self.names,
                 top,

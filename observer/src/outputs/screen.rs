@@ -424,6 +424,22 @@ impl View<'_> {
             ])
         };
         let mut lines = Vec::new();
+        // Who held the CPU at all, for comparison.
+        let holders: Vec<String> = cpu
+            .by_start_function
+            .iter()
+            .take(2)
+            .map(|s| format!("{} {}", s.name, percent(s.share)))
+            .collect();
+        lines.push(Line::from(format!(
+            "CPU: {}; GC {}",
+            if holders.is_empty() {
+                "-".to_owned()
+            } else {
+                holders.join(", ")
+            },
+            percent(cpu.gc_share)
+        )));
         let blame = &cpu.blame;
         if blame.samples == 0 {
             lines.push(Line::from(format!(

@@ -1,33 +1,44 @@
-//! Who held the Ps while goroutines waited, exactly, from the transitions:
-//! each run-queue wait (its end and length come with the goroutine's run
-//! start) is laid over the run slices of the other goroutines, and each
-//! slice's overlap with the wait is blamed on its goroutine. A slice still
-//! running when the wait ends counts up to then; syscalls are not part of
-//! slices (a goroutine in a syscall holds no P; seen when syscalls are
-//! watched).
+//! Who held the Ps while goroutines waited, exactly, from the transitions.
+//! Each run-queue wait is known when the goroutine starts running (`execute`
+//! reports how long it was runnable); each run slice of a goroutine is
+//! blamed for the waiting goroutines during it: the integral, over the
+//! slice, of how many goroutines were waiting. Summed by goroutine, that is
+//! for each wait the time each other goroutine ran meanwhile — "which
+//! goroutines ran on the Ps while this one waited", over all waits.
+//!
+//! Waits are learned when they end, after the slices they overlap may have
+//! ended: slices are settled once they ended `SETTLE_NS` ago, against every
+//! wait known by then (a sweep over the waits' starts and ends: linear in
+//! waits and slices, whatever their overlap). A wait longer than that sees
+//! its earlier part unblamed. Syscalls are not part of slices (a goroutine
+//! in a syscall is not on a CPU; seen when syscalls are watched); a P held
+//! by a goroutine in a syscall is not blamed on it.
 //!
 //! Only while the transition probes are attached (windows, or always in
 //! exact mode): waits and slices seen there.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use gobpf_sched_common::{Event, GoroutineStats, event_flags, event_kind};
 use serde::Serialize;
 
 use crate::stats::{cpu_samples::UNKNOWN_START, names::Names};
 
-/// How long ended slices are kept for waits that end later: longer waits
-/// see only their last part blamed.
-const KEEP_SLICES_NS: u64 = 10_000_000_000;
+/// How long after its end a slice is settled (waits end later than the
+/// slices they overlap: up to this, they are all known then).
+const SETTLE_NS: u64 = 1_000_000_000;
 
 #[derive(Default)]
 pub struct ExactBlame {
-    /// Run slices that ended, in the order they ended: (start, end, goid).
-    ended: VecDeque<(u64, u64, u64)>,
+    /// Run slices that ended, not settled yet: (start, end, goid).
+    ended: Vec<(u64, u64, u64)>,
+    /// Waits that ended: (start, end); kept while a slice may still need them.
+    waits: Vec<(u64, u64)>,
     /// The slice running on each thread: (start, goid).
     running: HashMap<u32, (u64, u64)>,
-    /// Since the last report: blamed ns by goid, and the waits (named at
-    /// each report, while the goroutines' totals still hold the exited ones).
+    /// Since the last report: blamed goroutine-ns by goid, and the waits
+    /// (named at each report, while the goroutines' totals still hold the
+    /// exited ones).
     interval: Tally<u64>,
     /// By start function.
     whole_run: Tally<String>,
@@ -70,78 +81,70 @@ pub struct TimeShare {
 }
 
 impl ExactBlame {
-    /// Takes one streamed transition (run starts and ends are used).
+    /// Takes one streamed transition (run starts and ends, syscalls).
     pub fn event(&mut self, event: &Event) {
+        let (tid, ts) = (event.tid, event.ts_ns);
         match event.kind {
             event_kind::RUN => {
                 if event.value > 0 {
-                    self.wait_ended(
-                        event.ts_ns - event.value.min(event.ts_ns),
-                        event.ts_ns,
-                        event.goid,
-                    );
+                    let from = ts.saturating_sub(event.value);
+                    self.waits.push((from, ts));
+                    self.interval.waits += 1;
+                    self.interval.waited_ns += ts - from;
                 }
-                self.running.insert(event.tid, (event.ts_ns, event.goid));
+                self.running.insert(tid, (ts, event.goid));
             }
-            // Back from a syscall, on its P (else it waits for one, and
-            // its next run starts a slice).
-            event_kind::SYSCALL if event.flags & event_flags::RESUMED != 0 => {
-                self.running.insert(event.tid, (event.ts_ns, event.goid));
-            }
-            // A goroutine in a syscall holds no P (or soon hands it off):
-            // its slice pauses, and goes on if it comes back to its P.
+            // A goroutine in a syscall is not on a CPU: its slice pauses,
+            // and goes on if it comes back to its P.
             event_kind::STOP | event_kind::SYSCALL_ENTER => {
-                if let Some((start, goid)) = self.running.remove(&event.tid) {
-                    self.ended.push_back((start, event.ts_ns, goid));
+                if let Some((start, goid)) = self.running.remove(&tid) {
+                    self.ended.push((start, ts, goid));
                 }
-                while self
-                    .ended
-                    .front()
-                    .is_some_and(|&(_, end, _)| end + KEEP_SLICES_NS < event.ts_ns)
-                {
-                    self.ended.pop_front();
-                }
+            }
+            event_kind::SYSCALL if event.flags & event_flags::RESUMED != 0 => {
+                self.running.insert(tid, (ts, event.goid));
             }
             _ => {}
         }
     }
 
-    /// Goroutine `waiter` waited from `from` to `to`: blames what ran meanwhile.
-    fn wait_ended(&mut self, from: u64, to: u64, waiter: u64) {
-        let mut blamed: Vec<(u64, u64)> = Vec::new();
-        // Ended slices, latest first, back to the wait's start (slices end in
-        // order, give or take the ring buffer's interleaving of CPUs).
-        for &(start, end, goid) in self.ended.iter().rev() {
-            if end <= from {
-                break;
-            }
-            let overlap = end.min(to).saturating_sub(start.max(from));
-            if overlap > 0 && goid != waiter {
-                blamed.push((goid, overlap));
-            }
-        }
-        for &(start, goid) in self.running.values() {
-            let overlap = to.saturating_sub(start.max(from));
-            if start < to && overlap > 0 && goid != waiter {
-                blamed.push((goid, overlap));
+    /// Settles the slices that ended before `until` (all of them: u64::MAX).
+    fn settle(&mut self, until: u64) {
+        let (settled, pending): (Vec<_>, Vec<_>) =
+            self.ended.drain(..).partition(|&(_, end, _)| end <= until);
+        self.ended = pending;
+        if !settled.is_empty() && !self.waits.is_empty() {
+            let integral = WaitingIntegral::new(&self.waits);
+            for (start, end, goid) in settled {
+                let blamed = integral.between(start, end);
+                if blamed > 0 {
+                    *self.interval.blamed.entry(goid).or_default() += blamed;
+                }
             }
         }
-        let tally = &mut self.interval;
-        tally.waits += 1;
-        tally.waited_ns += to - from;
-        for (goid, ns) in blamed {
-            *tally.blamed.entry(goid).or_default() += ns;
-        }
+        // Waits still needed: those that end after the oldest slice left.
+        let oldest = self
+            .ended
+            .iter()
+            .map(|&(start, _, _)| start)
+            .chain(self.running.values().map(|&(start, _)| start))
+            .min()
+            .unwrap_or(until);
+        self.waits.retain(|&(_, end)| end > oldest);
     }
 
     /// The view since the last call (then started again). `goroutines`:
     /// the per-goroutine totals, which hold each one's `g.startpc`.
+    /// `now_ns`: the time of the last events taken (slices that ended a
+    /// `SETTLE_NS` before it are settled); u64::MAX settles all (the end).
     pub fn take_interval(
         &mut self,
+        now_ns: u64,
         goroutines: &HashMap<u64, GoroutineStats>,
         names: &Names,
         top: usize,
     ) -> ExactBlameView {
+        self.settle(now_ns.saturating_sub(SETTLE_NS));
         let interval = std::mem::take(&mut self.interval);
         let mut named: Tally<String> = Tally {
             waits: interval.waits,
@@ -193,5 +196,67 @@ fn view(tally: &Tally<String>, top: usize) -> ExactBlameView {
         waited_ns: tally.waited_ns,
         blamed_ns,
         by_start_function: list,
+    }
+}
+
+/// How many goroutines waited, integrated over time: ∫ waiting(t) dt from
+/// the first wait's start, at each point where the count changes.
+struct WaitingIntegral {
+    /// (time, integral up to it, waiting from it on), by time.
+    steps: Vec<(u64, u128, i64)>,
+}
+
+impl WaitingIntegral {
+    fn new(waits: &[(u64, u64)]) -> Self {
+        let mut changes: Vec<(u64, i64)> = waits
+            .iter()
+            .flat_map(|&(from, to)| [(from, 1), (to, -1)])
+            .collect();
+        changes.sort_unstable();
+        let mut steps: Vec<(u64, u128, i64)> = Vec::with_capacity(changes.len());
+        let (mut integral, mut waiting, mut last) = (0u128, 0i64, 0u64);
+        for (at, change) in changes {
+            integral += (at - last) as u128 * waiting.max(0) as u128;
+            waiting += change;
+            last = at;
+            match steps.last_mut() {
+                Some(step) if step.0 == at => step.2 = waiting,
+                _ => steps.push((at, integral, waiting)),
+            }
+        }
+        Self { steps }
+    }
+
+    /// The integral up to `at`.
+    fn at(&self, at: u64) -> u128 {
+        let after = self.steps.partition_point(|&(t, _, _)| t <= at);
+        match after.checked_sub(1).and_then(|i| self.steps.get(i)) {
+            Some(&(t, integral, waiting)) => integral + (at - t) as u128 * waiting.max(0) as u128,
+            None => 0,
+        }
+    }
+
+    /// Goroutine-ns of waiting between `from` and `to`.
+    fn between(&self, from: u64, to: u64) -> u64 {
+        self.at(to)
+            .saturating_sub(self.at(from))
+            .min(u64::MAX as u128) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitingIntegral;
+
+    #[test]
+    fn the_integral_counts_each_waiter_over_its_wait() {
+        // Two waits overlapping on [15, 20].
+        let integral = WaitingIntegral::new(&[(10, 20), (15, 30)]);
+        assert_eq!(integral.between(0, 10), 0);
+        assert_eq!(integral.between(10, 15), 5);
+        assert_eq!(integral.between(15, 20), 10);
+        assert_eq!(integral.between(12, 25), 3 + 10 + 5);
+        assert_eq!(integral.between(30, 40), 0);
+        assert_eq!(integral.between(0, 100), 10 + 15);
     }
 }
