@@ -5,11 +5,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::path::Path;
 
 use gobpf_sched::{
     binary::{GoBinary, SourceFrame, SourceLines},
@@ -129,48 +125,12 @@ fn entry_of(binary: &GoBinary, function: &str) -> u64 {
 
 /// What `go tool addr2line` says of `pc`: the physical function and file:line.
 fn addr2line(toolchain: &Toolchain, binary: &Path, pc: u64) -> (String, String) {
-    let mut child = Command::new(&toolchain.go)
-        .args(["tool", "addr2line"])
-        .arg(binary)
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("go tool addr2line");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{pc:#x}\n").as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("addr2line");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
-    let mut lines = text.lines();
-    (
-        lines.next().expect("function").to_owned(),
-        lines.next().expect("file:line").to_owned(),
-    )
+    let (function, file, line) = common::addr2line(toolchain, binary, &[pc]).remove(0);
+    (function, format!("{file}:{line}"))
 }
 
 fn pprof(toolchain: &Toolchain, args: &[&str], binary: &Path, profile: &Path) -> String {
-    let output = Command::new(&toolchain.go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(binary)
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        // No network symbolization, no home-directory binary search.
-        .env("PPROF_BINARY_PATH", "/nonexistent")
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("go tool pprof");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "pprof {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::go_tool_pprof(toolchain, args, binary, profile)
 }
 
 /// The rows of a `pprof -top` table: (flat, cum, name).

@@ -154,21 +154,7 @@ fn the_profile_says_the_same(toolchain: &Toolchain, binary: &Path, profile: &str
 }
 
 fn pprof(toolchain: &Toolchain, binary: &Path, profile: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(&toolchain.go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(binary)
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("go tool pprof");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "go tool pprof {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
+    common::go_tool_pprof(toolchain, args, binary, Path::new(profile))
 }
 
 #[test]

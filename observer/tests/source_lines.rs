@@ -48,46 +48,6 @@ fn sample_addresses(binary: &GoBinary) -> Vec<u64> {
     addresses
 }
 
-/// What `go tool addr2line` prints for each address: (function, file, line).
-fn addr2line(
-    toolchain: &Toolchain,
-    binary: &std::path::Path,
-    addresses: &[u64],
-) -> Vec<(String, String, i64)> {
-    let mut child = Command::new(&toolchain.go)
-        .args(["tool", "addr2line"])
-        .arg(binary)
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("go tool addr2line");
-    let input: String = addresses.iter().map(|a| format!("{a:#x}\n")).collect();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("addr2line output");
-    writer.join().expect("writer").expect("write addresses");
-    assert!(output.status.success(), "addr2line failed");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        2 * addresses.len(),
-        "addr2line answered {text}"
-    );
-    lines
-        .chunks(2)
-        .map(|pair| {
-            let (file, line) = pair[1].rsplit_once(':').expect("file:line");
-            (
-                pair[0].to_owned(),
-                file.to_owned(),
-                line.parse().expect("line number"),
-            )
-        })
-        .collect()
-}
-
 fn lines_of(toolchain: &Toolchain, mode: Mode) -> (std::path::PathBuf, GoBinary, SourceLines) {
     let path = common::build(toolchain, "runtime", mode);
     let binary = GoBinary::open(&path, "fixture").expect("open fixture");
@@ -119,7 +79,7 @@ fn frames_match_addr2line_for_every_toolchain() {
             "{what}: only {} addresses",
             addresses.len()
         );
-        let expected = addr2line(&toolchain, &path, &addresses);
+        let expected = common::addr2line(&toolchain, &path, &addresses);
         let (mut inlined, mut uncovered) = (0, 0);
         for (&address, (function, file, line)) in addresses.iter().zip(&expected) {
             let frames = lines

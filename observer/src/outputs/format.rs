@@ -2,7 +2,7 @@
 //! times of day, the session header, the preemption log line, quantiles and
 //! rankings — one home each, as libbpf-tools' trace_helpers is for its tools.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use crate::{
     facet::Facet,
@@ -129,6 +129,25 @@ pub fn time_of_day(unix_ns: u64) -> String {
         (day_secs / 60) % 60,
         day_secs % 60
     )
+}
+
+/// A new file beside `path` (same directory: renaming it over `path` is
+/// atomic), readable by all, named `.NAME.XXXX.partial` until it is kept.
+/// `what` names the file in the error ("the profile", "the recording").
+pub fn partial_file_beside(path: &Path, what: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create {what} {}", path.display()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 use std::{
     collections::{HashMap, HashSet},
     io::{BufWriter, Write},
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -30,11 +29,14 @@ use perfetto_protos::{
 use protobuf::Message;
 use tempfile::NamedTempFile;
 
-use crate::stats::{
-    clock::read_clock,
-    names::Names,
-    sched::SchedState,
-    signals::{Outcome, Preemption},
+use crate::{
+    outputs::format::partial_file_beside,
+    stats::{
+        clock::read_clock,
+        names::Names,
+        sched::SchedState,
+        signals::{Outcome, Preemption},
+    },
 };
 
 const SLICE_BEGIN: Type = Type::TYPE_SLICE_BEGIN;
@@ -98,17 +100,7 @@ impl Recorder {
                 return Err(e).with_context(|| format!("cannot create the recording {shown}"));
             }
         }
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let file = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create the recording {shown}"))?;
+        let file = partial_file_beside(path, "the recording")?;
         let mut recorder = Self {
             out: BufWriter::new(file),
             path: path.to_owned(),

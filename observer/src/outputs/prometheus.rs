@@ -155,13 +155,13 @@ impl Exporter {
                 *totals
                     .by_start_function
                     .entry(share.name.clone())
-                    .or_default() += share.samples;
+                    .or_default() += share.count;
             }
             for share in &cpu.blame.by_start_function {
                 *totals
                     .waiting_by_start_function
                     .entry(share.name.clone())
-                    .or_default() += share.samples;
+                    .or_default() += share.count;
             }
         }
         if let Some(census) = report.census {

@@ -22,7 +22,10 @@ use std::collections::HashMap;
 use gobpf_sched_common::{Event, GoroutineStats, event_flags, event_kind};
 use serde::Serialize;
 
-use crate::stats::{cpu_samples::UNKNOWN_START, names::Names};
+use crate::stats::{
+    cpu_samples::{Share, UNKNOWN_START, shares},
+    names::Names,
+};
 
 /// How long after its end a slice is settled (waits end later than the
 /// slices they overlap: up to this, they are all known then).
@@ -69,15 +72,8 @@ pub struct ExactBlameView {
     /// ... and the P time of other goroutines that overlapped them, summed
     /// over the waits.
     pub blamed_ns: u64,
-    pub by_start_function: Vec<TimeShare>,
-}
-
-/// A name's part of a time.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TimeShare {
-    pub name: String,
-    pub ns: u64,
-    pub share: f64,
+    /// Goroutine-ns of waiting by the start function holding a P.
+    pub by_start_function: Vec<Share>,
 }
 
 impl ExactBlame {
@@ -176,26 +172,16 @@ impl ExactBlame {
 
 fn view(tally: &Tally<String>, top: usize) -> ExactBlameView {
     let blamed_ns: u64 = tally.blamed.values().sum();
-    let mut list: Vec<TimeShare> = tally
+    let counts: HashMap<&str, u64> = tally
         .blamed
         .iter()
-        .map(|(name, &ns)| TimeShare {
-            name: name.clone(),
-            ns,
-            share: if blamed_ns == 0 {
-                0.0
-            } else {
-                ns as f64 / blamed_ns as f64
-            },
-        })
+        .map(|(name, &ns)| (name.as_str(), ns))
         .collect();
-    list.sort_by(|a, b| b.ns.cmp(&a.ns).then_with(|| a.name.cmp(&b.name)));
-    list.truncate(top);
     ExactBlameView {
         waits: tally.waits,
         waited_ns: tally.waited_ns,
         blamed_ns,
-        by_start_function: list,
+        by_start_function: shares(counts, blamed_ns, top),
     }
 }
 

@@ -195,12 +195,14 @@ fn holder(key: &SampleKey, stack: &[u64], names: &Names, functions: &mut Functio
     }
 }
 
-/// A name's part of the samples.
+/// A name's part of a whole.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Share {
     pub name: String,
-    pub samples: u64,
-    /// Of the samples (or of the weight, in the blame view), 0..=1.
+    /// Samples (CPU views), goroutines waiting summed over samples (the
+    /// sampled blame) or goroutine-nanoseconds of waiting (the exact blame).
+    pub count: u64,
+    /// Of the whole, 0..=1.
     pub share: f64,
 }
 
@@ -342,17 +344,17 @@ impl CpuView {
 pub fn shares<K: AsRef<str>>(counts: HashMap<K, u64>, total: u64, top: usize) -> Vec<Share> {
     let mut list: Vec<Share> = counts
         .into_iter()
-        .map(|(name, samples)| Share {
+        .map(|(name, count)| Share {
             name: name.as_ref().to_owned(),
-            samples,
+            count,
             share: if total == 0 {
                 0.0
             } else {
-                samples as f64 / total as f64
+                count as f64 / total as f64
             },
         })
         .collect();
-    list.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.name.cmp(&b.name)));
+    list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     list.truncate(top);
     list
 }

@@ -518,3 +518,71 @@ pub fn goids(stdout: &str) -> std::collections::HashMap<String, u64> {
         })
         .collect()
 }
+
+/// What `go tool addr2line` of `toolchain` prints for each address of
+/// `binary`: (function, file, line).
+pub fn addr2line(
+    toolchain: &Toolchain,
+    binary: &Path,
+    addresses: &[u64],
+) -> Vec<(String, String, i64)> {
+    let mut child = Command::new(&toolchain.go)
+        .args(["tool", "addr2line"])
+        .arg(binary)
+        .env("GOTOOLCHAIN", "local")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("go tool addr2line");
+    let input: String = addresses.iter().map(|a| format!("{a:#x}\n")).collect();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("addr2line output");
+    writer.join().expect("writer").expect("write addresses");
+    assert!(output.status.success(), "addr2line failed");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2 * addresses.len(),
+        "addr2line answered {text}"
+    );
+    lines
+        .chunks(2)
+        .map(|pair| {
+            let (file, line) = pair[1].rsplit_once(':').expect("file:line");
+            (
+                pair[0].to_owned(),
+                file.to_owned(),
+                line.parse().expect("line number"),
+            )
+        })
+        .collect()
+}
+
+/// `go tool pprof ARGS BINARY PROFILE` of `toolchain`: its stdout (it must succeed).
+pub fn go_tool_pprof(
+    toolchain: &Toolchain,
+    args: &[&str],
+    binary: &Path,
+    profile: &Path,
+) -> String {
+    let output = Command::new(&toolchain.go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(binary)
+        .arg(profile)
+        .env("GOTOOLCHAIN", "local")
+        // No network symbolization, no home-directory binary search.
+        .env("PPROF_BINARY_PATH", "/nonexistent")
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("go tool pprof");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "pprof {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
