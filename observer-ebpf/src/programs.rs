@@ -586,17 +586,9 @@ fn count_block(gp: u64, blocked: u64) {
         return;
     };
     let _ = PARK_STACK.remove(&gp);
-    let counts = match BLOCK_PROFILE.get_ptr_mut(&key) {
-        Some(counts) => counts,
-        None => {
-            let _ = BLOCK_PROFILE.insert(&key, &BlockCounts::default(), BPF_NOEXIST as u64);
-            match BLOCK_PROFILE.get_ptr_mut(&key) {
-                Some(counts) => counts,
-                None => return,
-            }
-        }
+    let Some(counts) = this_cpu_entry(&BLOCK_PROFILE, &key) else {
+        return;
     };
-    let counts = unsafe { &mut *counts };
     counts.count += 1;
     counts.blocked_ns += blocked;
 }
@@ -951,27 +943,27 @@ fn goroutines_waiting(p: u64, cfg: &Config) -> u64 {
 
 #[inline(always)]
 fn count_sample(key: &SampleKey, waiting: u64) {
-    let counts = match CPU_SAMPLES.get_ptr_mut(key) {
-        Some(counts) => counts,
-        None => {
-            // Another CPU may insert the same key meanwhile: then the insert
-            // fails and the lookup finds its entry (its slot for this CPU).
-            let _ = CPU_SAMPLES.insert(key, &SampleCounts::default(), BPF_NOEXIST as u64);
-            match CPU_SAMPLES.get_ptr_mut(key) {
-                Some(counts) => counts,
-                None => {
-                    add(counter::SAMPLES_LOST, 1);
-                    return;
-                }
-            }
-        }
+    let Some(counts) = this_cpu_entry(&CPU_SAMPLES, key) else {
+        add(counter::SAMPLES_LOST, 1);
+        return;
     };
-    let counts = unsafe { &mut *counts };
     counts.samples += 1;
     if waiting > 0 {
         counts.while_waiting += 1;
         counts.waiting_goroutines += waiting;
     }
+}
+
+/// This CPU's value of `key` in a per-CPU hash, created zeroed if needed;
+/// None when the map is full. (Another CPU may insert the same key
+/// meanwhile: then the insert fails and the lookup finds its entry.)
+#[inline(always)]
+fn this_cpu_entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Option<&'static mut V> {
+    if let Some(value) = map.get_ptr_mut(key) {
+        return Some(unsafe { &mut *value });
+    }
+    let _ = map.insert(key, &V::default(), BPF_NOEXIST as u64);
+    map.get_ptr_mut(key).map(|value| unsafe { &mut *value })
 }
 
 #[panic_handler]
