@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gobpf_sched::{inspect, session};
 
 #[derive(Parser)]
@@ -21,6 +21,15 @@ enum Command {
     Run(session::RunArgs),
     /// Show what gobpf-sched reads from a Go binary and whether it can trace it.
     Inspect(inspect::InspectArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff: gobpf-sched.1 and one per subcommand) into
+    /// DIR, as the packages install them.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +38,18 @@ fn main() -> ExitCode {
         Command::Attach(args) => session::run(args).map(|()| 0),
         Command::Run(args) => session::run_command(args),
         Command::Inspect(args) => inspect::run(args).map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gobpf-sched",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Manpages { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map(|()| 0)
+            .map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display())),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | build | test | bench | soak | offsets | demo | fuzz`.
+//! Project tasks: `cargo xtask setup | build | test | bench | soak | offsets | demo | fuzz |
+//! dist`.
 //!
 //! Every install step lives in `setup` and is idempotent: a fresh machine of this
 //! project's kind gets everything from Debian packages, crates.io and PyPI; a
@@ -6,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod fuzz_seeds;
 mod offsets;
@@ -57,6 +59,9 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then package: a Debian package and a release tarball in
+    /// target/dist (binary, man pages, completions, dashboards, licences).
+    Dist,
     /// Set up, then fuzz the binary parsers (cargo-fuzz, libFuzzer, nightly), seeded
     /// from real Go binaries; prints executions and findings per target.
     Fuzz {
@@ -83,6 +88,9 @@ fn main() -> ExitCode {
         Command::Demo { duration, args } => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| demo::run(&toolchains, &duration, &args)),
+        Command::Dist => setup::run()
+            .and_then(|_| build())
+            .and_then(|()| dist::run().map(|_| ())),
         Command::Fuzz { duration } => {
             setup::run().and_then(|toolchains| fuzz::run(&toolchains, duration))
         }
@@ -102,6 +110,9 @@ fn build() -> anyhow::Result<()> {
 
 fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<()> {
     setup::require_root("the integration tests load eBPF programs")?;
+    // The packages are tested too: installed with dpkg, run from there.
+    build()?;
+    let packages = dist::run()?;
     let mut cargo = shell::cargo();
     cargo.args([
         "test",
@@ -113,6 +124,8 @@ fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<(
     cargo.env(toolchains::ENV, toolchains.env_value());
     cargo.env(toolchains::FULL_ENV, toolchains.full_env_value());
     cargo.env(toolchains::CACHE_ENV, toolchains::cache_dir());
+    cargo.env("GOBPF_SCHED_DEB", &packages.deb);
+    cargo.env("GOBPF_SCHED_TARBALL", &packages.tarball);
     cargo.env(
         "GOBPF_SCHED_PERFETTO_PYTHONPATH",
         setup::perfetto_python_path(),

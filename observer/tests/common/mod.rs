@@ -328,12 +328,18 @@ impl Observer {
     /// attached. In exact mode (the tests that count transitions exactly) unless
     /// ARGS set an `--overhead-budget`.
     pub fn attach(pid: u32, args: &[&str]) -> Self {
+        Self::attach_using(Path::new(observer_binary()), pid, args)
+    }
+
+    /// Like [`Observer::attach`], with the gobpf-sched binary at `binary`
+    /// (an installed one).
+    pub fn attach_using(binary: &Path, pid: u32, args: &[&str]) -> Self {
         let exact: &[&str] = if args.contains(&"--overhead-budget") {
             &[]
         } else {
             &["--exact"]
         };
-        let mut child = Command::new(observer_binary())
+        let mut child = Command::new(binary)
             .args(["attach", "--pid", &pid.to_string()])
             .args(exact)
             .args(args)
