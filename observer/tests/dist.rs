@@ -147,7 +147,7 @@ fn the_tarball_unpacks_and_runs() {
         assert!(top.join(file).exists(), "{file} not in the tarball");
     }
     assert_eq!(
-        run(&mut Command::new(top.join("bin/gobpf-sched")).arg("--version")),
+        run(Command::new(top.join("bin/gobpf-sched")).arg("--version")),
         format!("gobpf-sched {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
