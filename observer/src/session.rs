@@ -48,6 +48,7 @@ use crate::{
     },
     target::{
         Target,
+        labels::ProcessLabels,
         launch::{self, Launched},
         machine,
     },
@@ -458,6 +459,11 @@ impl Image<'_> {
             go_version: binary.build.go_version.clone(),
             facets: facets.clone(),
             execs_followed: self.execs_followed,
+            labels: ProcessLabels::read(
+                target.pid,
+                &self.executable.to_string_lossy(),
+                &binary.build.go_version,
+            ),
         };
         let sched_note = sched_layout.as_ref().err().map(|e| format!("{e:#}"));
         let sched_layout = sched_layout.ok();

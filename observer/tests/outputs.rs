@@ -537,6 +537,21 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
         );
     }
 
+    // What the process is: one info series, its labels.
+    let info = scrape
+        .lines()
+        .find(|l| l.starts_with("gobpf_sched_process_info{"))
+        .unwrap_or_else(|| panic!("no process info:\n{scrape}"));
+    assert!(
+        info.contains(&format!("pid=\"{}\"", fixture.pid())),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("go_version=\"{}\"", toolchain.version)),
+        "{info}"
+    );
+    assert!(info.ends_with(" 1"), "{info}");
+
     // The CPU samples: the spinners' start functions hold the CPU, and the Ps
     // while the other spinners wait (more spinners than Ps).
     assert!(

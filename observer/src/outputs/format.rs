@@ -10,6 +10,7 @@ use crate::{
         aggregate::{Bucket, quantile_bound},
         signals::{Outcome, Preemption},
     },
+    target::labels::ProcessLabels,
 };
 
 /// Facts about the session printed with every report.
@@ -21,6 +22,8 @@ pub struct Header {
     pub facets: Vec<Facet>,
     /// Execs of the target the session followed before this image.
     pub execs_followed: u64,
+    /// What the process is: pids, names, container, pod.
+    pub labels: ProcessLabels,
 }
 
 /// One preemption as a log line.

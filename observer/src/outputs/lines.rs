@@ -177,14 +177,16 @@ impl Printer {
                 value["unix_ns"] = json!(unix_ns);
                 value["interval_ns"] = json!(elapsed_ns);
                 value["pid"] = json!(self.header.pid);
+                value["process"] = json!(self.header.labels);
                 self.emit(&value.to_string())
             }
             Format::Text => {
                 let mut text = self.text(
                     &format!(
-                        "{} pid {} {} — last {}",
+                        "{} pid {}{} {} — last {}",
                         time_of_day(unix_ns),
                         self.header.pid,
+                        self.header.labels.container_text(),
                         self.header.go_version,
                         duration(elapsed_ns)
                     ),
@@ -248,6 +250,7 @@ impl Printer {
                 value["type"] = json!("summary");
                 value["watching"] = json!(self.header.facets);
                 value["pid"] = json!(self.header.pid);
+                value["process"] = json!(self.header.labels);
                 value["go_version"] = json!(self.header.go_version);
                 value["duration_ns"] = json!(duration_ns);
                 self.emit(&value.to_string())
@@ -255,8 +258,9 @@ impl Printer {
             Format::Text => {
                 let mut text = self.text(
                     &format!(
-                        "SUMMARY pid {} {} — whole run, {}",
+                        "SUMMARY pid {}{} {} — whole run, {}",
                         self.header.pid,
+                        self.header.labels.container_text(),
                         self.header.go_version,
                         duration(duration_ns)
                     ),

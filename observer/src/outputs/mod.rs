@@ -94,6 +94,7 @@ impl Outputs {
             Some(address) => {
                 let exporter = runtime.block_on(Exporter::start(address, live))?;
                 exporter.set_execs_followed(header.execs_followed);
+                exporter.set_process(&header.labels);
                 eprintln!(
                     "gobpf-sched: Prometheus metrics on http://{}/metrics",
                     exporter.address

@@ -38,6 +38,7 @@ use crate::{
         runtime_histogram::{HistogramLayout, RuntimeCounts},
         sched::{P_STATUSES, RuntimeCounters, SchedState},
     },
+    target::labels::ProcessLabels,
 };
 
 /// Histogram bucket bounds: log2 steps of the kernel's histograms, 1 µs to ~17 s.
@@ -50,6 +51,8 @@ pub struct Exported {
     pub totals: Stats,
     /// Execs of the target the session followed.
     pub execs_followed: u64,
+    /// What the process is (the labels of `gobpf_sched_process_info`).
+    pub process: Option<ProcessLabels>,
     /// What the probes cost over the last interval (coverage, estimate) ...
     pub cost: Option<ProbeCost>,
     /// ... and since attach: time the transition probes were attached, hits.
@@ -129,6 +132,12 @@ impl Exporter {
             }
         });
         Ok(Self { exported, address })
+    }
+
+    pub fn set_process(&self, labels: &ProcessLabels) {
+        if let Ok(mut exported) = self.exported.lock() {
+            exported.process = Some(labels.clone());
+        }
     }
 
     pub fn set_execs_followed(&self, execs: u64) {
@@ -373,7 +382,7 @@ impl Collector for SchedulerCollector {
     // A flat list, one descriptor per metric in the README's order: long, but
     // each metric reads in one place.
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let (totals, execs_followed, cost, census, cpu) = match self.exported.lock() {
+        let (totals, execs_followed, cost, census, cpu, process) = match self.exported.lock() {
             Ok(exported) => (
                 exported.totals.clone(),
                 exported.execs_followed,
@@ -392,6 +401,7 @@ impl Collector for SchedulerCollector {
                     (census, seen)
                 }),
                 exported.cpu.clone(),
+                exported.process.clone(),
             ),
             Err(_) => return Ok(()),
         };
@@ -543,6 +553,9 @@ impl Collector for SchedulerCollector {
         if let Some(cpu) = &cpu {
             encode_cpu(e, cpu)?;
         }
+        if let Some(process) = &process {
+            encode_process(e, process)?;
+        }
 
         let Some((pid, layout)) = &self.live else {
             return Ok(());
@@ -664,6 +677,38 @@ fn encode_census(
             .first()
             .map_or(0.0, |w| w.waiting_ns as f64 / 1e9),
     )
+}
+
+/// What the process is, as labels of a constant 1 (join on `pid` for them).
+fn encode_process(e: &mut DescriptorEncoder, process: &ProcessLabels) -> std::fmt::Result {
+    let name = format!("{PREFIX}process_info");
+    let mut metric = e.encode_descriptor(
+        &name,
+        "The watched process: pids (here and inside its pid namespace), command, executable, \
+         Go version, container and Kubernetes pod (from its cgroup path); empty when not known",
+        None,
+        MetricType::Gauge,
+    )?;
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let labels = [
+        ("pid".to_owned(), process.pid.to_string()),
+        (
+            "pid_in_namespace".to_owned(),
+            process
+                .pid_in_namespace
+                .map_or(String::new(), |p| p.to_string()),
+        ),
+        ("comm".to_owned(), process.comm.clone()),
+        ("executable".to_owned(), process.executable.clone()),
+        ("go_version".to_owned(), process.go_version.clone()),
+        (
+            "container_runtime".to_owned(),
+            text(&process.container_runtime),
+        ),
+        ("container_id".to_owned(), text(&process.container_id)),
+        ("pod_uid".to_owned(), text(&process.pod_uid)),
+    ];
+    ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)
 }
 
 /// The CPU samples since attach: by who held the CPU (a start function, or

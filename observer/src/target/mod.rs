@@ -1,6 +1,7 @@
 //! The traced process: does it exist, which executable does it run, is it still
 //! alive, where it is mapped. `machine`: what the machine must provide.
 
+pub mod labels;
 pub mod launch;
 pub mod machine;
 
