@@ -33,7 +33,7 @@ use crate::{
 
 /// Where the reports are shown.
 pub enum Display {
-    Lines(Printer),
+    Lines(Box<Printer>),
     Screen(Box<Tui>),
 }
 
@@ -112,7 +112,7 @@ impl Outputs {
         let display = if live_screen {
             Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
         } else {
-            Display::Lines(Printer::new(format, header.clone(), sink.clone()))
+            Display::Lines(Box::new(Printer::new(format, header.clone(), sink.clone())))
         };
         Ok(Self {
             display,
