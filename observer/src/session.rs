@@ -97,6 +97,11 @@ pub struct AttachArgs {
         value_parser = parse_listen_address
     )]
     pub prometheus: Option<SocketAddr>,
+    /// Push the metrics over OTLP (HTTP/protobuf) to this URL every interval,
+    /// e.g. http://localhost:4318/v1/metrics: OpenTelemetry semantic conventions
+    /// for the process and the Go runtime, gobpf_sched.* for the rest.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
     /// Record a Perfetto trace (open it in ui.perfetto.dev): every run slice,
     /// syscall, park and preemption, and the run-queue lengths. A new file: an
     /// existing one is replaced only with --force; links, FIFOs and devices never.

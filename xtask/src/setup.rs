@@ -45,6 +45,7 @@ pub fn run() -> Result<Installed> {
     install_debian_packages(&packages)?;
     install_rust_src()?;
     install_perfetto_protos()?;
+    install_otlp_protos()?;
     if need_linker {
         install_bpf_linker()?;
     } else {
@@ -179,6 +180,31 @@ fn install_perfetto_protos() -> Result<()> {
     }
     step("perfetto (PyPI)", "installing");
     pip_install(PERFETTO_PYPI, &dir)
+}
+
+/// The `opentelemetry-proto` PyPI package: the official OTLP messages, which
+/// the OTLP test's receiver decodes requests with.
+const OTLP_PYPI: &str = "opentelemetry-proto==1.45.2";
+
+pub fn otlp_python_path() -> std::path::PathBuf {
+    toolchains::cache_dir().join("py-otlp")
+}
+
+fn install_otlp_protos() -> Result<()> {
+    let dir = otlp_python_path();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2",
+        ])
+        .env("PYTHONPATH", &dir)
+        .output();
+    if check.is_ok_and(|o| o.status.success()) {
+        step("opentelemetry-proto (PyPI)", "present");
+        return Ok(());
+    }
+    step("opentelemetry-proto (PyPI)", "installing");
+    pip_install(OTLP_PYPI, &dir)
 }
 
 /// `pip install --target DIR SPEC`: a package of its own in a folder of its own.

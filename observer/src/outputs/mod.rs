@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod lines;
+pub mod otlp;
 pub mod perfetto;
 pub mod pprof;
 pub mod prometheus;
@@ -19,6 +20,7 @@ use crate::{
     outputs::{
         format::{Header, preemption_line},
         lines::{Format, Printer, Sink},
+        otlp::OtlpExporter,
         perfetto::Recorder,
         prometheus::Exporter,
         screen::{Key, Tui},
@@ -41,6 +43,7 @@ pub enum Display {
 pub struct Outputs {
     pub display: Display,
     exporter: Option<Exporter>,
+    otlp: Option<OtlpExporter>,
     recorder: Option<Recorder>,
     /// Why the recording stopped early (a full disk): reported after the summary.
     recording_failed: Option<anyhow::Error>,
@@ -103,6 +106,10 @@ impl Outputs {
             }
             None => None,
         };
+        let otlp = match &args.otlp {
+            Some(url) => Some(OtlpExporter::start(url, args.interval, &header.labels)?),
+            None => None,
+        };
         let recorder = match record {
             Some((path, shown_as)) => {
                 Some(Recorder::create(path, args.force, header.pid, shown_as)?)
@@ -117,6 +124,7 @@ impl Outputs {
         Ok(Self {
             display,
             exporter,
+            otlp,
             recorder,
             recording_failed: None,
             print_transitions: args.events,
@@ -183,6 +191,9 @@ impl Outputs {
         if let Some(exporter) = &self.exporter {
             exporter.update(report);
         }
+        if let Some(otlp) = &mut self.otlp {
+            otlp.update(report);
+        }
         self.record(|recorder| {
             if let Some(state) = report.sched {
                 recorder.sched_state(report.monotonic_ns, state)?;
@@ -236,9 +247,14 @@ impl Outputs {
             format,
             header,
             sink,
+            otlp,
             ..
         } = self;
         drop(display);
+        // The last export: what the last interval recorded.
+        if let Some(Err(error)) = otlp.map(OtlpExporter::shutdown) {
+            eprintln!("gobpf-sched: {error:#}");
+        }
         Closed {
             printer: Printer::new(format, header, sink),
             recorder,
