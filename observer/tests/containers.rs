@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command};
 
-use common::{Fixture, Mode, Observer, build, toolchains};
+use common::{Fixture, Mode, Observer, build, toolchains, watch_to_the_end};
 
 const CONTAINER_ID: &str = "4e1f0c2b9a7d6e5f4e1f0c2b9a7d6e5f4e1f0c2b9a7d6e5f4e1f0c2b9a7d6e5f";
 const POD_UID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -73,7 +73,7 @@ fn a_go_process_in_a_container_is_watched_and_labelled() {
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(&binary)
         .args(["ratio", "500"]);
-    let mut fixture = Fixture::spawn_command(command);
+    let fixture = Fixture::spawn_command(command);
     // unshare forks the program into the new pid namespace.
     let pid = children(fixture.pid())
         .first()
@@ -82,12 +82,7 @@ fn a_go_process_in_a_container_is_watched_and_labelled() {
     std::fs::write(cgroup.path().join("cgroup.procs"), pid.to_string())
         .expect("move the program into the container's cgroup");
     let observer = Observer::attach(pid, &["--json", "--interval", "10s"]);
-    fixture.start();
-    assert!(fixture.lines_until("done").is_empty());
-    let (status, _) = fixture.finish();
-    assert!(status.success());
-    let finished = observer.wait();
-    assert!(finished.status.success(), "{}", finished.stderr);
+    let finished = watch_to_the_end(fixture, observer);
     let summary = finished.only("summary");
     let process = &summary["process"];
     assert_eq!(process["pid"], pid, "{process}");

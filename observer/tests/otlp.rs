@@ -10,7 +10,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use common::{Fixture, Mode, Observer, build, full_matrix_toolchains};
+use common::{Fixture, Mode, Observer, build, full_matrix_toolchains, watch_to_the_end};
 use serde_json::Value;
 
 /// The receiver (tests/otlp_receiver.py), its port and where it writes the
@@ -77,15 +77,10 @@ fn otlp_metrics_match_the_observer_json() {
         let binary = build(&toolchain, "cpu", Mode::Default);
         let receiver = Receiver::start();
         let url = format!("http://127.0.0.1:{}/v1/metrics", receiver.port);
-        let mut fixture = Fixture::spawn(&binary, &["block", "400"]);
+        let fixture = Fixture::spawn(&binary, &["block", "400"]);
         let pid = fixture.pid();
         let observer = Observer::attach(pid, &["--json", "--interval", "200ms", "--otlp", &url]);
-        fixture.start();
-        assert!(fixture.lines_until("done").is_empty());
-        let (status, _) = fixture.finish();
-        assert!(status.success());
-        let finished = observer.wait();
-        assert!(finished.status.success(), "{}", finished.stderr);
+        let finished = watch_to_the_end(fixture, observer);
         let intervals: Vec<Value> = finished
             .json()
             .into_iter()

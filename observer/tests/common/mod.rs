@@ -402,6 +402,18 @@ impl Observer {
     }
 }
 
+/// Lets `fixture` run its work until it prints "done" (and nothing before)
+/// and exits successfully; then waits for `observer`, which must end well.
+pub fn watch_to_the_end(mut fixture: Fixture, observer: Observer) -> Finished {
+    fixture.start();
+    assert!(fixture.lines_until("done").is_empty());
+    let (status, _) = fixture.finish();
+    assert!(status.success(), "the fixture failed: {status}");
+    let finished = observer.wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    finished
+}
+
 /// Runs `gobpf-sched ARGS` to completion (for the error cases).
 pub fn run_observer(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String) {
     let mut command = match wrapper.split_first() {
