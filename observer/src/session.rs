@@ -569,7 +569,13 @@ impl Image<'_> {
             sampler,
             samples_total: NamedSamples::default(),
             exact_blame: ExactBlame::default(),
-            functions: FunctionNames::default(),
+            functions: {
+                // Read now too: the last samples are named after the target
+                // is gone.
+                let mut functions = FunctionNames::default();
+                functions.set_mappings(target.code_mappings());
+                functions
+            },
         };
         let started_unix_ns =
             session.clock.now_unix_ns() - session.attached_at.elapsed().as_nanos() as u64;
@@ -1075,6 +1081,7 @@ impl Session<'_> {
             return Ok(None);
         };
         let drained = sampler.drain()?;
+        self.functions.set_mappings(self.target.code_mappings());
         let named = NamedSamples::name(&drained, &self.names, &mut self.functions);
         self.samples_total.add(&named);
         Ok(Some(CpuView::of(

@@ -272,3 +272,23 @@ fn the_block_profile_names_where_goroutines_park() {
         );
     }
 }
+
+/// Code outside Go is named after its mapping: a goroutine that reads the
+/// clock in a loop spends its time in the vDSO.
+#[test]
+fn frames_outside_go_are_named_after_their_mapping() {
+    let toolchain = toolchains().pop().expect("a toolchain");
+    let binary = build(&toolchain, "cpu", Mode::Default);
+    let (cpu, _) = sampled(&binary, "clock", "1500", &[]);
+    let flat = &cpu["by_function_flat"];
+    assert!(share(flat, "[vdso]") > 0.2, "{cpu:#}");
+    // The vDSO is called from Go's clock functions, started by main.clock.
+    assert!(
+        share(&cpu["by_start_function"], "main.clock") > 0.8,
+        "{cpu:#}"
+    );
+    assert!(
+        share(&cpu["by_function_cumulative"], "main.clock") > 0.8,
+        "{cpu:#}"
+    );
+}

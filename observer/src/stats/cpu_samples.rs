@@ -25,6 +25,7 @@ pub const SCHEDULER: &str = "runtime scheduler (system stack)";
 pub const GC_SYSTEM: &str = "GC (system stack)";
 pub const NOT_GO: &str = "not Go code (cgo, vDSO, a non-Go thread)";
 pub const UNKNOWN_START: &str = "goroutine (start unknown)";
+/// A frame outside Go's code and outside every mapping known.
 pub const UNKNOWN_FUNCTION: &str = "[not Go code]";
 
 /// Functions of the garbage collector (prefixes): a sample with one of them
@@ -124,11 +125,22 @@ fn add_counts(into: &mut SampleCounts, counts: &SampleCounts) {
 #[derive(Default)]
 pub struct FunctionNames {
     known: HashMap<u64, Option<String>>,
+    /// Where code that is not Go's is mapped, named (see
+    /// `Target::code_mappings`): what a frame outside Go is called.
+    mappings: Vec<(u64, u64, String)>,
     /// `(pc, word)`: whether the word returns from the function at pc.
     returns: HashMap<(u64, u64), bool>,
 }
 
 impl FunctionNames {
+    /// The process's code mappings as of now (frames outside Go are named
+    /// after them from now on).
+    pub fn set_mappings(&mut self, mappings: Vec<(u64, u64, String)>) {
+        if !mappings.is_empty() {
+            self.mappings = mappings;
+        }
+    }
+
     /// The frame-pointer walk skips the caller of a function interrupted
     /// before it has a frame (a leaf without one, or at its first
     /// instructions): `leaf_return`, the word at the stack pointer, is then
@@ -158,9 +170,17 @@ impl FunctionNames {
         } else {
             pc
         };
+        let mappings = &self.mappings;
         self.known
             .entry(pc)
-            .or_insert_with(|| names.function(pc))
+            .or_insert_with(|| {
+                names.function(pc).or_else(|| {
+                    mappings
+                        .iter()
+                        .find(|(start, end, _)| (*start..*end).contains(&pc))
+                        .map(|(_, _, name)| name.clone())
+                })
+            })
             .as_deref()
     }
 

@@ -5,7 +5,10 @@ pub mod labels;
 pub mod launch;
 pub mod machine;
 
-use std::{os::unix::fs::MetadataExt, path::PathBuf};
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -128,6 +131,31 @@ impl Target {
             .map(|path| {
                 PathBuf::from(format!("/proc/{}/root", self.pid))
                     .join(path.strip_prefix("/").unwrap_or(&path))
+            })
+            .collect()
+    }
+
+    /// The executable mappings of the process that are not its Go code,
+    /// named as `perf` names them: `[vdso]`, `[uprobes]` (the kernel's
+    /// out-of-line copies of probed instructions), a file's name in brackets
+    /// (`[libc.so.6]`), `[anonymous]`. Empty when the process is gone.
+    pub fn code_mappings(&self) -> Vec<(u64, u64, String)> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
+        maps.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if !fields.get(1)?.contains('x') {
+                    return None;
+                }
+                let (start, end) = fields.first()?.split_once('-')?;
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let end = u64::from_str_radix(end, 16).ok()?;
+                let name = match fields.get(5) {
+                    Some(special) if special.starts_with('[') => (*special).to_owned(),
+                    Some(path) => format!("[{}]", Path::new(path).file_name()?.to_string_lossy()),
+                    None => "[anonymous]".to_owned(),
+                };
+                Some((start, end, name))
             })
             .collect()
     }
