@@ -561,7 +561,8 @@ fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) 
             let state = unsafe { &*state };
             blocked = now.saturating_sub(state.since_ns);
             bump(&BLOCKED_NS, state.reason as usize, blocked);
-            if config().block_stacks != 0 {
+            // Only the flag, not the whole configuration: this runs at every wakeup.
+            if unsafe { core::ptr::read_volatile(&raw const CONFIG.block_stacks) } != 0 {
                 count_block(gp, blocked);
             }
         }

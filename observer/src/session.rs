@@ -569,6 +569,7 @@ impl Image<'_> {
             sampler,
             samples_total: NamedSamples::default(),
             exact_blame: ExactBlame::default(),
+            blames_exactly: blames_exactly(&facets),
             functions: {
                 // Read now too: the last samples are named after the target
                 // is gone.
@@ -774,8 +775,7 @@ impl Image<'_> {
         // A recording needs every transition, like --events.
         let stream_events = if args.events || self.record.is_some() {
             stream::ALL
-        } else if facets.contains(&Facet::Goroutines) && facets.contains(&Facet::Schedule) {
-            // Run starts and ends, for the exact blame view.
+        } else if blames_exactly(facets) {
             stream::RUNS
         } else {
             0
@@ -808,6 +808,12 @@ impl Image<'_> {
         }
         Ok((probes, plan.len()))
     }
+}
+
+/// Whether the exact blame view is computed: it needs run starts (the
+/// goroutine probe) and ends (the schedule probe), streamed from the kernel.
+fn blames_exactly(facets: &[Facet]) -> bool {
+    facets.contains(&Facet::Goroutines) && facets.contains(&Facet::Schedule)
 }
 
 /// `--only`, sorted and without repeats; everything when not given.
@@ -861,8 +867,10 @@ struct Session<'a> {
     /// Every CPU sample of the run, named.
     samples_total: NamedSamples,
     functions: FunctionNames,
-    /// Who held the Ps during run-queue waits, from the transitions.
+    /// Who held the Ps during run-queue waits, from the transitions, when
+    /// `blames_exactly`.
     exact_blame: ExactBlame,
+    blames_exactly: bool,
 }
 
 impl Session<'_> {
@@ -938,7 +946,7 @@ impl Session<'_> {
         let cost = self.first_mark.as_ref().map(|first| self.cost(first, &end));
         let mut cpu = self.whole_run_samples()?;
         if let Some(cpu) = &mut cpu
-            && self.blames_exactly()
+            && self.blames_exactly
         {
             self.exact_blame
                 .take_interval(u64::MAX, &last.goroutines, &self.names, self.args.top);
@@ -1028,7 +1036,7 @@ impl Session<'_> {
         self.intervals += 1;
         let mut cpu = self.sample_view()?;
         if let Some(cpu) = &mut cpu
-            && self.blames_exactly()
+            && self.blames_exactly
         {
             cpu.blame.exact = Some(self.exact_blame.take_interval(
                 monotonic_now(),
@@ -1091,12 +1099,6 @@ impl Session<'_> {
             &mut self.functions,
             self.args.top,
         )))
-    }
-
-    /// Whether run starts and ends are streamed (see `Image::attach`).
-    fn blames_exactly(&self) -> bool {
-        let facets = watched_facets(self.args);
-        facets.contains(&Facet::Goroutines) && facets.contains(&Facet::Schedule)
     }
 
     /// The CPU samples of the whole run.

@@ -166,20 +166,12 @@ pub fn perfetto_python_path() -> std::path::PathBuf {
 }
 
 fn install_perfetto_protos() -> Result<()> {
-    let dir = perfetto_python_path();
-    let check = Command::new("python3")
-        .args([
-            "-c",
-            "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
-        ])
-        .env("PYTHONPATH", &dir)
-        .output();
-    if check.is_ok_and(|o| o.status.success()) {
-        step("perfetto (PyPI)", "present");
-        return Ok(());
-    }
-    step("perfetto (PyPI)", "installing");
-    pip_install(PERFETTO_PYPI, &dir)
+    install_python_package(
+        "perfetto (PyPI)",
+        PERFETTO_PYPI,
+        "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+        &perfetto_python_path(),
+    )
 }
 
 /// The `opentelemetry-proto` PyPI package: the official OTLP messages, which
@@ -191,20 +183,31 @@ pub fn otlp_python_path() -> std::path::PathBuf {
 }
 
 fn install_otlp_protos() -> Result<()> {
-    let dir = otlp_python_path();
+    install_python_package(
+        "opentelemetry-proto (PyPI)",
+        OTLP_PYPI,
+        "from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2",
+        &otlp_python_path(),
+    )
+}
+
+/// Installs `spec` into `dir` unless `import` already works from there.
+fn install_python_package(
+    name: &str,
+    spec: &str,
+    import: &str,
+    dir: &std::path::Path,
+) -> Result<()> {
     let check = Command::new("python3")
-        .args([
-            "-c",
-            "from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2",
-        ])
-        .env("PYTHONPATH", &dir)
+        .args(["-c", import])
+        .env("PYTHONPATH", dir)
         .output();
     if check.is_ok_and(|o| o.status.success()) {
-        step("opentelemetry-proto (PyPI)", "present");
+        step(name, "present");
         return Ok(());
     }
-    step("opentelemetry-proto (PyPI)", "installing");
-    pip_install(OTLP_PYPI, &dir)
+    step(name, "installing");
+    pip_install(spec, dir)
 }
 
 /// `pip install --target DIR SPEC`: a package of its own in a folder of its own.
