@@ -131,6 +131,10 @@ fn test(toolchains: &toolchains::Installed, args: &[String]) -> anyhow::Result<(
         setup::perfetto_python_path(),
     );
     cargo.env("GOBPF_SCHED_OTLP_PYTHONPATH", setup::otlp_python_path());
+    cargo.env(
+        "GOBPF_SCHED_K8S_VALIDATE_PYTHONPATH",
+        setup::kubernetes_validate_path(),
+    );
     // Two attach tests at a time fit the 2-core machines this runs on.
     cargo.args(["--", "--test-threads=2"]).args(args);
     shell::run(&mut cargo)

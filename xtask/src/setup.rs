@@ -46,6 +46,7 @@ pub fn run() -> Result<Installed> {
     install_rust_src()?;
     install_perfetto_protos()?;
     install_otlp_protos()?;
+    install_kubernetes_validate()?;
     if need_linker {
         install_bpf_linker()?;
     } else {
@@ -188,6 +189,24 @@ fn install_otlp_protos() -> Result<()> {
         OTLP_PYPI,
         "from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2",
         &otlp_python_path(),
+    )
+}
+
+/// The `kubernetes-validate` PyPI package: the Kubernetes API's JSON schemas
+/// (bundled, no cluster needed) and a validator, which the deployment test
+/// checks observer/deploy/daemonset.yaml with.
+const KUBERNETES_VALIDATE_PYPI: &str = "kubernetes-validate==1.37.0";
+
+pub fn kubernetes_validate_path() -> std::path::PathBuf {
+    toolchains::cache_dir().join("py-kubernetes-validate")
+}
+
+fn install_kubernetes_validate() -> Result<()> {
+    install_python_package(
+        "kubernetes-validate (PyPI)",
+        KUBERNETES_VALIDATE_PYPI,
+        "import kubernetes_validate.utils, yaml",
+        &kubernetes_validate_path(),
     )
 }
 
