@@ -12,61 +12,45 @@ use aya_ebpf::{
 };
 use gobpf_sched_common::{
     BlockCounts, BlockKey, ByReason, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config,
-    Counters, Event, GOROUTINE_HISTOGRAM_SLOTS, GState, GoOffsets, GoroutineStats, Histogram,
-    MAX_GOROUTINES, MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, Running, SampleCounts, SampleKey, counter,
-    event_flags, event_kind, g_status, sample_flags, sample_kind, signal_frame, stream,
+    Counters, Event, GOROUTINE_HISTOGRAM_SLOTS, GState, GoroutineStats, Histogram, MAX_GOROUTINES,
+    MAX_PROCESSES, MAX_SAMPLE_KEYS, MAX_SAMPLE_STACKS, NO_SLOT, Running, SampleCounts, SampleKey,
+    counter, event_flags, event_kind, g_status, process_key, sample_flags, sample_kind,
+    signal_frame, stream,
 };
 
-// Settings, then maps, then helpers, then the programs.
+// Maps, then helpers, then the programs.
 
-/// Written by the loader (see `gobpf_sched_common::CONFIG_GLOBAL`); read-only here.
-#[unsafe(no_mangle)]
-static CONFIG: Config = Config {
-    target_tgid: 0,
-    signal_sig_offset: 0,
-    signal_pid_offset: 0,
-    stream_events: 0,
-    syscalls_from_casgstatus: 0,
-    schedule_probed: 0,
-    block_stacks: 0,
-    _pad: 0,
-    pidns_dev: 0,
-    pidns_ino: 0,
-    global_runq_size: 0,
-    offsets: GoOffsets {
-        g_goid: 0,
-        g_m: 0,
-        m_id: 0,
-        m_procid: 0,
-        m_p: 0,
-        p_id: 0,
-        g_waitreason: 0,
-        g_startpc: 0,
-        g_async_safe_point: 0,
-        p_runqhead: 0,
-        p_runqtail: 0,
-        p_runnext: 0,
-    },
-};
-
+/// The watched processes: thread-group id → their configuration (written by
+/// userspace when it starts watching one, deleted when it stops). Every
+/// program looks the current process up first: one loaded set of programs
+/// serves them all, and does nothing in a process without an entry.
 #[map]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+static PROCESSES: HashMap<u32, Config> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// Entry 0 non-zero: every exec on the host is sent as a `NEW_PROCESS`
+/// record (userspace watches every Go process, `--all`).
+#[map]
+static DISCOVERY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The per-process arrays below have an entry per slot (`Config::slot`).
+#[map]
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 /// gopark calls by wait reason (the reason byte is the index).
 #[map]
-static PARKS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
+static PARKS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 /// Run-slice lengths (execute → next schedule on the thread), log2 of ns.
 #[map]
-static RUN_SLICES: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(1, 0);
+static RUN_SLICES: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 /// Run-queue latency (runnable → running), log2 of ns.
 #[map]
-static RUNQ_LATENCY: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(1, 0);
+static RUNQ_LATENCY: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 /// Nanoseconds goroutines spent blocked, by wait reason.
 #[map]
-static BLOCKED_NS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(1, 0);
+static BLOCKED_NS: PerCpuArray<ByReason> = PerCpuArray::with_max_entries(MAX_PROCESSES, 0);
 
 /// g address → since when it is runnable or waiting (see `GState`). Keyed by
 /// the g, not its id: newproc1 in Go 1.19 assigns the goid after making the new
@@ -96,7 +80,7 @@ static SYSCALL_START: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Entry 0: when the current window of transition probes opened
+/// Per slot: when the current window of transition probes opened
 /// (CLOCK_MONOTONIC ns, written by userspace before it attaches them; u64::MAX
 /// from the moment it starts detaching them). State recorded before it
 /// belongs to an earlier window: the probes were detached
@@ -104,7 +88,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// it (a goroutine made runnable before a window closed and seen running in the
 /// next would report the whole gap as run-queue latency).
 #[map]
-static WINDOW: Array<u64> = Array::with_max_entries(1, 0);
+static WINDOW: Array<u64> = Array::with_max_entries(MAX_PROCESSES, 0);
 
 /// Hits of the calibration probe, which userspace puts on a function of its own
 /// to measure what a uprobe hit costs on this machine.
@@ -145,76 +129,73 @@ const SIGURG: i32 = 23;
 
 // Helpers.
 
-/// A record about the current thread.
+/// The watched process the current thread belongs to: its configuration;
+/// None when it is not watched (the probes of an executable fire in every
+/// process that runs it).
 #[inline(always)]
-fn thread_event(kind: u32, goid: u64, value: u64, now: u64) -> Event {
-    Event::new(kind, current_tid(), now, goid, value)
+fn this_process() -> Option<&'static Config> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { PROCESSES.get(&tgid) }
 }
 
-/// Submits a record; a full ring buffer counts as a drop.
+/// A record about the current thread.
 #[inline(always)]
-fn send(event: &Event) {
-    if EVENTS.output::<Event>(event, BPF_RB_NO_WAKEUP).is_err() {
-        add(counter::DROPPED, 1);
+fn thread_event(cfg: &Config, kind: u32, goid: u64, value: u64, now: u64) -> Event {
+    Event::new(cfg.slot, kind, current_tid(), now, goid, value)
+}
+
+/// Submits a record; a full ring buffer counts as a drop (of `slot`'s).
+#[inline(always)]
+fn send(slot: u32, event: &Event) {
+    if EVENTS.output::<Event>(event, BPF_RB_NO_WAKEUP).is_err() && slot != NO_SLOT {
+        add(slot, counter::DROPPED, 1);
     }
 }
 
 /// Sends a transition to the ring buffer when `--events` (or a recording) asked
 /// for them.
 #[inline(always)]
-fn emit(kind: u32, goid: u64, value: u64, now: u64) {
-    if streaming() {
-        send(&thread_event(kind, goid, value, now));
+fn emit(cfg: &Config, kind: u32, goid: u64, value: u64, now: u64) {
+    if streaming(cfg) {
+        send(cfg.slot, &thread_event(cfg, kind, goid, value, now));
     }
 }
 
 /// Like [`emit`], for a run slice's start or end: with its M and P. Also
 /// sent for the exact blame view alone.
 #[inline(always)]
-fn emit_run(kind: u32, value: u64, now: u64, running: &Running) {
-    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
-        let mut event = thread_event(kind, running.goid, value, now);
+fn emit_run(cfg: &Config, kind: u32, value: u64, now: u64, running: &Running) {
+    if cfg.stream_events & (stream::ALL | stream::RUNS) != 0 {
+        let mut event = thread_event(cfg, kind, running.goid, value, now);
         event.m_id = running.m_id;
         event.p_id = running.p_id;
-        send(&event);
+        send(cfg.slot, &event);
     }
 }
 
 #[inline(always)]
-fn streaming() -> bool {
-    stream_flags() & stream::ALL != 0
+fn streaming(cfg: &Config) -> bool {
+    cfg.stream_events & stream::ALL != 0
+}
+
+/// Whether state recorded at `since_ns` belongs to the current window of
+/// the process in `slot` (see `WINDOW`): only then does it give a duration.
+#[inline(always)]
+fn in_window(slot: u32, since_ns: u64) -> bool {
+    since_ns >= WINDOW.get(slot).copied().unwrap_or(u64::MAX)
 }
 
 #[inline(always)]
-fn stream_flags() -> u32 {
-    // Only the flags: this runs on every transition.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG.stream_events) }
+fn add(slot: u32, index: u32, value: u64) {
+    bump(&COUNTERS, slot, index as usize, value);
 }
 
+/// Adds `value` to `index` of `slot`'s entry in a per-CPU array of
+/// per-process entries. Per-CPU value and BPF programs do not migrate
+/// mid-run: a plain add is exact.
 #[inline(always)]
-fn config() -> Config {
-    // SAFETY: CONFIG is a plain global in .rodata; volatile stops the compiler from
-    // folding the zero initialiser the loader replaces.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
-}
-
-/// Whether state recorded at `since_ns` belongs to the current window (see
-/// `WINDOW`): only then does it give a duration.
-#[inline(always)]
-fn in_window(since_ns: u64) -> bool {
-    since_ns >= WINDOW.get(0).copied().unwrap_or(0)
-}
-
-#[inline(always)]
-fn add(index: u32, value: u64) {
-    bump(&COUNTERS, index as usize, value);
-}
-
-/// Adds `value` to slot `index` of a one-entry per-CPU array of slots. Per-CPU
-/// value and BPF programs do not migrate mid-run: a plain add is exact.
-#[inline(always)]
-fn bump<const N: usize>(array: &PerCpuArray<[u64; N]>, index: usize, value: u64) {
-    if let Some(slots) = array.get_ptr_mut(0)
+fn bump<const N: usize>(array: &PerCpuArray<[u64; N]>, slot: u32, index: usize, value: u64) {
+    if let Some(slots) = array.get_ptr_mut(slot)
         && let Some(slot) = unsafe { &mut *slots }.get_mut(index)
     {
         *slot += value;
@@ -226,13 +207,14 @@ fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
-/// Reads a `T` at `addr` in the target's memory, counting failures.
+/// Reads a `T` at `addr` in the target's memory, counting failures (in
+/// `slot`'s counters).
 #[inline(always)]
-fn read_user<T>(addr: u64) -> Option<T> {
+fn read_user<T>(slot: u32, addr: u64) -> Option<T> {
     match unsafe { bpf_probe_read_user(addr as *const T) } {
         Ok(value) => Some(value),
         Err(_) => {
-            add(counter::READ_ERRORS, 1);
+            add(slot, counter::READ_ERRORS, 1);
             None
         }
     }
@@ -256,18 +238,18 @@ fn log2(mut value: u64) -> u32 {
 }
 
 #[inline(always)]
-fn add_to_histogram(histogram: &PerCpuArray<Histogram>, value: u64) {
-    bump(histogram, log2(value) as usize, 1);
+fn add_to_histogram(histogram: &PerCpuArray<Histogram>, slot: u32, value: u64) {
+    bump(histogram, slot, log2(value) as usize, 1);
 }
 
 /// True when this hit must not count: the probe sits on the `jbe` of the stack
 /// check and the jump will be taken (CF or ZF set), so the function goes through
 /// `morestack` and starts over, and the probe fires again for the same call.
 #[inline(always)]
-fn call_restarts(ctx: &ProbeContext) -> bool {
+fn call_restarts(ctx: &ProbeContext, slot: u32) -> bool {
     let at_jump = cookie(ctx) & COOKIE_AT_STACK_CHECK_JUMP != 0;
     if at_jump && unsafe { (*ctx.regs).eflags } & (CARRY_FLAG | ZERO_FLAG) != 0 {
-        add(counter::RESTARTS, 1);
+        add(slot, counter::RESTARTS, 1);
         return true;
     }
     false
@@ -285,8 +267,8 @@ fn current_g(ctx: &ProbeContext) -> u64 {
 }
 
 #[inline(always)]
-fn goid_of(g: u64, offsets: &GoOffsets) -> Option<u64> {
-    read_user::<u64>(g + offsets.g_goid)
+fn goid_of(cfg: &Config, g: u64) -> Option<u64> {
+    read_user::<u64>(cfg.slot, g + cfg.offsets.g_goid)
 }
 
 /// A goroutine's totals, created if needed. Plain adds to its fields are exact:
@@ -296,26 +278,30 @@ fn goid_of(g: u64, offsets: &GoOffsets) -> Option<u64> {
 /// writes only `preemptions`. One lookup per probe hit: each lookup is work for
 /// the probe and paths for the verifier (attach time).
 #[inline(always)]
-fn goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
-    if let Some(stats) = existing_goroutine(goid) {
+fn goroutine(slot: u32, goid: u64) -> Option<&'static mut GoroutineStats> {
+    if let Some(stats) = existing_goroutine(slot, goid) {
         return Some(stats);
     }
     if GOROUTINES
-        .insert(&goid, &GoroutineStats::default(), BPF_NOEXIST as u64)
+        .insert(
+            &process_key(slot, goid),
+            &GoroutineStats::default(),
+            BPF_NOEXIST as u64,
+        )
         .is_err()
     {
-        add(counter::GOROUTINES_LOST, 1);
+        add(slot, counter::GOROUTINES_LOST, 1);
     }
-    existing_goroutine(goid)
+    existing_goroutine(slot, goid)
 }
 
 /// A goroutine's totals if it has an entry. The probes that fire after a
 /// goroutine may have exited (the end of its last run slice, a late SIGURG) never
 /// create one: userspace may already have deleted it, and nobody would again.
 #[inline(always)]
-fn existing_goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
+fn existing_goroutine(slot: u32, goid: u64) -> Option<&'static mut GoroutineStats> {
     GOROUTINES
-        .get_ptr_mut(&goid)
+        .get_ptr_mut(&process_key(slot, goid))
         .map(|stats| unsafe { &mut *stats })
 }
 
@@ -325,28 +311,35 @@ fn existing_goroutine(goid: u64) -> Option<&'static mut GoroutineStats> {
 /// running (park, yield, preemption, exit). Closes the run slice open on this thread.
 #[uprobe]
 pub fn go_schedule(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    if call_restarts(&ctx) {
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
+    if call_restarts(&ctx, slot) {
         return 0;
     }
-    add(counter::SCHEDULE, 1);
+    add(slot, counter::SCHEDULE, 1);
     let tid = current_tid();
     if let Some(running) = RUNNING.get_ptr_mut(&tid) {
         let running = unsafe { &mut *running };
-        if running.stopped_ns == 0 && in_window(running.since_ns) {
+        if running.tgid == cfg.target_tgid
+            && running.stopped_ns == 0
+            && in_window(slot, running.since_ns)
+        {
             let now = unsafe { bpf_ktime_get_ns() };
             let ran = now.saturating_sub(running.since_ns);
             running.stopped_ns = now;
-            add(counter::RUN_NS, ran);
-            add_to_histogram(&RUN_SLICES, ran);
-            if let Some(stats) = existing_goroutine(running.goid) {
+            add(slot, counter::RUN_NS, ran);
+            add_to_histogram(&RUN_SLICES, slot, ran);
+            if let Some(stats) = existing_goroutine(slot, running.goid) {
                 stats.run_ns += ran;
                 if running.exiting != 0 {
                     stats.exited = 1;
                 }
             }
             running.exiting = 0;
-            emit_run(event_kind::STOP, ran, now, running);
+            emit_run(cfg, event_kind::STOP, ran, now, running);
         }
     }
     0
@@ -359,141 +352,153 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
 /// blocked, and goroutine creation and exit.
 #[uprobe]
 pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
     let regs = unsafe { &*ctx.regs };
     let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
-    // One read of the configuration: this runs on every state change.
-    let cfg = config();
-    let offsets = cfg.offsets;
     let syscalls_here = cfg.syscalls_from_casgstatus != 0;
     let now = unsafe { bpf_ktime_get_ns() };
     // The goid is read only where it is used: every read costs the probe.
-    let goid = || goid_of(gp, &offsets);
+    let goid = || goid_of(cfg, gp);
     match (old, new) {
         (g_status::RUNNABLE, g_status::RUNNING) => {
             if let Some(goid) = goid() {
-                started_running(&ctx, &offsets, gp, goid, now);
+                started_running(&ctx, cfg, gp, goid, now);
             }
         }
         (g_status::RUNNING, g_status::WAITING) => {
             if let Some(goid) = goid() {
-                parked(gp, &offsets, goid, now);
+                parked(cfg, gp, goid, now);
             }
         }
         (g_status::RUNNING, g_status::DEAD) => {
-            add(counter::EXITED, 1);
+            add(slot, counter::EXITED, 1);
             let goid = goid().unwrap_or(0);
             // With the schedule probe, the entry is marked once the last run
             // slice is in it (userspace deletes marked entries when it reads them).
-            let on_thread = RUNNING.get_ptr_mut(&current_tid());
+            let on_thread = running_here(cfg);
             match on_thread {
-                Some(running) if cfg.schedule_probed != 0 => unsafe { (*running).exiting = 1 },
+                Some(running) if cfg.schedule_probed != 0 => running.exiting = 1,
                 _ => {
-                    if let Some(stats) = existing_goroutine(goid) {
+                    if let Some(stats) = existing_goroutine(slot, goid) {
                         stats.exited = 1;
                     }
                 }
             }
-            emit(event_kind::EXIT, goid, 0, now);
+            emit(cfg, event_kind::EXIT, goid, 0, now);
         }
-        (g_status::RUNNING, g_status::SYSCALL) if syscalls_here => syscall_entered(now),
+        (g_status::RUNNING, g_status::SYSCALL) if syscalls_here => syscall_entered(cfg, now),
         (g_status::SYSCALL, g_status::RUNNING | g_status::RUNNABLE) if syscalls_here => {
-            syscall_exited(goid().unwrap_or(0), now, new == g_status::RUNNING)
+            syscall_exited(cfg, goid().unwrap_or(0), now, new == g_status::RUNNING)
         }
         _ => {}
     }
     if new == g_status::RUNNABLE {
-        became_runnable(old, gp, now, goid);
+        became_runnable(cfg, old, gp, now, goid);
     }
     0
 }
 
+/// This thread's entry in `RUNNING` if it is of this process (thread ids
+/// are reused: an entry may be left by a thread of a process gone since).
+#[inline(always)]
+fn running_here(cfg: &Config) -> Option<&'static mut Running> {
+    let running = unsafe { &mut *RUNNING.get_ptr_mut(&current_tid())? };
+    (running.tgid == cfg.target_tgid).then_some(running)
+}
+
 /// runnable → running, in `execute` on the M that will run it (R14 is its g0).
 #[inline(always)]
-fn started_running(ctx: &ProbeContext, offsets: &GoOffsets, gp: u64, goid: u64, now: u64) {
-    add(counter::EXECUTE, 1);
-    let stats = goroutine(goid);
+fn started_running(ctx: &ProbeContext, cfg: &Config, gp: u64, goid: u64, now: u64) {
+    let slot = cfg.slot;
+    add(slot, counter::EXECUTE, 1);
+    let stats = goroutine(slot, goid);
     // None: it became runnable before we attached.
-    let waited = G_STATE.get_ptr_mut(&gp).and_then(|state| {
-        let state = unsafe { &mut *state };
-        if state.status != g_status::RUNNABLE {
-            return None;
-        }
-        state.status = g_status::RUNNING;
-        in_window(state.since_ns).then(|| now.saturating_sub(state.since_ns))
-    });
+    let waited = G_STATE
+        .get_ptr_mut(&process_key(slot, gp))
+        .and_then(|state| {
+            let state = unsafe { &mut *state };
+            if state.status != g_status::RUNNABLE {
+                return None;
+            }
+            state.status = g_status::RUNNING;
+            in_window(slot, state.since_ns).then(|| now.saturating_sub(state.since_ns))
+        });
     if let Some(waited) = waited {
-        add_to_histogram(&RUNQ_LATENCY, waited);
-        add(counter::RUNQ_NS, waited);
+        add_to_histogram(&RUNQ_LATENCY, slot, waited);
+        add(slot, counter::RUNQ_NS, waited);
     }
     if let Some(stats) = stats {
         stats.runs += 1;
         if let Some(waited) = waited {
             stats.runq_wait_ns += waited;
-            let slot = (log2(waited) as usize).min(GOROUTINE_HISTOGRAM_SLOTS - 1);
-            if let Some(count) = stats.runq_latency.get_mut(slot) {
+            let bucket = (log2(waited) as usize).min(GOROUTINE_HISTOGRAM_SLOTS - 1);
+            if let Some(count) = stats.runq_latency.get_mut(bucket) {
                 *count += 1;
             }
         }
         // Its start function, once: the goid is valid here in every version.
         if stats.start_pc == 0 {
-            stats.start_pc = read_user::<u64>(gp + offsets.g_startpc).unwrap_or(0);
+            stats.start_pc = read_user::<u64>(slot, gp + cfg.offsets.g_startpc).unwrap_or(0);
         }
     }
-    let Some(running) = running_on_this_thread(ctx, offsets) else {
+    let Some(running) = running_on_this_thread(ctx, cfg) else {
         return;
     };
     running.goid = goid;
     running.since_ns = now;
     running.stopped_ns = 0;
     // m.p is the P just acquired; its id is read again only when it changed.
-    if let Some(p) = read_user::<u64>(running.m + offsets.m_p)
+    if let Some(p) = read_user::<u64>(slot, running.m + cfg.offsets.m_p)
         && p != running.p
     {
         running.p = p;
         running.p_id = if p == 0 {
             -1
         } else {
-            read_user::<i32>(p + offsets.p_id).unwrap_or(-1)
+            read_user::<i32>(slot, p + cfg.offsets.p_id).unwrap_or(-1)
         };
     }
-    emit_run(event_kind::RUN, waited.unwrap_or(0), now, running);
+    emit_run(cfg, event_kind::RUN, waited.unwrap_or(0), now, running);
 }
 
 /// This thread's entry in `RUNNING`, created at the first run seen on it: its M
 /// (g0's `g.m`; R14 is g0 in `execute`) is read once, and checked against the
 /// kernel's thread id through `m.procid` (a self-check of the offsets).
 #[inline(always)]
-fn running_on_this_thread(ctx: &ProbeContext, offsets: &GoOffsets) -> Option<&'static mut Running> {
-    let tid = current_tid();
-    if let Some(running) = RUNNING.get_ptr_mut(&tid) {
-        return Some(unsafe { &mut *running });
+fn running_on_this_thread(ctx: &ProbeContext, cfg: &Config) -> Option<&'static mut Running> {
+    if let Some(running) = running_here(cfg) {
+        return Some(running);
     }
-    let m = read_user::<u64>(current_g(ctx) + offsets.g_m)?;
+    let slot = cfg.slot;
+    let offsets = &cfg.offsets;
+    let tid = current_tid();
+    let m = read_user::<u64>(slot, current_g(ctx) + offsets.g_m)?;
     let mut running = Running {
         m,
-        m_id: read_user::<i64>(m + offsets.m_id).unwrap_or(-1),
+        m_id: read_user::<i64>(slot, m + offsets.m_id).unwrap_or(-1),
         p_id: -1,
+        tgid: cfg.target_tgid,
         ..Running::default()
     };
-    if let Some(procid) = read_user::<u64>(m + offsets.m_procid) {
-        add(counter::OFFSET_CHECKS, 1);
-        if procid != u64::from(tid_in_target_namespace(tid)) {
-            add(counter::OFFSET_MISMATCHES, 1);
+    if let Some(procid) = read_user::<u64>(slot, m + offsets.m_procid) {
+        add(slot, counter::OFFSET_CHECKS, 1);
+        if procid != u64::from(tid_in_target_namespace(cfg, tid)) {
+            add(slot, counter::OFFSET_MISMATCHES, 1);
             running.m_id = -1;
         }
     }
     let _ = RUNNING.insert(&tid, &running, 0);
-    RUNNING
-        .get_ptr_mut(&tid)
-        .map(|running| unsafe { &mut *running })
+    running_here(cfg)
 }
 
 /// This thread's id as the target sees it: in a container (its own pid
 /// namespace) the runtime's `m.procid` holds the namespaced id.
 #[inline(always)]
-fn tid_in_target_namespace(tid: u32) -> u32 {
-    let cfg = config();
+fn tid_in_target_namespace(cfg: &Config, tid: u32) -> u32 {
     if cfg.pidns_ino == 0 {
         return tid;
     }
@@ -511,83 +516,87 @@ fn tid_in_target_namespace(tid: u32) -> u32 {
 
 /// running → waiting (`park_m` after `gopark` set `g.waitreason`).
 #[inline(always)]
-fn parked(gp: u64, offsets: &GoOffsets, goid: u64, now: u64) {
-    add(counter::GOPARK, 1);
-    let reason = u64::from(read_user::<u8>(gp + offsets.g_waitreason).unwrap_or(0));
-    bump(&PARKS, reason as usize, 1);
-    if let Some(stats) = goroutine(goid) {
+fn parked(cfg: &Config, gp: u64, goid: u64, now: u64) {
+    let slot = cfg.slot;
+    add(slot, counter::GOPARK, 1);
+    let reason = u64::from(read_user::<u8>(slot, gp + cfg.offsets.g_waitreason).unwrap_or(0));
+    bump(&PARKS, slot, reason as usize, 1);
+    if let Some(stats) = goroutine(slot, goid) {
         stats.parks += 1;
     }
-    emit(event_kind::PARK, goid, reason, now);
-    set_state(gp, g_status::WAITING, reason as u32, now);
+    emit(cfg, event_kind::PARK, goid, reason, now);
+    set_state(slot, gp, g_status::WAITING, reason as u32, now);
 }
 
 /// Records that `gp` is in `status` since `now`.
 #[inline(always)]
-fn set_state(gp: u64, status: u32, reason: u32, now: u64) {
+fn set_state(slot: u32, gp: u64, status: u32, reason: u32, now: u64) {
     let state = GState {
         since_ns: now,
         status,
         reason,
     };
-    match G_STATE.get_ptr_mut(&gp) {
+    let key = process_key(slot, gp);
+    match G_STATE.get_ptr_mut(&key) {
         Some(entry) => unsafe { *entry = state },
-        None => insert_state(gp, &state),
+        None => insert_state(slot, key, &state),
     }
 }
 
 #[inline(always)]
-fn insert_state(gp: u64, state: &GState) {
-    if G_STATE.insert(&gp, state, 0).is_err() {
-        add(counter::G_STATE_LOST, 1);
+fn insert_state(slot: u32, key: u64, state: &GState) {
+    if G_STATE.insert(&key, state, 0).is_err() {
+        add(slot, counter::G_STATE_LOST, 1);
     }
 }
 
 /// → runnable: woken (blocked time ends), created, preempted or yielding.
 #[inline(always)]
-fn became_runnable(old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) {
+fn became_runnable(cfg: &Config, old: u32, gp: u64, now: u64, goid: impl Fn() -> Option<u64>) {
+    let slot = cfg.slot;
     let runnable = GState {
         since_ns: now,
         status: g_status::RUNNABLE,
         reason: 0,
     };
-    let entry = G_STATE.get_ptr_mut(&gp);
+    let key = process_key(slot, gp);
+    let entry = G_STATE.get_ptr_mut(&key);
     if old == g_status::WAITING {
         let mut blocked = 0;
         if let Some(state) = entry
             && unsafe { (*state).status } == g_status::WAITING
-            && in_window(unsafe { (*state).since_ns })
+            && in_window(slot, unsafe { (*state).since_ns })
         {
             let state = unsafe { &*state };
             blocked = now.saturating_sub(state.since_ns);
-            bump(&BLOCKED_NS, state.reason as usize, blocked);
-            // Only the flag, not the whole configuration: this runs at every wakeup.
-            if unsafe { core::ptr::read_volatile(&raw const CONFIG.block_stacks) } != 0 {
-                count_block(gp, blocked);
+            bump(&BLOCKED_NS, slot, state.reason as usize, blocked);
+            if cfg.block_stacks != 0 {
+                count_block(key, blocked);
             }
         }
-        if streaming() {
-            emit(event_kind::WAKE, goid().unwrap_or(0), blocked, now);
+        if streaming(cfg) {
+            emit(cfg, event_kind::WAKE, goid().unwrap_or(0), blocked, now);
         }
     }
     if old == g_status::DEAD {
-        add(counter::CREATED, 1);
-        emit(event_kind::CREATE, 0, 0, now);
+        add(slot, counter::CREATED, 1);
+        emit(cfg, event_kind::CREATE, 0, 0, now);
     }
     match entry {
         Some(state) => unsafe { *state = runnable },
-        None => insert_state(gp, &runnable),
+        None => insert_state(slot, key, &runnable),
     }
 }
 
-/// Adds a park of `gp` that ended, blocked `blocked` ns, to where it parked.
+/// Adds a park of the g of `key` (see `process_key`) that ended, blocked
+/// `blocked` ns, to where it parked.
 #[inline(always)]
-fn count_block(gp: u64, blocked: u64) {
-    let Some(key) = (unsafe { PARK_STACK.get(&gp) }).copied() else {
+fn count_block(key: u64, blocked: u64) {
+    let Some(site) = (unsafe { PARK_STACK.get(&key) }).copied() else {
         return;
     };
-    let _ = PARK_STACK.remove(&gp);
-    let Some(counts) = this_cpu_entry(&BLOCK_PROFILE, &key) else {
+    let _ = PARK_STACK.remove(&key);
+    let Some(counts) = this_cpu_entry(&BLOCK_PROFILE, &site) else {
         return;
     };
     counts.count += 1;
@@ -599,22 +608,28 @@ fn count_block(gp: u64, blocked: u64) {
 /// profile. Attached only when a block profile is asked for.
 #[uprobe]
 pub fn go_gopark(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    if call_restarts(&ctx) {
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
+    if call_restarts(&ctx, slot) {
         return 0;
     }
     let regs = unsafe { &*ctx.regs };
-    let key = BlockKey {
-        caller: read_user::<u64>(regs.rsp).unwrap_or(0),
+    let site = BlockKey {
+        caller: read_user::<u64>(slot, regs.rsp).unwrap_or(0),
         stack_id: match ctx.get_stackid(&BLOCK_STACKS, u64::from(BPF_F_USER_STACK)) {
             Ok(id) => id as i32,
             Err(error) => error,
         },
         reason: u32::from(regs.rcx as u8),
+        slot,
+        _pad: 0,
     };
     // A copy: a map key cannot point into the context.
-    let gp = regs.r14;
-    let _ = PARK_STACK.insert(&gp, &key, 0);
+    let key = process_key(slot, regs.r14);
+    let _ = PARK_STACK.insert(&key, &site, 0);
     0
 }
 
@@ -622,56 +637,68 @@ pub fn go_gopark(ctx: ProbeContext) -> u32 {
 /// entry). Attached for Go 1.26+ only, which enters syscalls without casgstatus.
 #[uprobe]
 pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    syscall_entered(unsafe { bpf_ktime_get_ns() });
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    add(cfg.slot, counter::PROBE_HITS, 1);
+    syscall_entered(cfg, unsafe { bpf_ktime_get_ns() });
     0
 }
 
 /// `runtime.exitsyscall`, on the goroutine back from its syscall (Go 1.26+).
 #[uprobe]
 pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    if let Some(goid) = goid_of(current_g(&ctx), &config().offsets) {
-        syscall_exited(goid, unsafe { bpf_ktime_get_ns() }, false);
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    add(cfg.slot, counter::PROBE_HITS, 1);
+    if let Some(goid) = goid_of(cfg, current_g(&ctx)) {
+        syscall_exited(cfg, goid, unsafe { bpf_ktime_get_ns() }, false);
     }
     0
 }
 
 #[inline(always)]
-fn syscall_entered(now: u64) {
-    add(counter::SYSCALL_ENTER, 1);
+fn syscall_entered(cfg: &Config, now: u64) {
+    add(cfg.slot, counter::SYSCALL_ENTER, 1);
     let _ = SYSCALL_START.insert(&current_tid(), &now, 0);
-    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
-        send(&thread_event(event_kind::SYSCALL_ENTER, 0, 0, now));
+    if cfg.stream_events & (stream::ALL | stream::RUNS) != 0 {
+        send(
+            cfg.slot,
+            &thread_event(cfg, event_kind::SYSCALL_ENTER, 0, 0, now),
+        );
     }
 }
 
 /// Pairs with the syscall entered on this thread (a goroutine keeps its M, so
 /// its thread, during a syscall). `resumed`: it goes on running on its P.
 #[inline(always)]
-fn syscall_exited(goid: u64, now: u64, resumed: bool) {
-    add(counter::SYSCALL_EXIT, 1);
+fn syscall_exited(cfg: &Config, goid: u64, now: u64, resumed: bool) {
+    let slot = cfg.slot;
+    add(slot, counter::SYSCALL_EXIT, 1);
     let tid = current_tid();
     let Some(&entered) = (unsafe { SYSCALL_START.get(&tid) }) else {
         return; // entered before we attached
     };
     let _ = SYSCALL_START.remove(&tid);
-    if !in_window(entered) {
-        return; // entered before this window
+    // Entered before this window (or by a thread of a process gone since,
+    // whose id this thread reuses: before this process was watched).
+    if !in_window(slot, entered) {
+        return;
     }
     let took = now.saturating_sub(entered);
-    add(counter::SYSCALL_PAIRS, 1);
-    add(counter::SYSCALL_NS, took);
-    if let Some(stats) = goroutine(goid) {
+    add(slot, counter::SYSCALL_PAIRS, 1);
+    add(slot, counter::SYSCALL_NS, took);
+    if let Some(stats) = goroutine(slot, goid) {
         stats.syscalls += 1;
         stats.syscall_ns += took;
     }
-    if stream_flags() & (stream::ALL | stream::RUNS) != 0 {
-        let mut event = thread_event(event_kind::SYSCALL, goid, took, now);
+    if cfg.stream_events & (stream::ALL | stream::RUNS) != 0 {
+        let mut event = thread_event(cfg, event_kind::SYSCALL, goid, took, now);
         if resumed {
             event.flags = event_flags::RESUMED;
         }
-        send(&event);
+        send(slot, &event);
     }
 }
 
@@ -690,23 +717,30 @@ pub fn calibration(_ctx: ProbeContext) -> u32 {
 /// signal frame context in RCX. For SIGURG, reports where the preemption landed.
 #[uprobe]
 pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
     let regs = unsafe { &*ctx.regs };
     if regs.rax as u32 != SIGURG as u32 {
         return 0;
     }
     let frame = regs.rcx;
-    let Some(rip) = read_user::<u64>(frame + signal_frame::RIP) else {
+    let Some(rip) = read_user::<u64>(slot, frame + signal_frame::RIP) else {
         return 0;
     };
     // R14 held the goroutine if the thread ran Go code; otherwise the read fails
     // or gives no plausible goid, and 0 stands for "not a goroutine".
-    let goid = read_user::<u64>(frame + signal_frame::R14)
+    let goid = read_user::<u64>(slot, frame + signal_frame::R14)
         .filter(|&g| g != 0)
-        .and_then(|g| goid_of(g, &config().offsets))
+        .and_then(|g| goid_of(cfg, g))
         .unwrap_or(0);
     let now = unsafe { bpf_ktime_get_ns() };
-    send(&thread_event(event_kind::PREEMPT_LANDED, goid, rip, now));
+    send(
+        slot,
+        &thread_event(cfg, event_kind::PREEMPT_LANDED, goid, rip, now),
+    );
     0
 }
 
@@ -717,8 +751,12 @@ pub fn go_sigtrampgo(ctx: ProbeContext) -> u32 {
 /// from a preemption at a stack check. Rare: counted and always sent.
 #[uprobe]
 pub fn go_preempted(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    if call_restarts(&ctx) {
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
+    if call_restarts(&ctx, slot) {
         return 0;
     }
     let regs = unsafe { &*ctx.regs };
@@ -726,9 +764,9 @@ pub fn go_preempted(ctx: ProbeContext) -> u32 {
         return 0; // runtime.Gosched: a yield, not a preemption
     }
     let gp = regs.rax;
-    let offsets = config().offsets;
-    let by_signal = read_user::<u8>(gp + offsets.g_async_safe_point).unwrap_or(0) != 0;
+    let by_signal = read_user::<u8>(slot, gp + cfg.offsets.g_async_safe_point).unwrap_or(0) != 0;
     add(
+        slot,
         if by_signal {
             counter::ASYNC_PREEMPTED
         } else {
@@ -736,18 +774,18 @@ pub fn go_preempted(ctx: ProbeContext) -> u32 {
         },
         1,
     );
-    let goid = goid_of(gp, &offsets).unwrap_or(0);
+    let goid = goid_of(cfg, gp).unwrap_or(0);
     // Per goroutine, as in the log: the preemptions a signal made.
-    if by_signal && let Some(stats) = existing_goroutine(goid) {
+    if by_signal && let Some(stats) = existing_goroutine(slot, goid) {
         stats.preemptions += 1;
     }
-    let mut event = thread_event(event_kind::PREEMPTED, goid, 0, unsafe {
+    let mut event = thread_event(cfg, event_kind::PREEMPTED, goid, 0, unsafe {
         bpf_ktime_get_ns()
     });
     if by_signal {
         event.flags = event_flags::ASYNC;
     }
-    send(&event);
+    send(slot, &event);
     0
 }
 
@@ -756,47 +794,57 @@ pub fn go_preempted(ctx: ProbeContext) -> u32 {
 /// signal besides a preemption.
 #[uprobe]
 pub fn go_preempt_park(ctx: ProbeContext) -> u32 {
-    add(counter::PROBE_HITS, 1);
-    if call_restarts(&ctx) {
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
+    add(slot, counter::PROBE_HITS, 1);
+    if call_restarts(&ctx, slot) {
         return 0;
     }
     let gp = unsafe { (*ctx.regs).rax };
-    let offsets = config().offsets;
-    if read_user::<u8>(gp + offsets.g_async_safe_point).unwrap_or(0) == 0 {
+    if read_user::<u8>(slot, gp + cfg.offsets.g_async_safe_point).unwrap_or(0) == 0 {
         return 0;
     }
-    add(counter::GC_SUSPENDED, 1);
-    let goid = goid_of(gp, &offsets).unwrap_or(0);
-    send(&thread_event(event_kind::GC_SUSPENDED, goid, 0, unsafe {
-        bpf_ktime_get_ns()
-    }));
+    add(slot, counter::GC_SUSPENDED, 1);
+    let goid = goid_of(cfg, gp).unwrap_or(0);
+    send(
+        slot,
+        &thread_event(cfg, event_kind::GC_SUSPENDED, goid, 0, unsafe {
+            bpf_ktime_get_ns()
+        }),
+    );
     0
 }
 
-/// `signal:signal_generate`, kept to SIGURG sent by a thread of the target (sysmon's
-/// `preemptone`, or the GC suspending a goroutine) to a thread of the target.
+/// `signal:signal_generate`, kept to SIGURG sent by a thread of a watched
+/// process (sysmon's `preemptone`, or the GC suspending a goroutine) to one of
+/// its threads.
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    let Some(cfg) = this_process() else {
+        return 0;
+    };
+    let slot = cfg.slot;
     let Ok(sig) = (unsafe { ctx.read_at::<i32>(cfg.signal_sig_offset as usize) }) else {
         return 0;
     };
-    let sender = bpf_get_current_pid_tgid();
-    if sig != SIGURG || (sender >> 32) as u32 != cfg.target_tgid {
+    if sig != SIGURG {
         return 0;
     }
     let Ok(tid) = (unsafe { ctx.read_at::<i32>(cfg.signal_pid_offset as usize) }) else {
         return 0;
     };
     let tid = tid as u32;
-    add(counter::PREEMPT, 1);
+    add(slot, counter::PREEMPT, 1);
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut event = Event::new(event_kind::PREEMPT, tid, now, 0, 0);
-    event.sender_tid = sender as u32;
+    let mut event = Event::new(slot, event_kind::PREEMPT, tid, now, 0, 0);
+    event.sender_tid = current_tid();
     // What ran on the thread, when the probes saw it start in this window (a
     // run seen in an earlier window may have ended long ago).
     if let Some(running) = unsafe { RUNNING.get(&tid) }
-        && in_window(running.since_ns)
+        && running.tgid == cfg.target_tgid
+        && in_window(slot, running.since_ns)
     {
         event.goid = running.goid;
         let until = if running.stopped_ns == 0 {
@@ -809,32 +857,43 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         event.m_id = running.m_id;
         event.p_id = running.p_id;
     }
-    send(&event);
+    send(slot, &event);
     0
 }
 
-/// `sched:sched_process_exec`: the target runs another image from now on (the
-/// same pid); userspace notices the count change and re-attaches or ends.
+/// `sched:sched_process_exec`: a watched process runs another image from now
+/// on (the same pid): userspace notices the count change and re-attaches or
+/// ends. When it looks for new processes, every exec is sent.
 #[tracepoint]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
-    if (bpf_get_current_pid_tgid() >> 32) as u32 == config().target_tgid {
-        add(counter::EXECS, 1);
+    let watched = this_process();
+    if let Some(cfg) = watched {
+        add(cfg.slot, counter::EXECS, 1);
+    }
+    if DISCOVERY.get(0).copied().unwrap_or(0) != 0 {
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let slot = watched.map_or(NO_SLOT, |cfg| cfg.slot);
+        let now = unsafe { bpf_ktime_get_ns() };
+        send(
+            slot,
+            &Event::new(slot, event_kind::NEW_PROCESS, pid, now, 0, 0),
+        );
     }
     0
 }
 
-/// A CPU sample (the software cpu-clock, on every CPU): what the target's
-/// thread ran when the timer fired. The interrupted user registers give the
-/// goroutine (R14 is `g` in Go's register ABI) and the code; the thread's M
-/// gives the P it holds and that P's run queue. Counted in the kernel by
-/// goroutine and stack: no per-sample record, no wakeup.
+/// A CPU sample (the software cpu-clock, on every CPU): what a watched
+/// process's thread ran when the timer fired. The interrupted user registers
+/// give the goroutine (R14 is `g` in Go's register ABI) and the code; the
+/// thread's M gives the P it holds and that P's run queue. Counted in the
+/// kernel by goroutine and stack: no per-sample record, no wakeup.
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
-    let cfg = config();
-    if (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.target_tgid {
+    let Some(cfg) = this_process() else {
         return 0;
-    }
-    add(counter::SAMPLES, 1);
+    };
+    let slot = cfg.slot;
+    add(slot, counter::SAMPLES, 1);
     let regs = unsafe { &(*ctx.ctx).regs };
     // Interrupted in the kernel (a syscall, a fault): the user registers are
     // the ones saved at its entry.
@@ -852,43 +911,40 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     let stack_id = match ctx.get_stackid(&SAMPLE_STACKS, u64::from(BPF_F_USER_STACK)) {
         Ok(id) => id as i32,
         Err(error) => {
-            add(counter::SAMPLE_STACKS_LOST, 1);
+            add(slot, counter::SAMPLE_STACKS_LOST, 1);
             error
         }
     };
-    let offsets = cfg.offsets;
     let mut key = SampleKey {
         goid: 0,
         start_pc: 0,
         leaf_return: unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0),
         stack_id,
         flags: sample_kind::NOT_GO,
+        slot,
+        _pad: 0,
     };
     let mut waiting = 0;
-    if let Some(m) = m_of_this_thread(r14, &offsets) {
-        let goid = if r14 == 0 {
-            None
-        } else {
-            goid_of(r14, &offsets)
-        };
+    if let Some(m) = m_of_this_thread(cfg, r14) {
+        let goid = if r14 == 0 { None } else { goid_of(cfg, r14) };
         match goid {
             Some(0) => key.flags = sample_kind::SYSTEM,
             Some(goid) => {
                 key.flags = sample_kind::GOROUTINE;
                 key.goid = goid;
-                key.start_pc = read_user::<u64>(r14 + offsets.g_startpc).unwrap_or(0);
+                key.start_pc = read_user::<u64>(slot, r14 + cfg.offsets.g_startpc).unwrap_or(0);
             }
             None => {}
         }
-        if let Some(p) = read_user::<u64>(m + offsets.m_p)
+        if let Some(p) = read_user::<u64>(slot, m + cfg.offsets.m_p)
             && p != 0
         {
             flags |= sample_flags::HOLDS_P;
-            waiting = goroutines_waiting(p, &cfg);
+            waiting = goroutines_waiting(cfg, p);
         }
     }
     key.flags |= flags;
-    count_sample(&key, waiting);
+    count_sample(slot, &key, waiting);
     0
 }
 
@@ -906,7 +962,8 @@ fn saved_user_registers() -> Option<(u64, u64)> {
 /// thread id): otherwise R14 did not hold a g (C code, a thread of another
 /// runtime).
 #[inline(always)]
-fn m_of_this_thread(g: u64, offsets: &GoOffsets) -> Option<u64> {
+fn m_of_this_thread(cfg: &Config, g: u64) -> Option<u64> {
+    let offsets = &cfg.offsets;
     if g == 0 {
         return None;
     }
@@ -917,35 +974,37 @@ fn m_of_this_thread(g: u64, offsets: &GoOffsets) -> Option<u64> {
         return None;
     }
     let procid = unsafe { bpf_probe_read_user((m + offsets.m_procid) as *const u64) }.ok()?;
-    (procid == u64::from(tid_in_target_namespace(current_tid()))).then_some(m)
+    (procid == u64::from(tid_in_target_namespace(cfg, current_tid()))).then_some(m)
 }
 
 /// Goroutines waiting to run that P `p` would run next: its local queue, its
 /// runnext and the global queue.
 #[inline(always)]
-fn goroutines_waiting(p: u64, cfg: &Config) -> u64 {
-    let offsets = &cfg.offsets;
-    let head = read_user::<u32>(p + offsets.p_runqhead).unwrap_or(0);
-    let tail = read_user::<u32>(p + offsets.p_runqtail).unwrap_or(0);
+fn goroutines_waiting(cfg: &Config, p: u64) -> u64 {
+    let (slot, offsets) = (cfg.slot, &cfg.offsets);
+    let head = read_user::<u32>(slot, p + offsets.p_runqhead).unwrap_or(0);
+    let tail = read_user::<u32>(slot, p + offsets.p_runqtail).unwrap_or(0);
     // The queue is a ring of 256: a torn read (head moved past tail) is not
     // a length.
     let local = match tail.wrapping_sub(head) {
         length @ 0..=256 => u64::from(length),
         _ => 0,
     };
-    let next = u64::from(read_user::<u64>(p + offsets.p_runnext).unwrap_or(0) != 0);
+    let next = u64::from(read_user::<u64>(slot, p + offsets.p_runnext).unwrap_or(0) != 0);
     let global = if cfg.global_runq_size == 0 {
         0
     } else {
-        read_user::<i32>(cfg.global_runq_size).unwrap_or(0).max(0) as u64
+        read_user::<i32>(slot, cfg.global_runq_size)
+            .unwrap_or(0)
+            .max(0) as u64
     };
     local + next + global
 }
 
 #[inline(always)]
-fn count_sample(key: &SampleKey, waiting: u64) {
+fn count_sample(slot: u32, key: &SampleKey, waiting: u64) {
     let Some(counts) = this_cpu_entry(&CPU_SAMPLES, key) else {
-        add(counter::SAMPLES_LOST, 1);
+        add(slot, counter::SAMPLES_LOST, 1);
         return;
     };
     counts.samples += 1;

@@ -9,6 +9,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,19 +20,22 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     binary::GoBinary,
     facet::Facet,
+    node::{self, NodeShared},
     outputs::{
         Closed, Outputs, Report,
         format::Header,
         pprof::{self, ProfileSample, ProfileSpec},
     },
     sources::{
-        block_stacks::BlockStacks,
+        block_stacks::BlockSite,
+        calibration::HitCost,
         drain::{Collector, Snapshot},
         duty_cycle::WindowMeasure,
         goroutines::{self, GoroutinesLayout},
+        kernel::{self, Kernel},
         probes::{self, Probes},
         runtime_memory::{self, SchedLayout},
-        sampler::{self, Sampler},
+        sampler,
         windows::{self, Windows},
     },
     stats::{
@@ -54,12 +58,25 @@ use crate::{
     },
 };
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct AttachArgs {
     /// Process id of the Go program to watch (a thread id is taken as its
-    /// process). Required by `attach`; `run` starts its own.
-    #[arg(long, short)]
-    pub pid: Option<u32>,
+    /// process); several (`--pid 1,2` or `--pid 1 --pid 2`) are watched
+    /// side by side. `attach` needs it or --all; `run` starts its own.
+    #[arg(long, short, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Watch every Go process of the host: those running now, and each one
+    /// started later (picked up at its exec). Other processes are skipped.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only processes whose executable has this file name
+    /// (repeatable).
+    #[arg(long, value_name = "NAME", requires = "all")]
+    pub exe: Vec<String>,
+    /// With --all: only processes of this container (its id, or a prefix of
+    /// it as `docker ps` and `crictl ps` show; repeatable).
+    #[arg(long, value_name = "ID", requires = "all")]
+    pub container: Vec<String>,
     /// How often to print a summary (e.g. 500ms, 1s, 2m; from 1ms to 1h).
     #[arg(long, short, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -237,7 +254,7 @@ pub struct RunArgs {
 /// `run`: starts the program held, watches it from its first instruction,
 /// and returns its exit status.
 pub fn run_command(mut args: RunArgs) -> Result<u8> {
-    if args.options.pid.is_some() {
+    if !args.options.pid.is_empty() || args.options.all {
         anyhow::bail!(
             "run starts its own process: leave --pid out (or use attach --pid to watch a \
              running one)"
@@ -255,25 +272,35 @@ pub fn run_command(mut args: RunArgs) -> Result<u8> {
     launched.exit_code()
 }
 
-/// `attach`: watches the target, and what it execs into when that is Go too.
+/// `attach`: watches the target, and what it execs into when that is Go too;
+/// or several processes, or every Go process of the host (`node`).
 pub fn run(args: AttachArgs) -> Result<()> {
-    let Some(pid) = args.pid else {
-        anyhow::bail!(
-            "attach needs --pid PID, the Go process to watch (or start one with \
-             `gobpf-sched run [options] -- COMMAND ARGS...`)"
-        );
-    };
-    watch(&args, Target::find(pid)?, Instant::now(), None)
+    match args.pid.as_slice() {
+        [pid] if !args.all => watch(&args, Target::find(*pid)?, Instant::now(), None),
+        [] if !args.all => anyhow::bail!(
+            "attach needs --pid PID, the Go process to watch, or --all for every Go process \
+             (or start one with `gobpf-sched run [options] -- COMMAND ARGS...`)"
+        ),
+        _ => node::run(&args),
+    }
 }
 
 /// Watches `target` (held stopped by `held` until the probes are attached).
 pub fn watch(
     args: &AttachArgs,
-    mut target: Target,
+    target: Target,
     started: Instant,
-    mut held: Option<&mut dyn FnMut() -> Result<()>>,
+    held: Option<&mut dyn FnMut() -> Result<()>>,
 ) -> Result<()> {
     check_profile_paths(args)?;
+    let signal_offsets = check_machine(args)?;
+    let kernel = Arc::new(load_kernel(args, signal_offsets, false).map_err(|e| target.explain(e))?);
+    follow(args, target, started, held, &kernel, None)
+}
+
+/// What every session needs of the machine (said before anything is
+/// loaded); returns where the SIGURG tracepoint's fields are.
+pub fn check_machine(args: &AttachArgs) -> Result<(u32, u32)> {
     machine::require_privileges()?;
     machine::require_uprobes()?;
     let tracefs = machine::ensure_tracefs()?;
@@ -286,6 +313,37 @@ pub fn watch(
              anyone who reaches this host can read them (use 127.0.0.1 to keep them local)"
         );
     }
+    Ok(signal_offsets)
+}
+
+/// Loads the kernel programs for what `args` watch; `discovery`: report
+/// every new process (`--all`).
+pub fn load_kernel(
+    args: &AttachArgs,
+    signal_offsets: (u32, u32),
+    discovery: bool,
+) -> Result<Kernel> {
+    let facets = watched_facets(args);
+    Kernel::load(&kernel::Settings {
+        stream_events: stream_events(args, &facets),
+        signals: facets.contains(&Facet::Preemptions),
+        sample_hz: args.sample_hz,
+        block_stacks: args.block_profile.is_some(),
+        discovery,
+        signal_offsets,
+    })
+}
+
+/// Watches `target` with the loaded programs, and what it execs into when
+/// that is Go too. `node`: what the sessions of many processes share.
+pub fn follow(
+    args: &AttachArgs,
+    mut target: Target,
+    started: Instant,
+    mut held: Option<&mut dyn FnMut() -> Result<()>>,
+    kernel: &Arc<Kernel>,
+    node: Option<&NodeShared>,
+) -> Result<()> {
     let mut execs_followed = 0;
     loop {
         let first_image = execs_followed == 0;
@@ -302,10 +360,11 @@ pub fn watch(
             Ok(binary) => binary,
         };
         let image = Image {
+            kernel,
+            node,
             target: &target,
             binary: &binary,
             shown_as,
-            signal_offsets,
             // A recording covers the first image.
             record: args.record.as_deref().filter(|_| first_image),
             pprof: args.pprof.as_deref().filter(|_| first_image),
@@ -340,6 +399,22 @@ pub fn watch(
             End::Done => return Ok(()),
         }
     }
+}
+
+/// What a uprobe hit costs, and what the budget makes of it.
+pub fn say_hit_cost(args: &AttachArgs, hit_cost: &HitCost) {
+    eprintln!(
+        "gobpf-sched: a uprobe hit costs {:.0} ns here (measured in {} ms); {}",
+        hit_cost.ns,
+        hit_cost.took.as_millis(),
+        match args.budget() {
+            Some(_) => format!(
+                "transition probes within {}% of each target's CPU time (--exact: always on)",
+                args.overhead_budget
+            ),
+            None => "transition probes always on (exact mode)".to_owned(),
+        }
+    );
 }
 
 /// `--pprof` and `--block-profile` are written at the end: what would fail
@@ -404,10 +479,12 @@ fn not_go_host(target: &Target, shown_as: &str, error: anyhow::Error) -> anyhow:
 
 /// One executable image of the target, between attach and exit, exec or stop.
 struct Image<'a> {
+    kernel: &'a Arc<Kernel>,
+    /// What the sessions of many processes share (`node`).
+    node: Option<&'a NodeShared>,
     target: &'a Target,
     binary: &'a GoBinary,
     shown_as: String,
-    signal_offsets: (u32, u32),
     record: Option<&'a Path>,
     /// Where the CPU profile goes (the first image's) ...
     pprof: Option<&'a Path>,
@@ -445,19 +522,9 @@ impl Image<'_> {
         let global_runq = sched_layout
             .as_ref()
             .map_or(0, SchedLayout::global_runq_size_address);
-        let (mut probes, uprobes) = self.attach(args, &facets, global_runq)?;
-        let collector = Collector::new(&mut probes.ebpf, args.top)?;
-        let block_stacks = match self.block_profile {
-            Some(_) if facets.contains(&Facet::Goroutines) => {
-                Some(BlockStacks::take(&mut probes.ebpf)?)
-            }
-            _ => None,
-        };
-        let sampler = if args.sample_hz > 0 {
-            Some(Sampler::attach(&mut probes.ebpf, args.sample_hz).map_err(|e| target.explain(e))?)
-        } else {
-            None
-        };
+        let (probes, uprobes) = self.attach(args, &facets, global_runq)?;
+        let slot = probes.slot;
+        let collector = Collector::new(self.kernel.clone(), slot, args.top)?;
         let hit_cost = probes.hit_cost;
         let header = Header {
             pid: target.pid,
@@ -492,24 +559,15 @@ impl Image<'_> {
             sched_layout.clone().map(|layout| (target.pid, layout)),
             self.record.map(|path| (path, self.shown_as.as_str())),
             &runtime,
+            self.node,
         )?;
-        // Not over the live screen (its title shows the budget and the cost).
-        if !outputs.is_screen() {
-            eprintln!(
-                "gobpf-sched: a uprobe hit costs {:.0} ns here (measured in {} ms); {}",
-                hit_cost.ns,
-                hit_cost.took.as_millis(),
-                match args.budget() {
-                    Some(_) => format!(
-                        "transition probes within {}% of the target's CPU time (--exact: always on)",
-                        args.overhead_budget
-                    ),
-                    None => "transition probes always on (exact mode)".to_owned(),
-                }
-            );
+        // Not over the live screen (its title shows the budget and the
+        // cost); said once for many processes.
+        if !outputs.is_screen() && self.node.is_none() {
+            say_hit_cost(args, &hit_cost);
         }
         eprintln!(
-            "gobpf-sched: attached to {}, {}: {uprobes} uprobes{} in {} ms. Ctrl-C to stop.",
+            "gobpf-sched: attached to {}, {}: {uprobes} uprobes{} in {} ms.{}",
             self.shown_as,
             binary.build.go_version,
             if facets.contains(&Facet::Preemptions) {
@@ -517,7 +575,12 @@ impl Image<'_> {
             } else {
                 ""
             },
-            started.elapsed().as_millis()
+            started.elapsed().as_millis(),
+            if self.node.is_some() {
+                ""
+            } else {
+                " Ctrl-C to stop."
+            }
         );
         let function_at = |pc: u64| {
             binary
@@ -538,6 +601,7 @@ impl Image<'_> {
         let attached_at = probes.attached_at;
         let mut session = Session {
             args,
+            node: self.node,
             target,
             windows: Windows::new(
                 probes,
@@ -566,7 +630,8 @@ impl Image<'_> {
             clock: Clock::measure(),
             signals: SignalPairing::default(),
             attached_at,
-            sampler,
+            kernel: self.kernel.clone(),
+            slot,
             samples_total: NamedSamples::default(),
             exact_blame: ExactBlame::default(),
             blames_exactly: blames_exactly(&facets),
@@ -585,15 +650,19 @@ impl Image<'_> {
         let Session {
             outputs,
             samples_total,
-            sampler,
             attached_at,
+            windows,
             ..
         } = session;
+        // Detached (and the slot emptied) once the profiles are read.
+        let _probes = windows;
         let end = self.finish(outputs.close(), result?)?;
-        if let (Some(path), Some(block_stacks)) = (self.block_profile, &block_stacks) {
+        if let Some(path) = self.block_profile
+            && let Some(sites) = self.kernel.with_block_stacks(|stacks| stacks.read(slot))
+        {
             let (parks, places) = self.write_block_profile(
                 path,
-                block_stacks,
+                sites,
                 load_bias,
                 started_unix_ns,
                 attached_at.elapsed(),
@@ -604,11 +673,13 @@ impl Image<'_> {
                 path.display()
             );
         }
-        if let (Some(path), Some(sampler)) = (self.pprof, sampler) {
+        if let Some(path) = self.pprof
+            && self.kernel.sample_period_ns > 0
+        {
             let written = self.write_pprof(
                 path,
                 &samples_total,
-                sampler.period_ns,
+                self.kernel.sample_period_ns,
                 load_bias,
                 started_unix_ns,
                 attached_at.elapsed(),
@@ -627,13 +698,12 @@ impl Image<'_> {
     fn write_block_profile(
         &self,
         path: &Path,
-        block_stacks: &BlockStacks,
+        sites: Vec<BlockSite>,
         load_bias: u64,
         started_unix_ns: u64,
         duration: Duration,
     ) -> Result<(u64, usize)> {
         let lines = self.binary.source_lines()?;
-        let sites = block_stacks.read();
         let parks = sites.iter().map(|s| s.counts.count).sum();
         let samples: Vec<ProfileSample> = sites
             .iter()
@@ -772,20 +842,17 @@ impl Image<'_> {
         // Reads code from the executable again: the target may be gone by now.
         let plan = probes::plan(binary, facets, self.block_profile.is_some())
             .map_err(|e| target.explain(e))?;
-        // A recording needs every transition, like --events.
-        let stream_events = if args.events || self.record.is_some() {
-            stream::ALL
-        } else if blames_exactly(facets) {
-            stream::RUNS
-        } else {
-            0
-        };
+        // A recording covers the first image only.
+        let mut stream_events = stream_events(args, facets);
+        if self.record.is_none() && !args.events {
+            stream_events &= !stream::ALL;
+        }
         let probes = probes::attach(
+            self.kernel,
             target,
             binary,
             &plan,
             facets,
-            self.signal_offsets,
             stream_events,
             global_runq,
         )
@@ -807,6 +874,18 @@ impl Image<'_> {
             );
         }
         Ok((probes, plan.len()))
+    }
+}
+
+/// What the kernel programs stream: every transition for `--events` and
+/// `--record`, run starts and ends for the exact blame view.
+fn stream_events(args: &AttachArgs, facets: &[Facet]) -> u32 {
+    if args.events || args.record.is_some() {
+        stream::ALL
+    } else if blames_exactly(facets) {
+        stream::RUNS
+    } else {
+        0
     }
 }
 
@@ -840,6 +919,8 @@ struct StopSignals {
 /// The loop of one image: what it reads from, how it names, where it reports.
 struct Session<'a> {
     args: &'a AttachArgs,
+    /// What the sessions of many processes share: its stop flag ends this one.
+    node: Option<&'a NodeShared>,
     target: &'a Target,
     /// The probes, attached in windows under the budget.
     windows: Windows,
@@ -863,7 +944,9 @@ struct Session<'a> {
     clock: Clock,
     signals: SignalPairing,
     attached_at: Instant,
-    sampler: Option<Sampler>,
+    /// The loaded programs (for the CPU samples) and this process's slot.
+    kernel: Arc<Kernel>,
+    slot: u32,
     /// Every CPU sample of the run, named.
     samples_total: NamedSamples,
     functions: FunctionNames,
@@ -923,6 +1006,9 @@ impl Session<'_> {
                 }
                 _ = drain.tick() => {
                     self.dispatch(monotonic_now())?;
+                    if self.node.is_some_and(NodeShared::stopping) {
+                        break How::Stopped;
+                    }
                     if let Some(how) = self.ended()? {
                         break how;
                     }
@@ -1085,16 +1171,15 @@ impl Session<'_> {
     /// The CPU samples since the last drain, named and summed up (and
     /// added to the whole run's).
     fn sample_view(&mut self) -> Result<Option<CpuView>> {
-        let Some(sampler) = &mut self.sampler else {
+        let Some(drained) = self.kernel.drain_samples(self.slot)? else {
             return Ok(None);
         };
-        let drained = sampler.drain()?;
         self.functions.set_mappings(self.target.code_mappings());
         let named = NamedSamples::name(&drained, &self.names, &mut self.functions);
         self.samples_total.add(&named);
         Ok(Some(CpuView::of(
             &named,
-            sampler.period_ns,
+            self.kernel.sample_period_ns,
             &self.names,
             &mut self.functions,
             self.args.top,
@@ -1107,7 +1192,7 @@ impl Session<'_> {
         if self.sample_view()?.is_none() {
             return Ok(None);
         }
-        let period_ns = self.sampler.as_ref().map_or(0, |s| s.period_ns);
+        let period_ns = self.kernel.sample_period_ns;
         let mut view = CpuView::of(
             &self.samples_total,
             period_ns,
@@ -1115,7 +1200,7 @@ impl Session<'_> {
             &mut self.functions,
             self.args.top,
         );
-        view.sampler_cost = self.sampler.as_ref().and_then(Sampler::cost);
+        view.sampler_cost = self.kernel.sampler_cost();
         Ok(Some(view))
     }
 
@@ -1292,7 +1377,7 @@ enum How {
     Exec(String),
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

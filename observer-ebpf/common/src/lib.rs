@@ -37,13 +37,19 @@ pub struct GoOffsets {
     pub p_runnext: u64,
 }
 
-/// Read-only configuration of the kernel programs, written into the global
-/// [`CONFIG_GLOBAL`] at load time.
+/// The configuration of the kernel programs for one watched process: the
+/// value of the `PROCESSES` map, keyed by its thread-group id. One loaded set
+/// of programs serves every watched process; a hit in a process without an
+/// entry does nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// Thread-group id (the pid users see) of the traced process.
     pub target_tgid: u32,
+    /// Its slot: the index of its entries in the per-process arrays
+    /// (`COUNTERS`, the histograms, `WINDOW`) and the high bits of its keys
+    /// in the per-goroutine maps (see [`process_key`]). Below [`MAX_PROCESSES`].
+    pub slot: u32,
     /// Offsets of `sig` and `pid` in the `signal:signal_generate` record, read from
     /// the tracepoint's format file in tracefs.
     pub signal_sig_offset: u32,
@@ -59,7 +65,6 @@ pub struct Config {
     /// Non-zero: `runtime.gopark` is probed for the stacks of parks (the
     /// block profile), and wakeups add their blocked time to them.
     pub block_stacks: u32,
-    pub _pad: u32,
     /// The target's pid namespace (device and inode of `/proc/PID/ns/pid`), to
     /// compare `m.procid` (the thread id as the runtime sees it) with the thread
     /// id in that namespace. 0: the initial namespace, where the kernel's id is it.
@@ -89,8 +94,31 @@ pub const COOKIE_AT_STACK_CHECK_JUMP: u64 = 1;
 /// on `gopreempt_m`, every call of which is a preemption.)
 pub const COOKIE_PREEMPTED_ARGUMENT: u64 = 2;
 
-/// Name of the global that holds the [`Config`] in the eBPF object.
-pub const CONFIG_GLOBAL: &str = "CONFIG";
+/// How many processes the loaded programs can watch at once: the size of
+/// `PROCESSES` and of the per-process arrays. A per-CPU array costs
+/// `MAX_PROCESSES` × its value × CPUs of kernel memory (the two by-reason
+/// arrays, 2 KiB a value: 512 KiB per CPU each).
+pub const MAX_PROCESSES: u32 = 256;
+
+/// `Event::slot` of a record about no watched process (a `NEW_PROCESS`).
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Bits of a per-goroutine map key that hold the goroutine's id or its g's
+/// address (user addresses on x86-64 are below 2^47; goids do not reach 2^48).
+const ID_BITS: u32 = 48;
+
+/// The key of goroutine id or g address `id` of the process in `slot`, in
+/// the maps every process shares (`GOROUTINES`, `G_STATE`, `PARK_STACK`).
+#[inline(always)]
+pub const fn process_key(slot: u32, id: u64) -> u64 {
+    ((slot as u64) << ID_BITS) | (id & ((1 << ID_BITS) - 1))
+}
+
+/// The slot and the id in a key made by [`process_key`].
+#[inline(always)]
+pub const fn split_process_key(key: u64) -> (u32, u64) {
+    ((key >> ID_BITS) as u32, key & ((1 << ID_BITS) - 1))
+}
 
 /// Indices into the per-CPU `COUNTERS` array. Counters are cumulative; userspace
 /// sums the CPUs and takes differences between reads, so nothing is ever reset
@@ -264,6 +292,10 @@ pub struct Running {
     /// ... and the P it held last, whose id is `p_id` (read again only when the
     /// M holds another P).
     pub p: u64,
+    /// The thread's process: thread ids are reused, and an entry left by a
+    /// process gone since is not this thread's.
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// Where a signal handler finds the interrupted registers: the Linux x86-64 signal
@@ -307,6 +339,10 @@ pub mod event_kind {
     pub const PREEMPTED: u32 = 10;
     /// A SIGURG stopped a goroutine for the GC's stack scan (`preemptPark`).
     pub const GC_SUSPENDED: u32 = 11;
+    /// A process exec'd a program (`sched:sched_process_exec`), when userspace
+    /// looks for new processes (`DISCOVERY`): `tid` is its pid; `slot` is
+    /// [`NO_SLOT`](super::NO_SLOT) unless it was watched.
+    pub const NEW_PROCESS: u32 = 13;
     /// The goroutine on `tid` entered a syscall: its run slice pauses (it
     /// holds no P in the syscall, or hands it off). Not printed; sent for the
     /// exact blame view.
@@ -335,13 +371,15 @@ pub struct Event {
     pub sender_tid: u32,
     /// Bits of [`event_flags`].
     pub flags: u32,
-    pub _pad: u32,
+    /// The slot of the watched process the record is about (see
+    /// [`Config::slot`]).
+    pub slot: u32,
 }
 
 impl Event {
-    /// A record of `kind` about thread `tid` at `ts_ns`; M and P unknown (-1),
-    /// no sender, no flags.
-    pub const fn new(kind: u32, tid: u32, ts_ns: u64, goid: u64, value: u64) -> Self {
+    /// A record of `kind` about thread `tid` of the process in `slot` at
+    /// `ts_ns`; M and P unknown (-1), no sender, no flags.
+    pub const fn new(slot: u32, kind: u32, tid: u32, ts_ns: u64, goid: u64, value: u64) -> Self {
         Self {
             kind,
             tid,
@@ -352,7 +390,7 @@ impl Event {
             p_id: -1,
             sender_tid: 0,
             flags: 0,
-            _pad: 0,
+            slot,
         }
     }
 }
@@ -393,6 +431,9 @@ pub struct SampleKey {
     pub stack_id: i32,
     /// One of [`sample_kind`], plus the bits of [`sample_flags`].
     pub flags: u32,
+    /// The process's slot (see [`Config::slot`]).
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 /// What the thread ran when the sample was taken (low bits of `SampleKey::flags`).
@@ -442,6 +483,9 @@ pub struct BlockKey {
     pub stack_id: i32,
     /// The wait reason (`gopark`'s `reason` argument).
     pub reason: u32,
+    /// The process's slot (see [`Config::slot`]).
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 /// Parks that ended, and their blocked time, per [`BlockKey`].

@@ -164,6 +164,16 @@ impl GoBinary {
 
     /// True when `path` is an ELF file with Go build info: a Go program, or a
     /// Go library (`-buildmode=c-shared`) loaded by a program in another language.
+    /// Like [`GoBinary::is_go_file`], reading only the ELF headers and the
+    /// section table (what `--all` asks of every process of the host).
+    pub fn looks_like_go(path: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(path) else {
+            return false;
+        };
+        let cache = object::ReadCache::new(file);
+        object::File::parse(&cache).is_ok_and(|f| f.section_by_name(".go.buildinfo").is_some())
+    }
+
     pub fn is_go_file(path: &Path) -> bool {
         contents::read(path, "").is_ok_and(|data| {
             object::File::parse(&*data).is_ok_and(|f| f.section_by_name(".go.buildinfo").is_some())

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use anyhow::Context;
 use serde_json::json;
 
 use gobpf_sched_common::{Event, event_kind};
@@ -16,6 +17,7 @@ use crate::{
             time_of_day,
         },
     },
+    session::AttachArgs,
     stats::{
         aggregate::{Bucket, Stats},
         census::Census,
@@ -55,6 +57,19 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Where `args` want the reports: `--output FILE` (created), stderr for
+    /// `run`, else stdout.
+    pub fn open(args: &AttachArgs) -> anyhow::Result<Self> {
+        Ok(match &args.output {
+            Some(path) => Sink::File(std::sync::Arc::new(std::sync::Mutex::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create --output {}", path.display()))?,
+            ))),
+            None if args.running_command => Sink::Stderr,
+            None => Sink::Stdout,
+        })
+    }
+
     /// Writes one report. A failed write (a closed pipe, a full disk) is
     /// returned: the session must end, not go on watching for nobody.
     fn write(&self, text: &str) -> io::Result<()> {

@@ -13,10 +13,11 @@ pub mod screen;
 
 use std::io::IsTerminal;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gobpf_sched_common::{Event, event_kind};
 
 use crate::{
+    node::NodeShared,
     outputs::{
         format::{Header, preemption_line},
         lines::{Format, Printer, Sink},
@@ -49,6 +50,8 @@ pub struct Outputs {
     recording_failed: Option<anyhow::Error>,
     /// `--events`: print each transition.
     print_transitions: bool,
+    /// The session is one of many (`--all`): no line per signal.
+    one_of_many: bool,
     format: Format,
     header: Header,
     sink: Sink,
@@ -73,39 +76,39 @@ impl Outputs {
         live: Option<(u32, SchedLayout)>,
         record: Option<(&std::path::Path, &str)>,
         runtime: &tokio::runtime::Runtime,
+        node: Option<&NodeShared>,
     ) -> Result<Self> {
         let format = if args.json {
             Format::Json
         } else {
             Format::Text
         };
-        let live_screen = Self::wants_screen(args);
-        let sink = match &args.output {
-            Some(path) => Sink::File(std::sync::Arc::new(std::sync::Mutex::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("cannot create --output {}", path.display()))?,
-            ))),
-            None if args.running_command => Sink::Stderr,
-            None => Sink::Stdout,
+        // Many processes write lines, to one place.
+        let live_screen = node.is_none() && Self::wants_screen(args);
+        let sink = match node {
+            Some(node) => node.sink.clone(),
+            None => Sink::open(args)?,
         };
         if let Some(note) = &sched_note
             && !live_screen
         {
             eprintln!("gobpf-sched: no run-queue state: {note}");
         }
-        let exporter = match args.prometheus {
-            Some(address) => {
-                let exporter = runtime.block_on(Exporter::start(address, live))?;
-                exporter.set_execs_followed(header.execs_followed);
-                exporter.set_process(&header.labels);
+        let exporter = match (args.prometheus, node.and_then(|n| n.metrics.as_ref())) {
+            (Some(_), Some(server)) => Some(server.serve(&header.labels, live)),
+            (Some(address), None) => {
+                let exporter = runtime.block_on(Exporter::start(address, &header.labels, live))?;
                 eprintln!(
                     "gobpf-sched: Prometheus metrics on http://{}/metrics",
                     exporter.address
                 );
                 Some(exporter)
             }
-            None => None,
+            (None, _) => None,
         };
+        if let Some(exporter) = &exporter {
+            exporter.set_execs_followed(header.execs_followed);
+        }
         let otlp = match &args.otlp {
             Some(url) => Some(OtlpExporter::start(url, args.interval, &header.labels)?),
             None => None,
@@ -128,6 +131,7 @@ impl Outputs {
             recorder,
             recording_failed: None,
             print_transitions: args.events,
+            one_of_many: node.is_some(),
             format,
             header,
             sink,
@@ -153,6 +157,8 @@ impl Outputs {
 
     pub fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
         match &mut self.display {
+            // Many processes' signals would drown their reports: counted there.
+            Display::Lines(_) if self.one_of_many => {}
             Display::Lines(printer) => printer.preemption(preemption)?,
             Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
         }

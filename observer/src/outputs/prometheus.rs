@@ -10,7 +10,7 @@
 //! ticks), exported only where the Go version keeps them.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -84,34 +84,81 @@ struct SchedulerCollector {
     exported: Arc<Mutex<Exported>>,
     /// Where to read the scheduler state live, when the binary allows it.
     live: Option<(u32, SchedLayout)>,
+    /// Every series carries the process's labels ([`PROCESS_LABELS`]):
+    /// `gobpf_sched_process_info` then leaves them out.
+    labelled: bool,
 }
 
+/// The labels of every series when the server serves several processes
+/// (`--all`): per process, never per goroutine.
+const PROCESS_LABELS: [&str; 3] = ["pid", "comm", "container_id"];
+
+/// The `/metrics` server and the processes it serves.
+#[derive(Clone)]
+pub struct MetricsServer {
+    served: Arc<Mutex<Vec<(u32, Registry)>>>,
+    pub address: SocketAddr,
+    /// Whether each process's series carry its labels (several processes).
+    labelled: bool,
+}
+
+/// One process's metrics on a server; dropping it takes them off.
 pub struct Exporter {
     pub exported: Arc<Mutex<Exported>>,
     pub address: SocketAddr,
+    server: MetricsServer,
+    pid: u32,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Ok(mut served) = self.server.served.lock() {
+            served.retain(|(pid, _)| *pid != self.pid);
+        }
+    }
 }
 
 impl Exporter {
-    /// Binds `address` and serves `/metrics` on the current tokio runtime.
-    pub async fn start(address: SocketAddr, live: Option<(u32, SchedLayout)>) -> Result<Self> {
-        let exported = Arc::new(Mutex::new(Exported::default()));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SchedulerCollector {
-            exported: exported.clone(),
-            live,
-        }));
-        let registry = Arc::new(registry);
+    /// Binds `address` and serves `/metrics` of one process (without
+    /// labels) on the current tokio runtime.
+    pub async fn start(
+        address: SocketAddr,
+        labels: &ProcessLabels,
+        live: Option<(u32, SchedLayout)>,
+    ) -> Result<Self> {
+        Ok(MetricsServer::start(address, false)
+            .await?
+            .serve(labels, live))
+    }
+}
+
+impl MetricsServer {
+    /// Binds `address` and serves `/metrics` on the current tokio runtime;
+    /// `labelled`: the series of each process carry its labels.
+    pub async fn start(address: SocketAddr, labelled: bool) -> Result<Self> {
+        let served: Arc<Mutex<Vec<(u32, Registry)>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} for --prometheus"))?;
         let address = listener.local_addr()?;
+        let registries = served.clone();
         let app = Router::new().route(
             "/metrics",
             get(move |headers: HeaderMap| {
-                let registry = registry.clone();
+                let registries = registries.clone();
                 async move {
-                    let mut body = String::new();
-                    let _ = encode(&mut body, &registry);
+                    let body = {
+                        let registries = registries.lock().unwrap_or_else(|e| e.into_inner());
+                        let bodies: Vec<String> = registries
+                            .iter()
+                            .map(|(_, registry)| {
+                                let mut body = String::new();
+                                let _ = encode(&mut body, registry);
+                                body
+                            })
+                            .collect();
+                        merge_families(&bodies)
+                    };
                     // Prometheus asks for OpenMetrics; curl, promtool and older
                     // scrapers get the classic text format.
                     let wants_openmetrics = headers
@@ -131,15 +178,93 @@ impl Exporter {
                 eprintln!("gobpf-sched: the metrics server stopped: {error}");
             }
         });
-        Ok(Self { exported, address })
+        Ok(Self {
+            served,
+            address,
+            labelled,
+        })
     }
 
-    pub fn set_process(&self, labels: &ProcessLabels) {
-        if let Ok(mut exported) = self.exported.lock() {
-            exported.process = Some(labels.clone());
+    /// Serves the metrics of the process of `labels` from now on, until the
+    /// returned exporter is dropped.
+    pub fn serve(&self, labels: &ProcessLabels, live: Option<(u32, SchedLayout)>) -> Exporter {
+        let exported = Arc::new(Mutex::new(Exported {
+            process: Some(labels.clone()),
+            ..Exported::default()
+        }));
+        let mut registry = if self.labelled {
+            let values = [
+                labels.pid.to_string(),
+                labels.comm.clone(),
+                labels.container_id.clone().unwrap_or_default(),
+            ];
+            Registry::with_labels(
+                PROCESS_LABELS
+                    .into_iter()
+                    .zip(values)
+                    .map(|(name, value)| (name.into(), value.into())),
+            )
+        } else {
+            Registry::default()
+        };
+        registry.register_collector(Box::new(SchedulerCollector {
+            exported: exported.clone(),
+            live,
+            labelled: self.labelled,
+        }));
+        if let Ok(mut served) = self.served.lock() {
+            served.push((labels.pid, registry));
+        }
+        Exporter {
+            exported,
+            address: self.address,
+            server: self.clone(),
+            pid: labels.pid,
         }
     }
+}
 
+/// One exposition of several: the samples of each metric family together
+/// under one descriptor (OpenMetrics wants a family's samples in one place).
+fn merge_families(bodies: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: HashMap<&str, (Vec<&str>, Vec<&str>)> = HashMap::new();
+    for body in bodies {
+        let mut family = "";
+        for line in body.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let descriptor = ["# HELP ", "# TYPE ", "# UNIT "]
+                .iter()
+                .find_map(|prefix| line.strip_prefix(prefix));
+            if let Some(rest) = descriptor {
+                family = rest.split(' ').next().unwrap_or_default();
+                let (descriptors, _) = families.entry(family).or_insert_with(|| {
+                    order.push(family);
+                    Default::default()
+                });
+                if !descriptors.contains(&line) {
+                    descriptors.push(line);
+                }
+            } else if let Some((_, samples)) = families.get_mut(family) {
+                samples.push(line);
+            }
+        }
+    }
+    let mut merged = String::new();
+    for family in order {
+        let (descriptors, samples) = &families[family];
+        for line in descriptors.iter().chain(samples) {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    merged.push_str("# EOF\n");
+    merged
+}
+
+impl Exporter {
     pub fn set_execs_followed(&self, execs: u64) {
         if let Ok(mut exported) = self.exported.lock() {
             exported.execs_followed = execs;
@@ -554,7 +679,7 @@ impl Collector for SchedulerCollector {
             encode_cpu(e, cpu)?;
         }
         if let Some(process) = &process {
-            encode_process(e, process)?;
+            encode_process(e, process, self.labelled)?;
         }
 
         let Some((pid, layout)) = &self.live else {
@@ -680,7 +805,12 @@ fn encode_census(
 }
 
 /// What the process is, as labels of a constant 1 (join on `pid` for them).
-fn encode_process(e: &mut DescriptorEncoder, process: &ProcessLabels) -> std::fmt::Result {
+/// `labelled`: the series carry `PROCESS_LABELS` already.
+fn encode_process(
+    e: &mut DescriptorEncoder,
+    process: &ProcessLabels,
+    labelled: bool,
+) -> std::fmt::Result {
     let name = format!("{PREFIX}process_info");
     let mut metric = e.encode_descriptor(
         &name,
@@ -708,6 +838,10 @@ fn encode_process(e: &mut DescriptorEncoder, process: &ProcessLabels) -> std::fm
         ("container_id".to_owned(), text(&process.container_id)),
         ("pod_uid".to_owned(), text(&process.pod_uid)),
     ];
+    let labels: Vec<(String, String)> = labels
+        .into_iter()
+        .filter(|(name, _)| !labelled || !PROCESS_LABELS.contains(&name.as_str()))
+        .collect();
     ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)
 }
 

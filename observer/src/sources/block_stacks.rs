@@ -36,11 +36,12 @@ impl BlockStacks {
         })
     }
 
-    /// Every place counted so far, with its stack.
-    pub fn read(&self) -> Vec<BlockSite> {
+    /// Every place the process in `slot` parked at so far, with its stack.
+    pub fn read(&self, slot: u32) -> Vec<BlockSite> {
         self.counts
             .iter()
             .filter_map(Result::ok)
+            .filter(|(key, _)| key.slot == slot)
             .map(|(key, per_cpu)| {
                 let mut counts = BlockCounts::default();
                 for cpu in per_cpu.iter() {

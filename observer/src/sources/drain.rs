@@ -1,18 +1,21 @@
-//! Drains the kernel maps: cumulative counters, park counts by reason, per-goroutine
-//! totals (read each interval) and the ring buffer of preemption events.
+//! Drains the kernel maps for one watched process (its slot): cumulative
+//! counters, park counts by reason, per-goroutine totals (read each interval)
+//! and its records of the ring buffer.
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    sync::Arc,
 };
 
-use anyhow::{Context, Result, bail};
-use aya::{
-    Ebpf,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
-};
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuArray};
 use aya_obj::generated::{bpf_attr, bpf_cmd};
-use gobpf_sched_common::{ByReason, Counters, Event, GoroutineStats, Histogram, counter};
+use gobpf_sched_common::{
+    ByReason, Counters, Event, GoroutineStats, Histogram, counter, process_key, split_process_key,
+};
+
+use crate::sources::kernel::Kernel;
 
 /// Everything the maps held at one moment. All values are cumulative since attach.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,9 @@ impl Snapshot {
 }
 
 pub struct Collector {
+    kernel: Arc<Kernel>,
+    /// The process's slot in the kernel programs' maps.
+    slot: u32,
     counters: PerCpuArray<MapData, Counters>,
     parks: PerCpuArray<MapData, ByReason>,
     run_slices: PerCpuArray<MapData, Histogram>,
@@ -44,7 +50,6 @@ pub struct Collector {
     blocked_ns: PerCpuArray<MapData, ByReason>,
     /// `GOROUTINES`, read in batches (aya has no batch API, see `lookup_all`).
     goroutines: MapData,
-    events: RingBuf<MapData>,
     /// The busiest deleted goroutines (final totals), as many as a summary lists:
     /// whole-run rankings stay exact while the map holds only live goroutines.
     retired: Vec<(u64, GoroutineStats)>,
@@ -53,31 +58,18 @@ pub struct Collector {
     batch: Batch<u64, GoroutineStats>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .with_context(|| format!("the eBPF object has no map {name}"))?;
-    Ok(T::try_from(map)?)
-}
-
 impl Collector {
     /// `keep_retired`: how many exited goroutines the whole-run ranking keeps.
-    pub fn new(ebpf: &mut Ebpf, keep_retired: usize) -> Result<Self> {
-        let goroutines = match ebpf.take_map("GOROUTINES") {
-            Some(Map::HashMap(data)) => data,
-            _ => bail!("the eBPF object has no hash map GOROUTINES"),
-        };
+    pub fn new(kernel: Arc<Kernel>, slot: u32, keep_retired: usize) -> Result<Self> {
         Ok(Self {
-            counters: take(ebpf, "COUNTERS")?,
-            parks: take(ebpf, "PARKS")?,
-            run_slices: take(ebpf, "RUN_SLICES")?,
-            runq_latency: take(ebpf, "RUNQ_LATENCY")?,
-            blocked_ns: take(ebpf, "BLOCKED_NS")?,
-            goroutines,
-            events: take(ebpf, "EVENTS")?,
+            counters: kernel.open_map("COUNTERS")?,
+            parks: kernel.open_map("PARKS")?,
+            run_slices: kernel.open_map("RUN_SLICES")?,
+            runq_latency: kernel.open_map("RUNQ_LATENCY")?,
+            blocked_ns: kernel.open_map("BLOCKED_NS")?,
+            goroutines: kernel.open_map_data("GOROUTINES")?,
+            kernel,
+            slot,
             retired: Vec::new(),
             keep_retired,
             batch: Batch::default(),
@@ -87,7 +79,7 @@ impl Collector {
     /// The cumulative counters alone: one read (what the drain loop checks).
     pub fn counters(&self) -> Result<Counters> {
         let mut counters = [0; counter::COUNT as usize];
-        counters.copy_from_slice(&sum_cpus(&self.counters)?);
+        counters.copy_from_slice(&sum_cpus(&self.counters, self.slot)?);
         Ok(counters)
     }
 
@@ -103,10 +95,10 @@ impl Collector {
         goroutines: Option<HashMap<u64, GoroutineStats>>,
     ) -> Result<Snapshot> {
         let counters = self.counters()?;
-        let parks = sum_cpus(&self.parks)?;
-        let run_slices = sum_cpus(&self.run_slices)?;
-        let runq_latency = sum_cpus(&self.runq_latency)?;
-        let blocked_ns = sum_cpus(&self.blocked_ns)?;
+        let parks = sum_cpus(&self.parks, self.slot)?;
+        let run_slices = sum_cpus(&self.run_slices, self.slot)?;
+        let runq_latency = sum_cpus(&self.runq_latency, self.slot)?;
+        let blocked_ns = sum_cpus(&self.blocked_ns, self.slot)?;
         let goroutines = match goroutines {
             Some(goroutines) => goroutines,
             None => self.goroutines()?,
@@ -128,13 +120,22 @@ impl Collector {
         let fd = self.goroutines.fd().as_fd().as_raw_fd();
         let mut goroutines: HashMap<u64, GoroutineStats> = self.retired.iter().copied().collect();
         let mut exited = Vec::new();
-        self.batch.lookup_all(fd, |goid, stats| {
+        // Every process's goroutines are in the map: this one's have its slot.
+        let slot = self.slot;
+        self.batch.lookup_all(fd, |key, stats| {
+            let (of, goid) = split_process_key(key);
+            if of != slot {
+                return;
+            }
             if stats.exited != 0 {
                 exited.push((goid, stats));
             }
             goroutines.insert(goid, stats);
         })?;
-        let keys: Vec<u64> = exited.iter().map(|(goid, _)| *goid).collect();
+        let keys: Vec<u64> = exited
+            .iter()
+            .map(|(goid, _)| process_key(slot, *goid))
+            .collect();
         delete_all(fd, &keys)?;
         for (goid, stats) in exited {
             self.retire(goid, stats);
@@ -162,25 +163,17 @@ impl Collector {
         });
     }
 
-    /// Takes every record waiting in the ring buffer.
+    /// Takes every record of this process waiting in the ring buffer.
     pub fn drain_events(&mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        while let Some(item) = self.events.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel wrote an `Event` (same #[repr(C)] definition);
-                // read_unaligned copes with the ring buffer's 8-byte alignment.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
-            }
-        }
-        events
+        self.kernel.drain_events(self.slot)
     }
 }
 
-/// The slots of a one-entry per-CPU array (see `gobpf_sched_common::Counters`),
-/// summed over the CPUs: one syscall.
-fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>) -> Result<Vec<u64>> {
+/// The values of entry `slot` of a per-process per-CPU array (see
+/// `gobpf_sched_common::Counters`), summed over the CPUs: one syscall.
+fn sum_cpus<const N: usize>(array: &PerCpuArray<MapData, [u64; N]>, slot: u32) -> Result<Vec<u64>> {
     let mut sums = vec![0; N];
-    for cpu in array.get(&0, 0)?.iter() {
+    for cpu in array.get(&slot, 0)?.iter() {
         for (sum, value) in sums.iter_mut().zip(cpu) {
             *sum += value;
         }
@@ -232,7 +225,7 @@ impl<K: Copy, V: Copy> Batch<K, V> {
                 let error = std::io::Error::last_os_error();
                 let count = attr.batch.count as usize;
                 if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
-                    return Err(error).context("BPF_MAP_LOOKUP_BATCH on the goroutine map");
+                    return Err(error).context("BPF_MAP_LOOKUP_BATCH");
                 }
                 for (key, value) in keys[..count].iter().zip(&values[..count]) {
                     visit(*key, *value);
@@ -251,6 +244,19 @@ impl<K: Copy, V: Copy> Batch<K, V> {
     }
 }
 
+/// Visits every entry of the hash map of `fd` (read in batches).
+pub fn visit_entries<K: Copy + Default, V: Copy + Default>(
+    fd: BorrowedFd<'_>,
+    visit: impl FnMut(K, V),
+) -> Result<()> {
+    Batch::<K, V>::default().lookup_all(fd.as_raw_fd(), visit)
+}
+
+/// Deletes `keys` from the hash map of `fd`.
+pub fn delete_keys<K>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<()> {
+    delete_all(fd.as_raw_fd(), keys)
+}
+
 /// Deletes `keys` with `BPF_MAP_DELETE_BATCH`. A key already gone is no error
 /// worth stopping for (the map is only ever shrunk here).
 fn delete_all<K>(fd: i32, keys: &[K]) -> Result<()> {
@@ -265,7 +271,7 @@ fn delete_all<K>(fd: i32, keys: &[K]) -> Result<()> {
         };
         let error = std::io::Error::last_os_error();
         if result < 0 && error.raw_os_error() != Some(libc::ENOENT) {
-            return Err(error).context("BPF_MAP_DELETE_BATCH on the goroutine map");
+            return Err(error).context("BPF_MAP_DELETE_BATCH");
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod calibration;
 pub mod drain;
 pub mod duty_cycle;
 pub mod goroutines;
+pub mod kernel;
 pub mod probes;
 pub mod runtime_memory;
 pub mod sampler;

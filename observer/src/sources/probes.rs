@@ -1,25 +1,23 @@
-//! Loads the embedded kernel programs, configures them for one binary and
-//! attaches them to one process.
+//! Which uprobes a binary needs, and attaching them to one process (the
+//! programs are loaded once for every process: `kernel`).
 
 use std::{
     num::NonZeroU32,
-    os::fd::OwnedFd,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::Array,
     programs::{
-        TracePoint, UProbe,
+        UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use gobpf_sched_common::{
-    CONFIG_GLOBAL, COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config, stream,
-};
+use gobpf_sched_common::{COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config};
 use serde::Serialize;
 
 use crate::{
@@ -28,21 +26,9 @@ use crate::{
         prologue::{self, PROLOGUE_BYTES, Placement},
     },
     facet::Facet,
-    sources::calibration::{self, HitCost},
+    sources::{calibration::HitCost, kernel::Kernel},
     target::Target,
 };
-
-/// The kernel object, built from `observer-ebpf/` by build.rs.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gobpf-sched-ebpf"));
-
-/// Ring-buffer size with `--events` (the default, for preemptions alone, is set in
-/// the kernel object: 256 KiB).
-const EVENTS_RING_BYTES: u32 = 32 << 20;
-
-/// ... and when only run starts and ends are streamed (the exact blame view):
-/// 100 ms of 80,000 slices a second.
-const RUNS_RING_BYTES: u32 = 8 << 20;
 
 /// Go 1.26 moved syscall entry and exit off casgstatus: from then on syscalls
 /// need their own probes; before, the casgstatus probe sees them (2 fewer hits
@@ -269,18 +255,21 @@ pub fn plan(binary: &GoBinary, facets: &[Facet], block_stacks: bool) -> Result<V
         .collect()
 }
 
-/// Loaded and attached programs. Dropping it detaches everything; so does the
-/// process dying, since every link is owned by a file descriptor.
+/// The uprobes of one process, on the programs loaded for every process.
+/// Dropping it detaches them (every link is owned by a file descriptor, so
+/// the observer's death does too); `Kernel::unregister` then forgets the
+/// process.
 pub struct Probes {
-    pub ebpf: Ebpf,
+    pub kernel: Arc<Kernel>,
+    /// The process's slot in the kernel programs' maps.
+    pub slot: u32,
     /// The transition probes, attached in windows: their links while attached.
     windowed: Vec<(PlannedProbe, Option<UProbeLinkId>)>,
+    /// The probes attached all the time (until the process is let go).
+    fixed: Vec<(&'static str, UProbeLinkId)>,
     exe: PathBuf,
     pid: NonZeroU32,
-    /// Holding it keeps the kernel's run-time statistics of BPF programs on
-    /// (what the programs themselves cost per hit); None when refused.
-    _stats: Option<OwnedFd>,
-    /// What a uprobe hit costs here, measured before attaching.
+    /// What a uprobe hit costs here, measured when the programs were loaded.
     pub hit_cost: HitCost,
     /// When the probes were attached (the first window opened).
     pub attached_at: Instant,
@@ -301,28 +290,27 @@ impl Probes {
     /// `start_ns` (CLOCK_MONOTONIC): state from earlier windows gives no duration.
     pub fn open_window(&mut self, start_ns: u64) -> Result<()> {
         self.set_window_start(start_ns)?;
-        for (probe, link) in &mut self.windowed {
-            if link.is_some() {
-                continue;
+        let (exe, pid) = (&self.exe, self.pid);
+        self.kernel.with_ebpf(|ebpf| {
+            for (probe, link) in &mut self.windowed {
+                if link.is_some() {
+                    continue;
+                }
+                *link = Some(attach_uprobe(
+                    uprobe(ebpf, probe.program)?,
+                    probe,
+                    exe,
+                    pid,
+                )?);
             }
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(probe.program)
-                .with_context(|| format!("the eBPF object has no program {}", probe.program))?
-                .try_into()?;
-            *link = Some(attach_uprobe(program, probe, &self.exe, self.pid)?);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// What the kernel programs take as the start of the current window.
     fn set_window_start(&mut self, start_ns: u64) -> Result<()> {
-        let mut window: Array<_, u64> = Array::try_from(
-            self.ebpf
-                .map_mut("WINDOW")
-                .context("the eBPF object has no WINDOW map")?,
-        )?;
-        window.set(0, start_ns, 0)?;
+        let mut window: Array<_, u64> = self.kernel.open_map("WINDOW")?;
+        window.set(self.slot, start_ns, 0)?;
         Ok(())
     }
 
@@ -334,20 +322,20 @@ impl Probes {
         // From now on no state gives a duration, nor tells what runs on a
         // thread: the probes are about to miss what happens.
         self.set_window_start(u64::MAX)?;
-        let mut links = Vec::with_capacity(self.windowed.len());
-        for (probe, link) in &mut self.windowed {
-            let Some(id) = link.take() else { continue };
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(probe.program)
-                .with_context(|| format!("the eBPF object has no program {}", probe.program))?
-                .try_into()?;
-            links.push(
-                program
-                    .take_link(id)
-                    .with_context(|| format!("cannot detach the uprobe on {}", probe.function))?,
-            );
-        }
+        let links = self.kernel.with_ebpf(|ebpf| {
+            let mut links = Vec::with_capacity(self.windowed.len());
+            for (probe, link) in &mut self.windowed {
+                let Some(id) = link.take() else { continue };
+                links.push(
+                    uprobe(ebpf, probe.program)?
+                        .take_link(id)
+                        .with_context(|| {
+                            format!("cannot detach the uprobe on {}", probe.function)
+                        })?,
+                );
+            }
+            anyhow::Ok(links)
+        })?;
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
@@ -357,21 +345,55 @@ impl Probes {
     }
 
     /// What the transition programs have run in all (time, runs), by the
-    /// kernel's statistics; None when they are off.
+    /// kernel's statistics; None when they are off. (The programs serve
+    /// every watched process: this is what a hit costs, in any of them.)
     pub fn program_run_time(&self) -> Option<(Duration, u64)> {
-        self._stats.as_ref()?;
         let mut names: Vec<&str> = self.windowed.iter().map(|(p, _)| p.program).collect();
         names.sort_unstable();
         names.dedup();
-        let mut total = (Duration::ZERO, 0);
-        for name in names {
-            let program: &UProbe = self.ebpf.program(name)?.try_into().ok()?;
-            let info = program.info().ok()?;
-            total.0 += info.run_time();
-            total.1 += info.run_count();
-        }
-        Some(total)
+        self.kernel.program_run_time(&names)
     }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        let mut links = Vec::new();
+        self.kernel.with_ebpf(|ebpf| {
+            let windowed = self
+                .windowed
+                .iter_mut()
+                .filter_map(|(probe, link)| Some((probe.program, link.take()?)));
+            for (program, id) in windowed.chain(self.fixed.drain(..)) {
+                if let Ok(program) = uprobe(ebpf, program)
+                    && let Ok(link) = program.take_link(id)
+                {
+                    links.push(link);
+                }
+            }
+        });
+        // Detached in parallel (each waits for the kernel), outside the lock.
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+        self.kernel.unregister(self.pid.get(), self.slot);
+    }
+}
+
+/// Uprobe program `name`, loaded at its first use (the verifier's work is
+/// done once for every process).
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    let program: &mut UProbe = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?
+        .try_into()?;
+    if program.fd().is_err() {
+        program
+            .load()
+            .with_context(|| format!("the verifier rejected {name}"))?;
+    }
+    Ok(program)
 }
 
 /// Attaches `program` at `probe`'s site in `exe`, for process `pid` only.
@@ -393,12 +415,13 @@ fn attach_uprobe(
         .with_context(|| format!("cannot attach a uprobe to {}", probe.function))
 }
 
+/// Registers `target` with the loaded programs and attaches its uprobes.
 pub fn attach(
+    kernel: &Arc<Kernel>,
     target: &Target,
     binary: &GoBinary,
     plan: &[PlannedProbe],
     facets: &[Facet],
-    signal_offsets: (u32, u32),
     stream_events: u32,
     global_runq_size: u64,
 ) -> Result<Probes> {
@@ -406,82 +429,46 @@ pub fn attach(
     let pid_namespace = target.pid_namespace()?;
     let config = Config {
         target_tgid: target.pid,
-        signal_sig_offset: signal_offsets.0,
-        signal_pid_offset: signal_offsets.1,
+        slot: 0, // chosen by `register`
+        signal_sig_offset: kernel.signal_offsets.0,
+        signal_pid_offset: kernel.signal_offsets.1,
         stream_events,
         syscalls_from_casgstatus: u32::from(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
         schedule_probed: u32::from(facets.contains(&Facet::Schedule)),
         block_stacks: u32::from(block_stacks),
-        _pad: 0,
         pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
         pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
         global_runq_size,
         offsets: binary.offsets,
     };
-    let mut loader = EbpfLoader::new();
-    if stream_events & stream::ALL != 0 {
-        // Every transition is a record: room for a burst between two drains.
-        loader.map_max_entries("EVENTS", EVENTS_RING_BYTES);
-    } else if stream_events & stream::RUNS != 0 {
-        // Two records per run slice, drained every 100 ms.
-        loader.map_max_entries("EVENTS", RUNS_RING_BYTES);
-    }
-    let mut ebpf = loader
-        .override_global(CONFIG_GLOBAL, &config, true)
-        .load(EBPF_OBJECT)
-        .context(
-            "the kernel refused the eBPF programs (is BPF enabled, and does this process \
-             have CAP_BPF and CAP_PERFMON, e.g. as root outside a user namespace?)",
-        )?;
-
-    let hit_cost = calibration::measure(&mut ebpf)?;
     let pid = NonZeroU32::new(target.pid).context("pid 0 cannot be traced")?;
-    let mut windowed = Vec::new();
-    for probe in plan {
-        let program: &mut UProbe = ebpf
-            .program_mut(probe.program)
-            .with_context(|| format!("the eBPF object has no program {}", probe.program))?
-            .try_into()?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .with_context(|| format!("the verifier rejected {}", probe.program))?;
-        }
-        let link = attach_uprobe(program, probe, &target.exe, pid)?;
-        if probe.windowed {
-            windowed.push((probe.clone(), Some(link)));
-        }
-    }
-
-    let attached_at = Instant::now();
-    // Always: an exec replaces what every probe is attached to.
-    attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
-    if facets.contains(&Facet::Preemptions) {
-        attach_tracepoint(&mut ebpf, "signal_generate", "signal", "signal_generate")?;
-    }
-    Ok(Probes {
-        ebpf,
-        windowed,
+    let slot = kernel.register(config)?;
+    // From here on, dropping `probes` detaches what is attached and lets the
+    // slot go.
+    let mut probes = Probes {
+        kernel: kernel.clone(),
+        slot,
+        windowed: Vec::new(),
+        fixed: Vec::new(),
         exe: target.exe.clone(),
         pid,
-        _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
-        hit_cost,
-        attached_at,
-    })
-}
-
-fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let tracepoint: &mut TracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("the eBPF object has no program {program}"))?
-        .try_into()?;
-    tracepoint
-        .load()
-        .with_context(|| format!("the verifier rejected {program}"))?;
-    tracepoint
-        .attach(category, name)
-        .with_context(|| format!("cannot attach to the {category}:{name} tracepoint"))?;
-    Ok(())
+        hit_cost: kernel.hit_cost,
+        attached_at: Instant::now(),
+    };
+    probes.set_window_start(0)?;
+    kernel.with_ebpf(|ebpf| {
+        for probe in plan {
+            let link = attach_uprobe(uprobe(ebpf, probe.program)?, probe, &target.exe, pid)?;
+            if probe.windowed {
+                probes.windowed.push((probe.clone(), Some(link)));
+            } else {
+                probes.fixed.push((probe.program, link));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    probes.attached_at = Instant::now();
+    Ok(probes)
 }

@@ -1,7 +1,7 @@
 //! CPU sampling: the `cpu_sample` perf-event program on the software cpu-clock
-//! of every CPU, kept to the target's threads. It counts in the kernel by
-//! goroutine and user stack; here the counts are read and emptied each
-//! interval. The cost is per sample (a few µs a second at 99 Hz), whatever
+//! of every CPU, kept to the watched processes' threads. It counts in the
+//! kernel by process, goroutine and user stack; here the counts are read and
+//! emptied (for every process at once: `kernel` sorts them out). The cost is per sample (a few µs a second at 99 Hz), whatever
 //! the scheduling rate.
 
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ pub struct Sampler {
     /// Nanoseconds of CPU time between two samples of a thread.
     pub period_ns: u64,
     /// The program's id, to read the kernel's statistics of it.
-    program_id: u32,
+    pub program_id: u32,
 }
 
 /// What the sampling program has cost, by the kernel's statistics (on while
@@ -50,6 +50,32 @@ pub struct SamplerCost {
     pub runs: u64,
     pub run_ns: u64,
     pub ns_per_run: f64,
+}
+
+/// The runs and run time so far of the sampling program `program_id`.
+pub fn cost_of(program_id: u32) -> Option<SamplerCost> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| info.id() == program_id)?;
+    let (runs, run_ns) = (info.run_count(), info.run_time().as_nanos() as u64);
+    (runs > 0).then(|| SamplerCost {
+        runs,
+        run_ns,
+        ns_per_run: run_ns as f64 / runs as f64,
+    })
+}
+
+impl Drained {
+    /// Adds these samples to the ones of their processes' slots.
+    pub fn sort_into(self, by_slot: &mut HashMap<u32, Drained>) {
+        for (key, counts) in self.counts {
+            let drained = by_slot.entry(key.slot).or_default();
+            if let Some(stack) = self.stacks.get(&key.stack_id) {
+                drained.stacks.insert(key.stack_id, stack.clone());
+            }
+            drained.counts.push((key, counts));
+        }
+    }
 }
 
 impl Sampler {
@@ -90,19 +116,6 @@ impl Sampler {
             stacks: StackTraceMap::try_from(stacks)?,
             period_ns,
             program_id,
-        })
-    }
-
-    /// The program's runs and run time so far.
-    pub fn cost(&self) -> Option<SamplerCost> {
-        let info = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .find(|info| info.id() == self.program_id)?;
-        let (runs, run_ns) = (info.run_count(), info.run_time().as_nanos() as u64);
-        (runs > 0).then(|| SamplerCost {
-            runs,
-            run_ns,
-            ns_per_run: run_ns as f64 / runs as f64,
         })
     }
 

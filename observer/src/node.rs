@@ -1,0 +1,294 @@
+//! `attach --all` (and several `--pid`s): many Go processes watched side by
+//! side with one loaded set of kernel programs. The processes running at
+//! start are found in `/proc`; later ones at their exec
+//! (`sched:sched_process_exec`, within a drain of the ring buffer). Each
+//! watched process has a session of its own on a thread of its own (its
+//! windows, budget, outputs and final summary, as with one `--pid`); what
+//! they share is here: the stop, where the lines go, the metrics server.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    binary::GoBinary,
+    outputs::{lines::Sink, prometheus::MetricsServer},
+    session::{self, AttachArgs},
+    sources::kernel::Kernel,
+    target::{Target, labels},
+};
+
+/// What the sessions of many processes share.
+pub struct NodeShared {
+    /// Set once the whole run stops (Ctrl-C, SIGTERM, `--duration`).
+    stop: AtomicBool,
+    /// Where every session writes its lines (whole reports at a time).
+    pub sink: Sink,
+    /// The one `/metrics` server, every process's series labelled.
+    pub metrics: Option<MetricsServer>,
+}
+
+impl NodeShared {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// How often new processes are looked for (their exec records drained).
+const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+
+/// Which processes to watch.
+struct Selection<'a> {
+    /// `--pid`s: each is said when it cannot be watched.
+    pids: &'a [u32],
+    /// `--all`: every Go process (but the filters').
+    all: bool,
+    exes: &'a [String],
+    containers: &'a [String],
+}
+
+/// What became of the processes looked at.
+#[derive(Default)]
+struct Tally {
+    /// The sessions, each on its thread: true when it watched to its end.
+    watching: HashMap<u32, JoinHandle<bool>>,
+    /// Processes looked at once already: not looked at again until they
+    /// exec (a new process has exec'd, or is a fork of one seen).
+    seen: HashSet<u32>,
+    not_go: u64,
+    filtered_out: u64,
+    /// Go processes that could not be watched (said each with its reason).
+    refused: u64,
+    /// Sessions that watched their process to its end (or the stop).
+    ended: u64,
+}
+
+pub fn run(args: &AttachArgs) -> Result<()> {
+    refuse_single_process_options(args)?;
+    let signal_offsets = session::check_machine(args)?;
+    let started = Instant::now();
+    let kernel = Arc::new(session::load_kernel(args, signal_offsets, args.all)?);
+    session::say_hit_cost(args, &kernel.hit_cost);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let metrics = match args.prometheus {
+        Some(address) => {
+            let server = runtime.block_on(MetricsServer::start(address, true))?;
+            eprintln!(
+                "gobpf-sched: Prometheus metrics on http://{}/metrics",
+                server.address
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let shared = Arc::new(NodeShared {
+        stop: AtomicBool::new(false),
+        sink: Sink::open(args)?,
+        metrics,
+    });
+    let selection = Selection {
+        pids: &args.pid,
+        all: args.all,
+        exes: &args.exe,
+        containers: &args.container,
+    };
+    let mut tally = Tally::default();
+    let candidates: Vec<u32> = if args.all {
+        running_processes()?
+    } else {
+        args.pid.clone()
+    };
+    for pid in candidates {
+        consider(pid, &selection, &mut tally, args, &kernel, &shared);
+    }
+    eprintln!(
+        "gobpf-sched: watching {} Go processes (loaded in {} ms){}. Ctrl-C to stop.",
+        tally.watching.len(),
+        started.elapsed().as_millis(),
+        if args.all {
+            ", and each one started from now on"
+        } else {
+            ""
+        }
+    );
+    let _context = runtime.enter();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    runtime.block_on(async {
+        let mut tick = tokio::time::interval(DISCOVER_EVERY);
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+                _ = session::sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    for pid in kernel.new_processes() {
+                        // An exec makes a process worth a new look.
+                        tally.seen.remove(&pid);
+                        consider(pid, &selection, &mut tally, args, &kernel, &shared);
+                    }
+                    reap(&mut tally, false);
+                    // Only given pids, all gone: nothing is left to watch.
+                    if !args.all && tally.watching.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    shared.stop.store(true, Ordering::Relaxed);
+    // Each session prints its whole-run summary as it ends.
+    reap(&mut tally, true);
+    eprintln!(
+        "gobpf-sched: {} processes watched; skipped: {} not Go, {} not selected, {} that \
+         could not be watched",
+        tally.ended, tally.not_go, tally.filtered_out, tally.refused
+    );
+    Ok(())
+}
+
+/// The options that name one process's files, or take over the terminal.
+fn refuse_single_process_options(args: &AttachArgs) -> Result<()> {
+    let one_file = [
+        ("--record", args.record.is_some()),
+        ("--pprof", args.pprof.is_some()),
+        ("--block-profile", args.block_profile.is_some()),
+    ];
+    for (flag, given) in one_file {
+        if given {
+            anyhow::bail!(
+                "{flag} writes one process's file: use it with a single --pid, not with \
+                 --all or several pids"
+            );
+        }
+    }
+    if args.events {
+        anyhow::bail!(
+            "--events prints every transition of one process: use it with a single --pid"
+        );
+    }
+    Ok(())
+}
+
+/// Looks at `pid`: watches it on a thread of its own if it is a Go process
+/// `selection` picks; otherwise counts why not (said only for given pids).
+fn consider(
+    pid: u32,
+    selection: &Selection<'_>,
+    tally: &mut Tally,
+    args: &AttachArgs,
+    kernel: &Arc<Kernel>,
+    shared: &Arc<NodeShared>,
+) {
+    if pid == std::process::id() || tally.watching.contains_key(&pid) || !tally.seen.insert(pid) {
+        return;
+    }
+    let given = selection.pids.contains(&pid);
+    let target = match Target::find(pid) {
+        Ok(target) => target,
+        // Gone already, or a kernel thread (no executable).
+        Err(error) => {
+            if given {
+                eprintln!("gobpf-sched: not watching process {pid}: {error:#}");
+                tally.refused += 1;
+            }
+            return;
+        }
+    };
+    if !given && !GoBinary::looks_like_go(&target.exe) {
+        tally.not_go += 1;
+        return;
+    }
+    if !given && !selection.picks(&target) {
+        tally.filtered_out += 1;
+        return;
+    }
+    let (args, kernel, shared) = (args.clone(), kernel.clone(), shared.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("watch-{pid}"))
+        .spawn(move || {
+            let shown_as = format!(
+                "process {pid} ({})",
+                target.exe_name().unwrap_or_else(|_| "?".to_owned())
+            );
+            let watched =
+                session::follow(&args, target, Instant::now(), None, &kernel, Some(&shared));
+            if let Err(error) = &watched {
+                eprintln!("gobpf-sched: not watching {shown_as}: {error:#}");
+            }
+            watched.is_ok()
+        });
+    match spawned {
+        Ok(handle) => {
+            tally.watching.insert(pid, handle);
+        }
+        Err(error) => {
+            eprintln!("gobpf-sched: not watching process {pid}: cannot start a thread: {error}");
+            tally.refused += 1;
+        }
+    }
+}
+
+impl Selection<'_> {
+    /// Whether the filters (`--exe`, `--container`) keep `target`.
+    fn picks(&self, target: &Target) -> bool {
+        if !self.all {
+            return false;
+        }
+        let exe_ok = self.exes.is_empty()
+            || target
+                .exe_name()
+                .is_ok_and(|name| self.exes.iter().any(|exe| Path::new(&name).ends_with(exe)));
+        let container_ok = self.containers.is_empty() || {
+            let cgroup =
+                std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid)).unwrap_or_default();
+            labels::container_of(&cgroup).id.is_some_and(|id| {
+                self.containers
+                    .iter()
+                    .any(|wanted| !wanted.is_empty() && id.starts_with(wanted.as_str()))
+            })
+        };
+        exe_ok && container_ok
+    }
+}
+
+/// Joins the sessions that ended (all of them with `all`, once stopped).
+fn reap(tally: &mut Tally, all: bool) {
+    let ended: Vec<u32> = tally
+        .watching
+        .iter()
+        .filter(|(_, handle)| all || handle.is_finished())
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in ended {
+        if let Some(handle) = tally.watching.remove(&pid) {
+            match handle.join() {
+                Ok(true) => tally.ended += 1,
+                _ => tally.refused += 1,
+            }
+        }
+    }
+}
+
+/// The pids of `/proc`.
+fn running_processes() -> Result<Vec<u32>> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .context("cannot list /proc")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}

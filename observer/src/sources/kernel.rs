@@ -1,0 +1,428 @@
+//! The kernel programs, loaded once for every watched process: calibrated,
+//! their tracepoints and CPU sampler attached once. Each watched process gets
+//! a slot (`Config::slot`): its entry in `PROCESSES`, its entries in the
+//! per-process arrays and the high bits of its keys in the per-goroutine maps.
+//! The uprobes are per process (`probes::ProcessProbes`): each has its own
+//! windows under its own budget.
+//!
+//! The ring buffer and the CPU samples are shared: whoever drains them first
+//! sorts them by slot, and each process takes its own.
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, OwnedFd},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{TracePoint, UProbe},
+    util::nr_cpus,
+};
+use gobpf_sched_common::{
+    ByReason, Config, Counters, Event, GState, GoroutineStats, Histogram, MAX_PROCESSES, NO_SLOT,
+    Running, event_kind, split_process_key, stream,
+};
+
+use crate::sources::{
+    block_stacks::BlockStacks,
+    calibration::{self, HitCost},
+    drain::{delete_keys, visit_entries},
+    sampler::{Drained, Sampler},
+};
+
+/// The kernel object, built from `observer-ebpf/` by build.rs.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gobpf-sched-ebpf"));
+
+/// Ring-buffer size with `--events` (the default, for preemptions alone, is set in
+/// the kernel object: 256 KiB).
+const EVENTS_RING_BYTES: u32 = 32 << 20;
+
+/// ... and when only run starts and ends are streamed (the exact blame view):
+/// 100 ms of 80,000 slices a second.
+const RUNS_RING_BYTES: u32 = 8 << 20;
+
+/// What the loaded programs do, the same for every process.
+pub struct Settings {
+    /// Which transitions go to the ring buffer: bits of `stream`.
+    pub stream_events: u32,
+    /// Whether the SIGURG tracepoint is attached (the preemptions facet).
+    pub signals: bool,
+    /// CPU samples a second on each CPU (0: no sampler).
+    pub sample_hz: u64,
+    /// Whether the block profile's maps are read.
+    pub block_stacks: bool,
+    /// Whether every exec on the host is reported (`NEW_PROCESS`).
+    pub discovery: bool,
+    /// Offsets of `sig` and `pid` in the `signal:signal_generate` record.
+    pub signal_offsets: (u32, u32),
+}
+
+pub struct Kernel {
+    loaded: Mutex<Loaded>,
+    /// What a uprobe hit costs here, measured at load.
+    pub hit_cost: HitCost,
+    /// Offsets of `sig` and `pid` in the `signal:signal_generate` record.
+    pub signal_offsets: (u32, u32),
+    /// Records of the ring buffer, sorted by slot (and the pids of new
+    /// processes).
+    events: Mutex<Sorted<EventSource, Vec<Event>>>,
+    /// The CPU samples, sorted by slot; None without a sampler.
+    samples: Option<Mutex<Sorted<Sampler, Drained>>>,
+    /// Nanoseconds of CPU time a sample stands for (0: no sampler).
+    pub sample_period_ns: u64,
+    sampler_program_id: Option<u32>,
+    block_stacks: Option<Mutex<BlockStacks>>,
+    /// Holding it keeps the kernel's run-time statistics of BPF programs on
+    /// (what the programs themselves cost per hit); None when refused.
+    stats: Option<OwnedFd>,
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    processes: BpfHashMap<MapData, u32, Config>,
+    /// Slots not in use, the next one last.
+    free_slots: Vec<u32>,
+}
+
+/// What was drained from a shared source, waiting for its process to take it.
+struct Sorted<S, T> {
+    source: S,
+    by_slot: HashMap<u32, T>,
+}
+
+/// The event source: the ring buffer and the pids of new processes.
+type EventSource = (RingBuf<MapData>, Vec<u32>);
+
+impl Kernel {
+    pub fn load(settings: &Settings) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if settings.stream_events & stream::ALL != 0 {
+            // Every transition is a record: room for a burst between two drains.
+            loader.map_max_entries("EVENTS", EVENTS_RING_BYTES);
+        } else if settings.stream_events & stream::RUNS != 0 {
+            // Two records per run slice, drained every 100 ms.
+            loader.map_max_entries("EVENTS", RUNS_RING_BYTES);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).context(
+            "the kernel refused the eBPF programs (is BPF enabled, and does this process \
+             have CAP_BPF and CAP_PERFMON, e.g. as root outside a user namespace?)",
+        )?;
+        let hit_cost = calibration::measure(&mut ebpf)?;
+        // Always: an exec replaces what every probe of a process is attached
+        // to (and, with discovery, starts a process to look at).
+        attach_tracepoint(&mut ebpf, "process_exec", "sched", "sched_process_exec")?;
+        if settings.signals {
+            attach_tracepoint(&mut ebpf, "signal_generate", "signal", "signal_generate")?;
+        }
+        if settings.discovery {
+            let mut discovery: Array<_, u32> = Array::try_from(
+                ebpf.map_mut("DISCOVERY")
+                    .context("the eBPF object has no map DISCOVERY")?,
+            )?;
+            discovery.set(0, 1, 0)?;
+        }
+        let (samples, sample_period_ns, sampler_program_id) = if settings.sample_hz > 0 {
+            let sampler = Sampler::attach(&mut ebpf, settings.sample_hz)?;
+            let (period, id) = (sampler.period_ns, sampler.program_id);
+            (Some(Mutex::new(Sorted::new(sampler))), period, Some(id))
+        } else {
+            (None, 0, None)
+        };
+        let block_stacks = if settings.block_stacks {
+            Some(Mutex::new(BlockStacks::take(&mut ebpf)?))
+        } else {
+            None
+        };
+        let ring: RingBuf<MapData> = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .context("the eBPF object has no map EVENTS")?,
+        )?;
+        let processes = BpfHashMap::try_from(
+            ebpf.take_map("PROCESSES")
+                .context("the eBPF object has no map PROCESSES")?,
+        )?;
+        Ok(Self {
+            loaded: Mutex::new(Loaded {
+                ebpf,
+                processes,
+                free_slots: (0..MAX_PROCESSES).rev().collect(),
+            }),
+            hit_cost,
+            signal_offsets: settings.signal_offsets,
+            events: Mutex::new(Sorted::new((ring, Vec::new()))),
+            samples,
+            sample_period_ns,
+            sampler_program_id,
+            block_stacks,
+            stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Loaded> {
+        // A thread that panicked holding it left the programs as they were.
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with the loaded programs (to attach or detach uprobes).
+    pub fn with_ebpf<R>(&self, f: impl FnOnce(&mut Ebpf) -> R) -> R {
+        f(&mut self.lock().ebpf)
+    }
+
+    /// A handle of its own to map `name` (a new file descriptor of the same
+    /// map): each watched process reads its slot through its own handles.
+    pub fn open_map<T: TryFrom<Map, Error = aya::maps::MapError>>(&self, name: &str) -> Result<T> {
+        let loaded = self.lock();
+        let map = loaded
+            .ebpf
+            .map(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))?;
+        let data = duplicate(map_data(map))?;
+        Ok(T::try_from(same_kind(map, data))?)
+    }
+
+    /// Like [`Kernel::open_map`], for the raw batch reads (`drain`).
+    pub fn open_map_data(&self, name: &str) -> Result<MapData> {
+        let loaded = self.lock();
+        let map = loaded
+            .ebpf
+            .map(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))?;
+        duplicate(map_data(map))
+    }
+
+    /// Starts serving a process: `config` without its slot, which is chosen
+    /// here (its per-process state emptied first). Returns the slot.
+    pub fn register(&self, mut config: Config) -> Result<u32> {
+        let mut loaded = self.lock();
+        let Some(slot) = loaded.free_slots.pop() else {
+            bail!(
+                "{MAX_PROCESSES} processes are watched already: the kernel programs hold no more"
+            );
+        };
+        config.slot = slot;
+        let result = clear_slot(&mut loaded.ebpf, slot, None)
+            .and_then(|()| Ok(loaded.processes.insert(config.target_tgid, config, 0)?));
+        if let Err(error) = result {
+            loaded.free_slots.push(slot);
+            return Err(error.context("cannot register the process with the kernel programs"));
+        }
+        Ok(slot)
+    }
+
+    /// Stops serving the process of `tgid` in `slot`: the programs ignore it
+    /// from now on; its entries are deleted and the slot is free again.
+    pub fn unregister(&self, tgid: u32, slot: u32) {
+        let mut loaded = self.lock();
+        let _ = loaded.processes.remove(&tgid);
+        // A slot that could not be emptied is not reused.
+        if clear_slot(&mut loaded.ebpf, slot, Some(tgid)).is_ok() {
+            loaded.free_slots.push(slot);
+        }
+        drop(loaded);
+        if let Ok(mut events) = self.events.lock() {
+            events.by_slot.remove(&slot);
+        }
+        if let Some(Ok(mut samples)) = self.samples.as_ref().map(Mutex::lock) {
+            samples.by_slot.remove(&slot);
+        }
+    }
+
+    /// Every record of the ring buffer for `slot` since the last call.
+    pub fn drain_events(&self, slot: u32) -> Vec<Event> {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.sort_out(|(ring, new_processes), by_slot| {
+            while let Some(item) = ring.next() {
+                if item.len() < size_of::<Event>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote an `Event` (same #[repr(C)] definition);
+                // read_unaligned copes with the ring buffer's 8-byte alignment.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                if event.kind == event_kind::NEW_PROCESS {
+                    new_processes.push(event.tid);
+                    if event.slot == NO_SLOT {
+                        continue;
+                    }
+                }
+                by_slot.entry(event.slot).or_default().push(event);
+            }
+        });
+        events.by_slot.remove(&slot).unwrap_or_default()
+    }
+
+    /// The pids that exec'd a program since the last call (with discovery).
+    pub fn new_processes(&self) -> Vec<u32> {
+        // Drains the ring buffer into the queues of the processes.
+        let _ = self.drain_events(NO_SLOT);
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut events.source.1)
+    }
+
+    /// The CPU samples of `slot` since the last call; None without a sampler.
+    pub fn drain_samples(&self, slot: u32) -> Result<Option<Drained>> {
+        let Some(samples) = &self.samples else {
+            return Ok(None);
+        };
+        let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = None;
+        samples.sort_out(|sampler, by_slot| match sampler.drain() {
+            Ok(drained) => drained.sort_into(by_slot),
+            Err(error) => failed = Some(error),
+        });
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        Ok(Some(samples.by_slot.remove(&slot).unwrap_or_default()))
+    }
+
+    /// What the sampling program has cost so far (every process's samples).
+    pub fn sampler_cost(&self) -> Option<crate::sources::sampler::SamplerCost> {
+        crate::sources::sampler::cost_of(self.sampler_program_id?)
+    }
+
+    /// Runs `f` with the block profile's maps; None when not asked for.
+    pub fn with_block_stacks<R>(&self, f: impl FnOnce(&BlockStacks) -> R) -> Option<R> {
+        let stacks = self.block_stacks.as_ref()?;
+        Some(f(&stacks.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// What `programs` have run in all (time, runs), by the kernel's
+    /// statistics, for every process they serve; None when off.
+    pub fn program_run_time(&self, programs: &[&str]) -> Option<(Duration, u64)> {
+        self.stats.as_ref()?;
+        let loaded = self.lock();
+        let mut total = (Duration::ZERO, 0);
+        for name in programs {
+            let program: &UProbe = loaded.ebpf.program(name)?.try_into().ok()?;
+            let info = program.info().ok()?;
+            total.0 += info.run_time();
+            total.1 += info.run_count();
+        }
+        Some(total)
+    }
+}
+
+impl<S, T> Sorted<S, T> {
+    fn new(source: S) -> Self {
+        Self {
+            source,
+            by_slot: HashMap::new(),
+        }
+    }
+
+    /// Lets `drain` move what waits in the source to the queues of the slots.
+    fn sort_out(&mut self, drain: impl FnOnce(&mut S, &mut HashMap<u32, T>)) {
+        drain(&mut self.source, &mut self.by_slot);
+    }
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("the eBPF object has no program {program}"))?
+        .try_into()?;
+    tracepoint
+        .load()
+        .with_context(|| format!("the verifier rejected {program}"))?;
+    tracepoint
+        .attach(category, name)
+        .with_context(|| format!("cannot attach to the {category}:{name} tracepoint"))?;
+    Ok(())
+}
+
+fn duplicate(data: &MapData) -> Result<MapData> {
+    let fd = data.fd().as_fd().try_clone_to_owned()?;
+    Ok(MapData::from_fd(fd)?)
+}
+
+/// The data of a map the object still holds.
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::HashMap(data)
+        | Map::PerCpuHashMap(data)
+        | Map::RingBuf(data)
+        | Map::StackTraceMap(data) => data,
+        other => unreachable!("no map of this kind in the object: {other:?}"),
+    }
+}
+
+/// `data` as a map of the kind of `map`.
+fn same_kind(map: &Map, data: MapData) -> Map {
+    match map {
+        Map::Array(_) => Map::Array(data),
+        Map::PerCpuArray(_) => Map::PerCpuArray(data),
+        Map::HashMap(_) => Map::HashMap(data),
+        Map::PerCpuHashMap(_) => Map::PerCpuHashMap(data),
+        Map::RingBuf(_) => Map::RingBuf(data),
+        Map::StackTraceMap(_) => Map::StackTraceMap(data),
+        other => unreachable!("no map of this kind in the object: {other:?}"),
+    }
+}
+
+/// Empties what the programs keep for `slot`: its entries of the
+/// per-process arrays, of the per-goroutine maps, and (`tgid`: of a process
+/// that was watched) the threads of that process.
+fn clear_slot(ebpf: &mut Ebpf, slot: u32, tgid: Option<u32>) -> Result<()> {
+    zero_entry::<Counters>(ebpf, "COUNTERS", slot, [0; _])?;
+    zero_entry::<ByReason>(ebpf, "PARKS", slot, [0; _])?;
+    zero_entry::<Histogram>(ebpf, "RUN_SLICES", slot, [0; _])?;
+    zero_entry::<Histogram>(ebpf, "RUNQ_LATENCY", slot, [0; _])?;
+    zero_entry::<ByReason>(ebpf, "BLOCKED_NS", slot, [0; _])?;
+    // No window is open: nothing recorded gives a duration.
+    let mut window: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("WINDOW")
+            .context("the eBPF object has no map WINDOW")?,
+    )?;
+    window.set(slot, u64::MAX, 0)?;
+    delete_where::<u64, GoroutineStats>(ebpf, "GOROUTINES", |key, _| {
+        split_process_key(*key).0 == slot
+    })?;
+    delete_where::<u64, GState>(ebpf, "G_STATE", |key, _| split_process_key(*key).0 == slot)?;
+    delete_where::<u64, gobpf_sched_common::BlockKey>(ebpf, "PARK_STACK", |key, _| {
+        split_process_key(*key).0 == slot
+    })?;
+    if let Some(tgid) = tgid {
+        delete_where::<u32, Running>(ebpf, "RUNNING", |_, running| running.tgid == tgid)?;
+    }
+    Ok(())
+}
+
+/// Sets entry `slot` of per-CPU array `name` to `zero` on every CPU.
+fn zero_entry<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, slot: u32, zero: V) -> Result<()> {
+    let mut array: PerCpuArray<_, V> = PerCpuArray::try_from(
+        ebpf.map_mut(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))?,
+    )?;
+    let cpus = nr_cpus().map_err(|(path, error)| {
+        anyhow::anyhow!("cannot read the number of CPUs from {path}: {error}")
+    })?;
+    let zeros = PerCpuValues::try_from(vec![zero; cpus])?;
+    array.set(slot, zeros, 0)?;
+    Ok(())
+}
+
+/// Deletes the entries of hash map `name` that `doomed` picks.
+fn delete_where<K: Copy + Default, V: Copy + Default>(
+    ebpf: &Ebpf,
+    name: &str,
+    doomed: impl Fn(&K, &V) -> bool,
+) -> Result<()> {
+    let map = ebpf
+        .map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))?;
+    let fd = map_data(map).fd().as_fd();
+    let mut keys = Vec::new();
+    visit_entries::<K, V>(fd, |key, value| {
+        if doomed(&key, &value) {
+            keys.push(key);
+        }
+    })?;
+    delete_keys(fd, &keys)
+}
