@@ -7,7 +7,9 @@
 //! they share is here: the stop, where the lines go, the metrics server.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
+    io::BufRead,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
     sync::{
         Arc,
@@ -22,7 +24,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     binary::GoBinary,
-    outputs::{lines::Sink, prometheus::MetricsServer},
+    outputs::{
+        Outputs,
+        lines::Sink,
+        prometheus::MetricsServer,
+        screen::{Key, NodeTui, SharedScreens},
+    },
     session::{self, AttachArgs},
     sources::kernel::Kernel,
     target::{Target, labels},
@@ -36,6 +43,8 @@ pub struct NodeShared {
     pub sink: Sink,
     /// The one `/metrics` server, every process's series labelled.
     pub metrics: Option<MetricsServer>,
+    /// The screens of the processes, when the live screen is up.
+    pub screens: Option<SharedScreens>,
 }
 
 impl NodeShared {
@@ -93,11 +102,33 @@ pub fn run(args: &AttachArgs) -> Result<()> {
         }
         None => None,
     };
+    // The live screen: a process list. Meanwhile what the sessions say on
+    // stderr is shown under it, and the summaries of processes that end wait
+    // for the screen to go.
+    let screen = Outputs::wants_screen(args).then(|| {
+        let screens = SharedScreens::default();
+        let deferred = Arc::new(std::sync::Mutex::new(Vec::new()));
+        (screens, deferred)
+    });
     let shared = Arc::new(NodeShared {
         stop: AtomicBool::new(false),
-        sink: Sink::open(args)?,
+        sink: match &screen {
+            Some((_, deferred)) => Sink::Deferred(deferred.clone()),
+            None => Sink::open(args)?,
+        },
         metrics,
+        screens: screen.as_ref().map(|(screens, _)| screens.clone()),
     });
+    let captured = match &screen {
+        Some(_) => Some(StderrCapture::start()?),
+        None => None,
+    };
+    let mut tui = match (&screen, &captured) {
+        (Some((screens, _)), Some(captured)) => {
+            Some(NodeTui::start(screens.clone(), captured.lines.clone())?)
+        }
+        _ => None,
+    };
     let selection = Selection {
         pids: &args.pid,
         all: args.all,
@@ -135,6 +166,12 @@ pub fn run(args: &AttachArgs) -> Result<()> {
                 _ = terminate.recv() => break,
                 _ = session::sleep_until(deadline) => break,
                 _ = tick.tick() => {
+                    if let Some(tui) = &mut tui {
+                        if matches!(tui.keys(), Ok(Key::Quit) | Err(_)) {
+                            break;
+                        }
+                        let _ = tui.draw();
+                    }
                     for pid in kernel.new_processes() {
                         // An exec makes a process worth a new look.
                         tally.seen.remove(&pid);
@@ -152,6 +189,15 @@ pub fn run(args: &AttachArgs) -> Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     // Each session prints its whole-run summary as it ends.
     reap(&mut tally, true);
+    // The terminal back, then what waited for it.
+    drop(tui);
+    drop(captured);
+    if let Some((_, deferred)) = &screen {
+        let out = Sink::open(args)?;
+        for text in std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner())) {
+            out.write(&text)?;
+        }
+    }
     eprintln!(
         "gobpf-sched: {} processes watched; skipped: {} not Go, {} not selected, {} that \
          could not be watched",
@@ -291,4 +337,59 @@ fn running_processes() -> Result<Vec<u32>> {
         .collect();
     pids.sort_unstable();
     Ok(pids)
+}
+
+/// stderr sent to a pipe while the screen is up: each line kept for the
+/// screen's message panel; printed to the real stderr when dropped.
+struct StderrCapture {
+    lines: Arc<std::sync::Mutex<VecDeque<String>>>,
+    /// The real stderr, to put back.
+    saved: OwnedFd,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// Lines of stderr the screen keeps.
+const MESSAGES_KEPT: usize = 1000;
+
+impl StderrCapture {
+    fn start() -> Result<Self> {
+        let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
+        let (read, write) = std::io::pipe()?;
+        // SAFETY: dup2 onto fd 2 of a pipe end we own; the old stderr is kept
+        // in `saved`.
+        if unsafe { libc::dup2(write.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot capture stderr");
+        }
+        drop(write);
+        let lines: Arc<std::sync::Mutex<VecDeque<String>>> = Arc::default();
+        let kept = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(read).lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                kept.push_back(line);
+                if kept.len() > MESSAGES_KEPT {
+                    kept.pop_front();
+                }
+            }
+        });
+        Ok(Self {
+            lines,
+            saved,
+            reader: Some(reader),
+        })
+    }
+}
+
+impl Drop for StderrCapture {
+    fn drop(&mut self) {
+        // SAFETY: puts the real stderr back on fd 2; the pipe's last writer
+        // closes with it, which ends the reader.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), libc::STDERR_FILENO) };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        for line in self.lines.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            eprintln!("{line}");
+        }
+    }
 }

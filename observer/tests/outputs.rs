@@ -16,8 +16,8 @@ use std::{
 };
 
 use common::{
-    Fixture, Mode, Observer, Toolchain, build, count, full_matrix_toolchains, goids, goroutine,
-    observer_binary, toolchains, traced_run,
+    Fixture, Mode, Observer, Tmux, Toolchain, build, count, full_matrix_toolchains, goids,
+    goroutine, observer_binary, toolchains, traced_run,
 };
 use serde_json::Value;
 
@@ -682,62 +682,6 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
     }
 }
 
-/// A tmux server of its own, so tests never touch a user's sessions.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        let tmux = Self {
-            socket: format!("gobpf-sched-test-{}", std::process::id()),
-        };
-        let status = tmux
-            .command(&["new-session", "-d", "-x", "180", "-y", "52", command])
-            .status()
-            .expect("tmux (Debian package tmux; `cargo xtask setup` installs it)");
-        assert!(status.success());
-        tmux
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]).args(args);
-        command
-    }
-
-    /// The visible screen and the lines scrolled off it.
-    fn screen(&self) -> String {
-        let output = self
-            .command(&["capture-pane", "-p", "-S", "-"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        assert!(
-            self.command(&["send-keys", keys])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Waits (at most 30 s) until the screen shows `text`; returns the screen.
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(Instant::now() < deadline, "never saw {text:?}:\n{screen}");
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 /// The overhead budget the live screen runs with (percent), shown in its title.
 const SCREEN_BUDGET: &str = "0.5";
 
@@ -834,12 +778,6 @@ fn census_panel(screen: &str) -> CensusPanel {
         program,
         waiting_by_reason,
         longest_waiters,
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.command(&["kill-server"]).status();
     }
 }
 

@@ -54,6 +54,9 @@ pub enum Sink {
     Stdout,
     Stderr,
     File(std::sync::Arc<std::sync::Mutex<std::fs::File>>),
+    /// Kept, to be printed once the screen of `--all` is gone (the summaries
+    /// of processes that ended while it was up).
+    Deferred(std::sync::Arc<std::sync::Mutex<Vec<String>>>),
 }
 
 impl Sink {
@@ -72,7 +75,7 @@ impl Sink {
 
     /// Writes one report. A failed write (a closed pipe, a full disk) is
     /// returned: the session must end, not go on watching for nobody.
-    fn write(&self, text: &str) -> io::Result<()> {
+    pub fn write(&self, text: &str) -> io::Result<()> {
         let text = text.trim_end();
         match self {
             Sink::Stdout => {
@@ -89,6 +92,12 @@ impl Sink {
                 let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
                 writeln!(file, "{text}")?;
                 file.flush()
+            }
+            Sink::Deferred(kept) => {
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(text.to_owned());
+                Ok(())
             }
         }
     }

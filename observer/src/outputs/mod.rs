@@ -24,7 +24,7 @@ use crate::{
         otlp::OtlpExporter,
         perfetto::Recorder,
         prometheus::Exporter,
-        screen::{Key, Tui},
+        screen::{Key, ProcessScreen, SharedScreens, Tui},
     },
     session::AttachArgs,
     sources::{drain::Snapshot, runtime_memory::SchedLayout},
@@ -38,6 +38,11 @@ use crate::{
 pub enum Display {
     Lines(Box<Printer>),
     Screen(Box<Tui>),
+    /// This process's screen among many (`--all`), drawn by the node.
+    Shared {
+        pid: u32,
+        screens: SharedScreens,
+    },
 }
 
 /// Every output of a session.
@@ -83,7 +88,7 @@ impl Outputs {
         } else {
             Format::Text
         };
-        // Many processes write lines, to one place.
+        // Many processes write lines to one place, or share one screen.
         let live_screen = node.is_none() && Self::wants_screen(args);
         let sink = match node {
             Some(node) => node.sink.clone(),
@@ -119,10 +124,19 @@ impl Outputs {
             }
             None => None,
         };
-        let display = if live_screen {
-            Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
-        } else {
-            Display::Lines(Box::new(Printer::new(format, header.clone(), sink.clone())))
+        let display = match node.and_then(|n| n.screens.clone()) {
+            Some(screens) => {
+                let screen = ProcessScreen::new(header.clone(), sched_note);
+                lock(&screens).insert(header.pid, screen);
+                Display::Shared {
+                    pid: header.pid,
+                    screens,
+                }
+            }
+            None if live_screen => {
+                Display::Screen(Box::new(Tui::start(header.clone(), sched_note)?))
+            }
+            None => Display::Lines(Box::new(Printer::new(format, header.clone(), sink.clone()))),
         };
         Ok(Self {
             display,
@@ -140,7 +154,7 @@ impl Outputs {
 
     /// `--events` prints lines: it asks for a log, not a screen; a program
     /// started by `run` owns the terminal; `--output` writes a file.
-    fn wants_screen(args: &AttachArgs) -> bool {
+    pub fn wants_screen(args: &AttachArgs) -> bool {
         !args.json
             && !args.plain
             && !args.events
@@ -152,7 +166,7 @@ impl Outputs {
     /// Whether the whole-run totals are shown each interval (they cost a pass
     /// over every goroutine).
     pub fn need_totals(&self) -> bool {
-        self.exporter.is_some() || matches!(self.display, Display::Screen(_))
+        self.exporter.is_some() || self.is_screen()
     }
 
     pub fn preemption(&mut self, preemption: &Preemption) -> Result<()> {
@@ -160,7 +174,12 @@ impl Outputs {
             // Many processes' signals would drown their reports: counted there.
             Display::Lines(_) if self.one_of_many => {}
             Display::Lines(printer) => printer.preemption(preemption)?,
-            Display::Screen(screen) => screen.preemption(preemption_line(preemption)),
+            Display::Screen(tui) => tui.screen.preemption(preemption_line(preemption)),
+            Display::Shared { pid, screens } => {
+                if let Some(screen) = lock(screens).get_mut(pid) {
+                    screen.preemption(preemption_line(preemption));
+                }
+            }
         }
         if let Some(recorder) = &mut self.recorder {
             recorder.preemption(preemption);
@@ -189,9 +208,14 @@ impl Outputs {
     pub fn interval(&mut self, report: &Report<'_>, names: &Names<'_>) -> Result<()> {
         match &mut self.display {
             Display::Lines(printer) => printer.interval(report)?,
-            Display::Screen(screen) => {
-                screen.update(report);
-                screen.draw()?;
+            Display::Screen(tui) => {
+                tui.screen.update(report);
+                tui.draw()?;
+            }
+            Display::Shared { pid, screens } => {
+                if let Some(screen) = lock(screens).get_mut(pid) {
+                    screen.update(report);
+                }
             }
         }
         if let Some(exporter) = &self.exporter {
@@ -211,23 +235,32 @@ impl Outputs {
 
     /// The screen before the first interval: the scheduler state only.
     pub fn first_screen(&mut self, sched: Option<SchedState>) -> Result<()> {
-        if let Display::Screen(screen) = &mut self.display {
-            screen.first_state(sched);
-            screen.draw()?;
+        match &mut self.display {
+            Display::Screen(tui) => {
+                tui.screen.first_state(sched);
+                tui.draw()?;
+            }
+            Display::Shared { pid, screens } => {
+                if let Some(screen) = lock(screens).get_mut(pid) {
+                    screen.first_state(sched);
+                }
+            }
+            Display::Lines(_) => {}
         }
         Ok(())
     }
 
     /// Whether the live screen has the terminal (nothing else may print).
     pub fn is_screen(&self) -> bool {
-        matches!(self.display, Display::Screen(_))
+        !matches!(self.display, Display::Lines(_))
     }
 
     /// True when the user pressed `q` (or Ctrl-C) on the live screen.
     pub fn quit_pressed(&mut self) -> Result<bool> {
         match &mut self.display {
-            Display::Screen(screen) => Ok(matches!(screen.keys()?, Key::Quit)),
-            Display::Lines(_) => Ok(false),
+            Display::Screen(tui) => Ok(matches!(tui.keys()?, Key::Quit)),
+            // The node's screen reads the keys.
+            Display::Lines(_) | Display::Shared { .. } => Ok(false),
         }
     }
 
@@ -256,6 +289,12 @@ impl Outputs {
             otlp,
             ..
         } = self;
+        // One of many screens: its last numbers stay, marked ended.
+        if let Display::Shared { pid, screens } = &display
+            && let Some(screen) = lock(screens).get_mut(pid)
+        {
+            screen.ended = true;
+        }
         drop(display);
         // The last export: what the last interval recorded.
         if let Some(Err(error)) = otlp.map(OtlpExporter::shutdown) {
@@ -314,4 +353,11 @@ pub struct Report<'a> {
     pub interval_ns: u64,
     /// Since attach.
     pub elapsed_ns: u64,
+}
+
+/// The screens, even if a session panicked holding them.
+fn lock(
+    screens: &SharedScreens,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u32, ProcessScreen>> {
+    screens.lock().unwrap_or_else(|e| e.into_inner())
 }

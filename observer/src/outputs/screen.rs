@@ -8,7 +8,11 @@
 //! The terminal is restored when the screen is dropped (any return, any error)
 //! and by ratatui's panic hook on a panic.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, KeyCode, KeyEventKind, KeyModifiers};
@@ -17,7 +21,7 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style, Stylize},
     text::{Line, Span},
-    widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table},
+    widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table, TableState},
 };
 
 use crate::{
@@ -43,8 +47,10 @@ pub enum Key {
     Nothing,
 }
 
-pub struct Tui {
-    terminal: DefaultTerminal,
+/// What the screen shows of one process: the last interval, the whole run,
+/// the scheduler state, the preemption log. `--all` keeps one per process.
+#[derive(Clone)]
+pub struct ProcessScreen {
     header: Header,
     /// The last interval, the whole run, and the scheduler state.
     interval: Stats,
@@ -67,16 +73,13 @@ pub struct Tui {
     scroll: usize,
     paused: bool,
     elapsed_ns: u64,
-    /// Whether the terminal was cleared: the session's messages printed after
-    /// the screen started (attached, …) stay where the first frame is blank.
-    cleared: bool,
+    /// The process is gone (or no longer watched): its last numbers stay.
+    pub ended: bool,
 }
 
-impl Tui {
-    pub fn start(header: Header, sched_note: Option<String>) -> Result<Self> {
-        let terminal = ratatui::try_init().context("cannot set up the terminal screen")?;
-        Ok(Self {
-            terminal,
+impl ProcessScreen {
+    pub fn new(header: Header, sched_note: Option<String>) -> Self {
+        Self {
             header,
             interval: Stats::default(),
             interval_ns: 0,
@@ -92,8 +95,8 @@ impl Tui {
             scroll: 0,
             paused: false,
             elapsed_ns: 0,
-            cleared: false,
-        })
+            ended: false,
+        }
     }
 
     /// New numbers; kept off the screen while paused.
@@ -128,39 +131,20 @@ impl Tui {
         }
     }
 
-    /// Handles the keys pressed since the last call, without waiting.
-    pub fn keys(&mut self) -> Result<Key> {
-        while event::poll(Duration::ZERO)? {
-            let event::Event::Key(key) = event::read()? else {
-                continue;
-            };
-            if key.kind != KeyEventKind::Press {
-                continue;
-            }
-            match key.code {
-                KeyCode::Char('q') | KeyCode::Esc => return Ok(Key::Quit),
-                // Raw mode turns Ctrl-C into a key instead of SIGINT.
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    return Ok(Key::Quit);
-                }
-                KeyCode::Char('p') => self.paused = !self.paused,
-                KeyCode::Up => self.scroll = (self.scroll + 1).min(self.log.len()),
-                KeyCode::Down => self.scroll = self.scroll.saturating_sub(1),
-                KeyCode::PageUp => self.scroll = (self.scroll + 10).min(self.log.len()),
-                KeyCode::PageDown => self.scroll = self.scroll.saturating_sub(10),
-                _ => {}
-            }
+    /// The keys of the process's screen: pause, scroll the log.
+    fn key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Up => self.scroll = (self.scroll + 1).min(self.log.len()),
+            KeyCode::Down => self.scroll = self.scroll.saturating_sub(1),
+            KeyCode::PageUp => self.scroll = (self.scroll + 10).min(self.log.len()),
+            KeyCode::PageDown => self.scroll = self.scroll.saturating_sub(10),
+            _ => {}
         }
-        Ok(Key::Nothing)
     }
 
-    pub fn draw(&mut self) -> Result<()> {
-        let Self { terminal, .. } = self;
-        if !self.cleared {
-            terminal.clear()?;
-            self.cleared = true;
-        }
-        let view = View {
+    fn view(&self, keys: &'static str) -> View<'_> {
+        View {
             header: &self.header,
             interval: &self.interval,
             interval_ns: self.interval_ns,
@@ -176,8 +160,66 @@ impl Tui {
             scroll: self.scroll,
             paused: self.paused,
             elapsed_ns: self.elapsed_ns,
-        };
-        terminal.draw(|frame| view.render(frame))?;
+            keys,
+        }
+    }
+}
+
+/// The key pressed on a screen, for the session.
+fn pressed() -> Result<Option<(KeyCode, KeyModifiers)>> {
+    while event::poll(Duration::ZERO)? {
+        if let event::Event::Key(key) = event::read()?
+            && key.kind == KeyEventKind::Press
+        {
+            return Ok(Some((key.code, key.modifiers)));
+        }
+    }
+    Ok(None)
+}
+
+/// `q`, Esc, or Ctrl-C (raw mode turns it into a key instead of SIGINT).
+fn quits(code: KeyCode, modifiers: KeyModifiers) -> bool {
+    matches!(code, KeyCode::Char('q') | KeyCode::Esc)
+        || (code == KeyCode::Char('c') && modifiers.contains(KeyModifiers::CONTROL))
+}
+
+/// The screen of one process (`attach --pid`).
+pub struct Tui {
+    terminal: DefaultTerminal,
+    pub screen: ProcessScreen,
+    /// Whether the terminal was cleared: the session's messages printed after
+    /// the screen started (attached, …) stay where the first frame is blank.
+    cleared: bool,
+}
+
+impl Tui {
+    pub fn start(header: Header, sched_note: Option<String>) -> Result<Self> {
+        let terminal = ratatui::try_init().context("cannot set up the terminal screen")?;
+        Ok(Self {
+            terminal,
+            screen: ProcessScreen::new(header, sched_note),
+            cleared: false,
+        })
+    }
+
+    /// Handles the keys pressed since the last call, without waiting.
+    pub fn keys(&mut self) -> Result<Key> {
+        while let Some((code, modifiers)) = pressed()? {
+            if quits(code, modifiers) {
+                return Ok(Key::Quit);
+            }
+            self.screen.key(code);
+        }
+        Ok(Key::Nothing)
+    }
+
+    pub fn draw(&mut self) -> Result<()> {
+        if !self.cleared {
+            self.terminal.clear()?;
+            self.cleared = true;
+        }
+        let view = self.screen.view("q quit · p pause · ↑↓ scroll");
+        self.terminal.draw(|frame| view.render(frame))?;
         Ok(())
     }
 }
@@ -186,6 +228,184 @@ impl Drop for Tui {
     fn drop(&mut self) {
         ratatui::restore();
     }
+}
+
+/// The screens of many processes (`--all`), by pid: each session updates its
+/// own; the node's screen shows the list, or one of them.
+pub type SharedScreens = Arc<Mutex<BTreeMap<u32, ProcessScreen>>>;
+
+/// The screen of `--all`: a process list (pid, command, Go version,
+/// container, goroutines, run-queue p99, CPU, probe cost); Enter opens the
+/// screen of the selected one, Esc goes back.
+pub struct NodeTui {
+    terminal: DefaultTerminal,
+    screens: SharedScreens,
+    /// The row the cursor is on, and the process opened (None: the list).
+    cursor: usize,
+    opened: Option<u32>,
+    /// What the sessions said (their stderr while the screen is up).
+    messages: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl NodeTui {
+    pub fn start(screens: SharedScreens, messages: Arc<Mutex<VecDeque<String>>>) -> Result<Self> {
+        let mut terminal = ratatui::try_init().context("cannot set up the terminal screen")?;
+        terminal.clear()?;
+        Ok(Self {
+            terminal,
+            screens,
+            cursor: 0,
+            opened: None,
+            messages,
+        })
+    }
+
+    /// Handles the keys pressed since the last call, without waiting.
+    pub fn keys(&mut self) -> Result<Key> {
+        while let Some((code, modifiers)) = pressed()? {
+            let mut screens = self.screens.lock().unwrap_or_else(|e| e.into_inner());
+            match self.opened {
+                // Esc and Backspace go back to the list.
+                Some(_) if matches!(code, KeyCode::Esc | KeyCode::Backspace | KeyCode::Left) => {
+                    self.opened = None;
+                }
+                Some(pid) if !quits(code, modifiers) => {
+                    if let Some(screen) = screens.get_mut(&pid) {
+                        screen.key(code);
+                    }
+                }
+                _ if quits(code, modifiers) => return Ok(Key::Quit),
+                None => match code {
+                    KeyCode::Up => self.cursor = self.cursor.saturating_sub(1),
+                    KeyCode::Down => self.cursor = (self.cursor + 1).min(screens.len().max(1) - 1),
+                    KeyCode::Enter | KeyCode::Right => {
+                        self.opened = screens.keys().nth(self.cursor).copied();
+                    }
+                    _ => {}
+                },
+                Some(_) => {}
+            }
+        }
+        Ok(Key::Nothing)
+    }
+
+    pub fn draw(&mut self) -> Result<()> {
+        let screens = self.screens.lock().unwrap_or_else(|e| e.into_inner());
+        let messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let opened = self.opened.and_then(|pid| screens.get(&pid));
+        let cursor = self.cursor.min(screens.len().saturating_sub(1));
+        self.terminal.draw(|frame| match opened {
+            Some(screen) => screen
+                .view("Esc back to the list · q quit · p pause · ↑↓ scroll")
+                .render(frame),
+            None => render_list(frame, &screens, cursor, &messages),
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for NodeTui {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// The process list, and the messages of the sessions under it.
+fn render_list(
+    frame: &mut Frame,
+    screens: &BTreeMap<u32, ProcessScreen>,
+    cursor: usize,
+    messages: &VecDeque<String>,
+) {
+    let [title, list, log] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(8),
+    ])
+    .areas(frame.area());
+    let ended = screens.values().filter(|s| s.ended).count();
+    frame.render_widget(
+        Paragraph::new(format!(
+            " gobpf-sched — {} processes watched, {ended} ended   ↑↓ select · Enter open · q quit",
+            screens.len() - ended
+        ))
+        .style(Style::new().add_modifier(Modifier::REVERSED)),
+        title,
+    );
+    let header = Row::new([
+        "PID",
+        "COMMAND",
+        "GO",
+        "CONTAINER",
+        "GOROUTINES",
+        "RUNQ P99",
+        "CPU",
+        "PROBES",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
+    let rows = screens.values().map(|screen| {
+        let labels = &screen.header.labels;
+        let cpu = screen.cpu.as_ref().map_or("-".to_owned(), |cpu| {
+            let busy = cpu.samples as f64 * cpu.period_ns as f64;
+            percent(busy / screen.interval_ns.max(1) as f64)
+        });
+        let cells = [
+            screen.header.pid.to_string(),
+            labels.comm.clone(),
+            screen.header.go_version.clone(),
+            labels
+                .container_id
+                .as_deref()
+                .map_or("-".to_owned(), |id| id[..id.len().min(12)].to_owned()),
+            screen
+                .census
+                .as_ref()
+                .map_or("-".to_owned(), |c| c.goroutines.to_string()),
+            p99_or_dash(&screen.interval.runq_latency_histogram),
+            cpu,
+            if screen.ended {
+                "ended".to_owned()
+            } else {
+                screen.cost.as_ref().map_or("-".to_owned(), cost_text)
+            },
+        ];
+        let style = if screen.ended {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        };
+        Row::new(cells).style(style)
+    });
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Length(16),
+        Constraint::Length(10),
+        Constraint::Length(13),
+        Constraint::Length(11),
+        Constraint::Length(10),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ];
+    // The list scrolls to keep the cursor's row in sight.
+    let mut state = TableState::default().with_selected(Some(cursor));
+    frame.render_stateful_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+            .block(Block::bordered().title(" Go processes ")),
+        list,
+        &mut state,
+    );
+    let height = log.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = messages
+        .iter()
+        .skip(messages.len().saturating_sub(height))
+        .map(|l| Line::from(l.as_str()))
+        .collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" messages ")),
+        log,
+    );
 }
 
 struct View<'a> {
@@ -204,6 +424,8 @@ struct View<'a> {
     scroll: usize,
     paused: bool,
     elapsed_ns: u64,
+    /// What the keys do, for the title.
+    keys: &'static str,
 }
 
 impl View<'_> {
@@ -264,7 +486,8 @@ impl View<'_> {
         if self.paused {
             text.push_str(" — PAUSED");
         }
-        text.push_str("   q quit · p pause · ↑↓ scroll");
+        text.push_str("   ");
+        text.push_str(self.keys);
         frame.render_widget(
             Paragraph::new(text).style(Style::new().add_modifier(Modifier::REVERSED)),
             area,

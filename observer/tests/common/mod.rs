@@ -604,3 +604,68 @@ pub fn go_tool_pprof(
     );
     stdout
 }
+
+/// A tmux server of its own, so tests never touch a user's sessions.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn start(command: &str) -> Self {
+        // Its own server per screen: tests run side by side.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let server = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmux = Self {
+            socket: format!("gobpf-sched-test-{}-{server}", std::process::id()),
+        };
+        let status = tmux
+            .command(&["new-session", "-d", "-x", "180", "-y", "52", command])
+            .status()
+            .expect("tmux (Debian package tmux; `cargo xtask setup` installs it)");
+        assert!(status.success());
+        tmux
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]).args(args);
+        command
+    }
+
+    /// The visible screen and the lines scrolled off it.
+    pub fn screen(&self) -> String {
+        let output = self
+            .command(&["capture-pane", "-p", "-S", "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn keys(&self, keys: &str) {
+        assert!(
+            self.command(&["send-keys", keys])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits (at most 30 s) until the screen shows `text`; returns the screen.
+    pub fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "never saw {text:?}:\n{screen}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]).status();
+    }
+}
