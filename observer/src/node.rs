@@ -27,6 +27,7 @@ use crate::{
     outputs::{
         Outputs,
         lines::Sink,
+        perfetto::Recording,
         prometheus::MetricsServer,
         screen::{Key, NodeTui, SharedScreens},
     },
@@ -45,6 +46,8 @@ pub struct NodeShared {
     pub metrics: Option<MetricsServer>,
     /// The screens of the processes, when the live screen is up.
     pub screens: Option<SharedScreens>,
+    /// `--record`: one file, a process track group per process.
+    pub recording: Option<Recording>,
 }
 
 impl NodeShared {
@@ -118,6 +121,10 @@ pub fn run(args: &AttachArgs) -> Result<()> {
         },
         metrics,
         screens: screen.as_ref().map(|(screens, _)| screens.clone()),
+        recording: match &args.record {
+            Some(path) => Some(Recording::create(path, args.force)?),
+            None => None,
+        },
     });
     let captured = match &screen {
         Some(_) => Some(StderrCapture::start()?),
@@ -189,6 +196,14 @@ pub fn run(args: &AttachArgs) -> Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     // Each session prints its whole-run summary as it ends.
     reap(&mut tally, true);
+    if let Some(recording) = &shared.recording {
+        recording.keep()?;
+        eprintln!(
+            "gobpf-sched: the recording of every process is {} (open it in \
+             https://ui.perfetto.dev: a process track group each)",
+            recording.path().display()
+        );
+    }
     // The terminal back, then what waited for it.
     drop(tui);
     drop(captured);
@@ -209,7 +224,6 @@ pub fn run(args: &AttachArgs) -> Result<()> {
 /// The options that name one process's files, or take over the terminal.
 fn refuse_single_process_options(args: &AttachArgs) -> Result<()> {
     let one_file = [
-        ("--record", args.record.is_some()),
         ("--pprof", args.pprof.is_some()),
         ("--block-profile", args.block_profile.is_some()),
     ];

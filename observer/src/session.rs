@@ -813,10 +813,19 @@ impl Image<'_> {
                 "{} run slices, {} syscalls, {} parks, {} preemptions",
                 recorder.run_slices, recorder.syscall_slices, recorder.parks, recorder.preemptions
             );
-            recorder.keep()?;
+            // With many processes, the node keeps the file once all are done.
+            if self.node.is_none() {
+                recorder.recording().keep()?;
+            }
             eprintln!(
-                "gobpf-sched: recorded {written} to {} (open it in https://ui.perfetto.dev)",
-                path.display()
+                "gobpf-sched: recorded {written} of {} to {}{}",
+                self.shown_as,
+                path.display(),
+                if self.node.is_none() {
+                    " (open it in https://ui.perfetto.dev)"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(failure) = closed.recording_failed {

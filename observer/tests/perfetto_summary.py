@@ -1,7 +1,7 @@
 """Reads a gobpf-sched --record file with the Trace proto of the `perfetto` PyPI
 package and prints what it holds as JSON: per track, its name and kind, the
-slices begun on it (count and a few names), its instants by name prefix and its
-counter values. The integration tests compare that with the observer's own
+slices begun on it (count and a few names), its instants by name prefix, its
+counter values, its parent track and (process and thread tracks) its pid. The integration tests compare that with the observer's own
 counters."""
 import collections
 import json
@@ -18,13 +18,14 @@ for packet in trace.packet:
     if packet.HasField("track_descriptor"):
         d = packet.track_descriptor
         if d.HasField("thread"):
-            tracks[d.uuid] = {"name": d.thread.thread_name, "kind": "thread"}
+            tracks[d.uuid] = {"name": d.thread.thread_name, "kind": "thread", "pid": d.thread.pid}
         elif d.HasField("process"):
-            tracks[d.uuid] = {"name": d.process.process_name, "kind": "process"}
+            tracks[d.uuid] = {"name": d.process.process_name, "kind": "process", "pid": d.process.pid}
         elif d.HasField("counter"):
             tracks[d.uuid] = {"name": d.name, "kind": "counter"}
         else:
             tracks[d.uuid] = {"name": d.name, "kind": "track"}
+        tracks[d.uuid]["parent"] = d.parent_uuid
 
 stats = collections.defaultdict(lambda: {"begins": 0, "ends": 0, "begin_names": collections.Counter(),
                                           "instants": collections.Counter(), "counters": 0})
@@ -56,5 +57,7 @@ for uuid, track in tracks.items():
         "begin_names": sorted(s["begin_names"]),
         "instants": dict(s["instants"]),
         "counters": s["counters"],
+        "pid": track.get("pid"),
+        "parent": track["parent"],
     })
 print(json.dumps({"packets": len(trace.packet), "tracks": out}))

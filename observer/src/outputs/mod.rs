@@ -22,7 +22,7 @@ use crate::{
         format::{Header, preemption_line},
         lines::{Format, Printer, Sink},
         otlp::OtlpExporter,
-        perfetto::Recorder,
+        perfetto::{Recorder, Recording},
         prometheus::Exporter,
         screen::{Key, ProcessScreen, SharedScreens, Tui},
     },
@@ -118,11 +118,17 @@ impl Outputs {
             Some(url) => Some(OtlpExporter::start(url, args.interval, &header.labels)?),
             None => None,
         };
-        let recorder = match record {
-            Some((path, shown_as)) => {
-                Some(Recorder::create(path, args.force, header.pid, shown_as)?)
+        // Many processes record into the node's one file.
+        let recorder = match (record, node.and_then(|n| n.recording.clone())) {
+            (Some((_, shown_as)), Some(recording)) => {
+                Some(Recorder::new(recording, header.pid, shown_as)?)
             }
-            None => None,
+            (Some((path, shown_as)), None) => Some(Recorder::new(
+                Recording::create(path, args.force)?,
+                header.pid,
+                shown_as,
+            )?),
+            (None, _) => None,
         };
         let display = match node.and_then(|n| n.screens.clone()) {
             Some(screens) => {
@@ -316,8 +322,8 @@ impl Outputs {
         };
         if let Err(error) = write(recorder) {
             let recorder = self.recorder.take().expect("checked above");
-            let path = recorder.path().display().to_string();
-            let kept = recorder.keep_incomplete();
+            let path = recorder.recording().path().display().to_string();
+            let kept = recorder.recording().keep_incomplete();
             let error = error.context(format!(
                 "cannot write the recording {path}; recording stopped{}",
                 match kept {

@@ -3,6 +3,10 @@
 //! each goroutine run, syscall slices on the M tracks, instants for parks (with
 //! the wait reason) and preemptions, counters for the run-queue lengths.
 //!
+//! With `--all`, every process records into one file: each is a process
+//! track group of its own (its track ids offset by its pid, its packets on a
+//! sequence of its own).
+//!
 //! The messages are Perfetto's own, generated from its `.proto` files by the
 //! `perfetto_protos` crate: they cannot drift from the format. A file of
 //! concatenated `Trace` messages is itself a `Trace`, so packets are appended as
@@ -12,6 +16,7 @@ use std::{
     collections::{HashMap, HashSet},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use anyhow::{Context, Result, bail};
@@ -42,22 +47,29 @@ use crate::{
 const SLICE_BEGIN: Type = Type::TYPE_SLICE_BEGIN;
 const SLICE_END: Type = Type::TYPE_SLICE_END;
 const INSTANT: Type = Type::TYPE_INSTANT;
-const SEQUENCE_ID: u32 = 1;
-
-/// Track ids: one process track, then ranges for P, M and counter tracks.
+/// Track ids of a process: one process track, then ranges for P, M and
+/// counter tracks (thread ids stay below 2^22), offset by `pid << PID_SHIFT`.
 const PROCESS_TRACK: u64 = 1;
 const GLOBAL_RUNQ_TRACK: u64 = 2;
 const P_TRACKS: u64 = 1 << 20;
 const P_RUNQ_TRACKS: u64 = 2 << 20;
 const M_TRACKS: u64 = 1 << 32;
+const PID_SHIFT: u32 = 34;
 
-pub struct Recorder {
+/// The file a recording goes to, shared by the recorders of every process.
+#[derive(Clone)]
+pub struct Recording {
     /// A new file beside the recording's path, renamed to it when complete: the
     /// path is never opened, so a link there is never followed, a FIFO never
-    /// blocks, and an existing file is replaced only with --force.
-    out: BufWriter<NamedTempFile>,
+    /// blocks, and an existing file is replaced only with --force. None once
+    /// kept.
+    out: Arc<Mutex<Option<BufWriter<NamedTempFile>>>>,
     path: PathBuf,
     replace: bool,
+}
+
+pub struct Recorder {
+    recording: Recording,
     pid: u32,
     /// Added to the kernel's CLOCK_MONOTONIC stamps: Perfetto's default clock is
     /// CLOCK_BOOTTIME.
@@ -77,11 +89,11 @@ pub struct Recorder {
     m_of_tid: HashMap<u32, i64>,
 }
 
-impl Recorder {
-    /// Starts a recording that [`Recorder::keep`] puts at `path`; an existing
+impl Recording {
+    /// Starts a recording that [`Recording::keep`] puts at `path`; an existing
     /// file there is replaced only when `replace`, and never one that is not a
     /// regular file (a symbolic link, FIFO, device or directory).
-    pub fn create(path: &Path, replace: bool, pid: u32, process_name: &str) -> Result<Self> {
+    pub fn create(path: &Path, replace: bool) -> Result<Self> {
         let shown = path.display();
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
@@ -101,10 +113,63 @@ impl Recorder {
             }
         }
         let file = partial_file_beside(path, "the recording")?;
-        let mut recorder = Self {
-            out: BufWriter::new(file),
+        Ok(Self {
+            out: Arc::new(Mutex::new(Some(BufWriter::new(file)))),
             path: path.to_owned(),
             replace,
+        })
+    }
+
+    /// Where the recording goes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Puts the finished recording at its path.
+    pub fn keep(&self) -> Result<()> {
+        let Some(out) = self.take() else {
+            return Ok(()); // kept already
+        };
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        persist(file, &self.path, self.replace)
+    }
+
+    /// Puts what could be written at the path, after a write failed.
+    pub fn keep_incomplete(&self) -> Result<()> {
+        let Some(out) = self.take() else {
+            return Ok(());
+        };
+        let (file, _unwritten) = out.into_parts();
+        persist(file, &self.path, self.replace)
+    }
+
+    fn take(&self) -> Option<BufWriter<NamedTempFile>> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn write(&self, trace: &Trace) -> Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(out) = out.as_mut() else {
+            bail!("the recording {} was closed", self.path.display());
+        };
+        trace.write_to_writer(out)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        if let Some(out) = self.out.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Recorder {
+    /// Records process `pid` into `recording`: its process track, named
+    /// `process_name`, and what it does from now on.
+    pub fn new(recording: Recording, pid: u32, process_name: &str) -> Result<Self> {
+        let mut recorder = Self {
+            recording,
             pid,
             boottime_minus_monotonic: read_clock(libc::CLOCK_BOOTTIME) as i128
                 - read_clock(libc::CLOCK_MONOTONIC) as i128,
@@ -122,10 +187,16 @@ impl Recorder {
         process.set_pid(pid as i32);
         process.set_process_name(process_name.to_owned());
         let mut descriptor = TrackDescriptor::new();
-        descriptor.set_uuid(PROCESS_TRACK);
+        let uuid = recorder.uuid(PROCESS_TRACK);
+        descriptor.set_uuid(uuid);
         descriptor.process = Some(process).into();
-        recorder.describe(PROCESS_TRACK, descriptor)?;
+        recorder.describe(uuid, descriptor)?;
         Ok(recorder)
+    }
+
+    /// The id of this process's track `local` (one of the constants above).
+    fn uuid(&self, local: u64) -> u64 {
+        (u64::from(self.pid) << PID_SHIFT) | local
     }
 
     /// Keeps a transition for the next [`Recorder::flush`].
@@ -152,7 +223,7 @@ impl Recorder {
         for preemption in std::mem::take(&mut self.pending_preemptions) {
             self.write_preemption(&preemption)?;
         }
-        self.out.flush()?;
+        self.recording.flush()?;
         Ok(())
     }
 
@@ -281,17 +352,17 @@ impl Recorder {
 
     /// Run-queue lengths at `ts_ns` (CLOCK_MONOTONIC).
     pub fn sched_state(&mut self, ts_ns: u64, state: &SchedState) -> Result<()> {
-        if !self.described.contains(&GLOBAL_RUNQ_TRACK) {
-            self.describe(
-                GLOBAL_RUNQ_TRACK,
-                counter_track(GLOBAL_RUNQ_TRACK, "global runq"),
-            )?;
+        let global = self.uuid(GLOBAL_RUNQ_TRACK);
+        let process = self.uuid(PROCESS_TRACK);
+        if !self.described.contains(&global) {
+            self.describe(global, counter_track(global, process, "global runq"))?;
         }
-        self.counter(GLOBAL_RUNQ_TRACK, ts_ns, i64::from(state.global_runq))?;
+        self.counter(global, ts_ns, i64::from(state.global_runq))?;
         for p in &state.procs {
-            let track = P_RUNQ_TRACKS + p.id.max(0) as u64;
+            let track = self.uuid(P_RUNQ_TRACKS + p.id.max(0) as u64);
             if !self.described.contains(&track) {
-                self.describe(track, counter_track(track, &format!("P{} runq", p.id)))?;
+                let name = format!("P{} runq", p.id);
+                self.describe(track, counter_track(track, process, &name))?;
             }
             self.counter(track, ts_ns, i64::from(p.queued()))?;
         }
@@ -303,24 +374,12 @@ impl Recorder {
     pub fn exec(&mut self, ts_ns: u64, exe: &str) -> Result<()> {
         let annotations = vec![annotation_string("exe", exe)];
         let name = Some(format!("exec {exe}"));
-        self.track_event(PROCESS_TRACK, ts_ns, INSTANT, name, annotations)
+        self.track_event(self.uuid(PROCESS_TRACK), ts_ns, INSTANT, name, annotations)
     }
 
-    /// Where the recording goes.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Puts the finished recording at its path.
-    pub fn keep(self) -> Result<()> {
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        persist(file, &self.path, self.replace)
-    }
-
-    /// Puts what could be written at the path, after a write failed.
-    pub fn keep_incomplete(self) -> Result<()> {
-        let (file, _unwritten) = self.out.into_parts();
-        persist(file, &self.path, self.replace)
+    /// The file it records into.
+    pub fn recording(&self) -> &Recording {
+        &self.recording
     }
 
     /// Closes the slices still open at `ts_ns` and flushes the file.
@@ -336,24 +395,24 @@ impl Recorder {
         for track in open {
             self.track_event(track, ts_ns, SLICE_END, None, vec![])?;
         }
-        self.out.flush()?;
+        self.recording.flush()?;
         Ok(())
     }
 
     fn p_track(&mut self, p: i32) -> Result<u64> {
-        let uuid = P_TRACKS + p as u64;
+        let uuid = self.uuid(P_TRACKS + p as u64);
         if !self.described.contains(&uuid) {
             let mut descriptor = TrackDescriptor::new();
             descriptor.set_uuid(uuid);
             descriptor.set_name(format!("P{p}"));
-            descriptor.set_parent_uuid(PROCESS_TRACK);
+            descriptor.set_parent_uuid(self.uuid(PROCESS_TRACK));
             self.describe(uuid, descriptor)?;
         }
         Ok(uuid)
     }
 
     fn m_track(&mut self, tid: u32) -> Result<u64> {
-        let uuid = M_TRACKS + u64::from(tid);
+        let uuid = self.uuid(M_TRACKS + u64::from(tid));
         if !self.described.contains(&uuid) {
             let name = match self.m_of_tid.get(&tid) {
                 Some(m) => format!("M{m} (thread {tid})"),
@@ -375,7 +434,7 @@ impl Recorder {
         self.described.insert(uuid);
         let mut packet = TracePacket::new();
         packet.set_track_descriptor(descriptor);
-        packet.set_trusted_packet_sequence_id(SEQUENCE_ID);
+        packet.set_trusted_packet_sequence_id(self.pid);
         self.packet(packet)
     }
 
@@ -409,7 +468,7 @@ impl Recorder {
     fn event_packet(&mut self, ts_ns: u64, event: TrackEvent) -> Result<()> {
         let mut packet = TracePacket::new();
         packet.set_timestamp(self.boottime(ts_ns));
-        packet.set_trusted_packet_sequence_id(SEQUENCE_ID);
+        packet.set_trusted_packet_sequence_id(self.pid);
         packet.set_track_event(event);
         self.packet(packet)
     }
@@ -421,8 +480,7 @@ impl Recorder {
     fn packet(&mut self, packet: TracePacket) -> Result<()> {
         let mut trace = Trace::new();
         trace.packet.push(packet);
-        trace.write_to_writer(&mut self.out)?;
-        Ok(())
+        self.recording.write(&trace)
     }
 }
 
@@ -439,13 +497,14 @@ fn persist(file: NamedTempFile, path: &Path, replace: bool) -> Result<()> {
         .with_context(|| format!("cannot save the recording as {}", path.display()))
 }
 
-fn counter_track(uuid: u64, name: &str) -> TrackDescriptor {
+/// A counter track under the process track `process`.
+fn counter_track(uuid: u64, process: u64, name: &str) -> TrackDescriptor {
     let mut counter = CounterDescriptor::new();
     counter.set_unit_name("goroutines".to_owned());
     let mut descriptor = TrackDescriptor::new();
     descriptor.set_uuid(uuid);
     descriptor.set_name(name.to_owned());
-    descriptor.set_parent_uuid(PROCESS_TRACK);
+    descriptor.set_parent_uuid(process);
     descriptor.counter = Some(counter).into();
     descriptor
 }

@@ -379,6 +379,34 @@ impl Observer {
         }
     }
 
+    /// Waits (at most 60 s) until a line of stderr holds `text` (lines read
+    /// before count); returns that line.
+    pub fn wait_for_stderr(&mut self, text: &str) -> String {
+        if let Some(line) = self.stderr_lines.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    self.stderr_lines.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => assert!(
+                    Instant::now() < deadline,
+                    "gobpf-sched never said {text:?}: {}",
+                    self.stderr_lines.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "gobpf-sched exited without saying {text:?}: {}",
+                    self.stderr_lines.join("\n")
+                ),
+            }
+        }
+    }
+
     /// Waits (at most 60 s) for the observer to exit on its own.
     pub fn wait(mut self) -> Finished {
         let deadline = Instant::now() + Duration::from_secs(60);
