@@ -71,7 +71,10 @@ pub fn measure(ebpf: &mut Ebpf) -> Result<HitCost> {
             "/proc/self/exe",
             UProbeScope::OneProcess(pid),
         )
-        .context("cannot attach the calibration uprobe")?;
+        .context(
+            "cannot attach the calibration uprobe (attaching uprobes needs CAP_SYS_ADMIN from \
+             Linux 6.16, and its stable kernels since July 2025; CAP_PERFMON was enough before)",
+        )?;
     let probed = median((0..ROUNDS).map(|_| time_calls()).collect());
     program.detach(link)?;
     let hits: PerCpuArray<_, u64> = PerCpuArray::try_from(

@@ -39,7 +39,8 @@ pub fn require_privileges() -> Result<()> {
     if !capable {
         bail!(
             "gobpf-sched lacks the capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) \
-             that loading eBPF programs needs: run it as root without dropping them"
+             that loading eBPF programs needs, and CAP_SYS_ADMIN that attaching uprobes needs \
+             from Linux 6.16: run it as root without dropping them"
         );
     }
     Ok(())
