@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -30,10 +30,9 @@ use crate::{
         block_stacks::BlockSite,
         calibration::HitCost,
         drain::{Collector, Snapshot},
-        duty_cycle::WindowMeasure,
         goroutines::{self, GoroutinesLayout},
         kernel::{self, Kernel},
-        probes::{self, Probes},
+        probes::{self, ProcessConfig, ProcessSlot},
         runtime_memory::{self, SchedLayout},
         sampler,
         windows::{self, Windows},
@@ -522,10 +521,10 @@ impl Image<'_> {
         let global_runq = sched_layout
             .as_ref()
             .map_or(0, SchedLayout::global_runq_size_address);
-        let (probes, uprobes) = self.attach(args, &facets, global_runq)?;
-        let slot = probes.slot;
+        let (registration, windows, uprobes) = self.attach(args, &facets, global_runq)?;
+        let slot = registration.slot;
         let collector = Collector::new(self.kernel.clone(), slot, args.top)?;
-        let hit_cost = probes.hit_cost;
+        let hit_cost = self.kernel.hit_cost;
         let header = Header {
             pid: target.pid,
             go_version: binary.build.go_version.clone(),
@@ -598,19 +597,25 @@ impl Image<'_> {
             release()?;
         }
         let cpu_at_attach = target.cpu_time_ns().unwrap_or(0);
-        let attached_at = probes.attached_at;
+        let attached_at = Instant::now();
+        // The windows may be older than this process's watching (the probes
+        // of its executable, shared): what came before is not its.
+        let (probes_on_before, windows_before) = {
+            let windows = lock(&windows);
+            // A window open now counts as one of this process's.
+            let open_now = u64::from(windows.is_open());
+            (
+                windows.on_time(attached_at),
+                windows.count().saturating_sub(open_now),
+            )
+        };
         let mut session = Session {
             args,
             node: self.node,
             target,
-            windows: Windows::new(
-                probes,
-                args.budget(),
-                WindowMeasure {
-                    hits: collector.counters()?[counter::PROBE_HITS as usize],
-                    target_cpu_ns: cpu_at_attach,
-                },
-            ),
+            windows,
+            probes_on_before,
+            windows_before,
             cpu_at_attach: Some(cpu_at_attach),
             first_mark: None,
             collector,
@@ -654,8 +659,11 @@ impl Image<'_> {
             windows,
             ..
         } = session;
-        // Detached (and the slot emptied) once the profiles are read.
-        let _probes = windows;
+        // The probes go with the last process of their executable; the slot
+        // is emptied once the profiles are read.
+        lock(&windows).leave(target.pid);
+        drop(windows);
+        let _registration = registration;
         let end = self.finish(outputs.close(), result?)?;
         if let Some(path) = self.block_profile
             && let Some(sites) = self.kernel.with_block_stacks(|stacks| stacks.read(slot))
@@ -837,8 +845,10 @@ impl Image<'_> {
         })
     }
 
-    /// Loads and attaches the probes the facets need; returns them and how many
-    /// uprobes there are.
+    /// Registers the target with the loaded programs and attaches the probes
+    /// the facets need (or joins those already attached to its executable,
+    /// with `--all`); returns its registration, its windows of probes and how
+    /// many uprobes there are.
     /// `global_runq`: run-time address of the global run queue's length (0:
     /// unknown), which the CPU samples read.
     fn attach(
@@ -846,7 +856,7 @@ impl Image<'_> {
         args: &AttachArgs,
         facets: &[Facet],
         global_runq: u64,
-    ) -> Result<(Probes, usize)> {
+    ) -> Result<(ProcessSlot, Arc<Mutex<Windows>>, usize)> {
         let (target, binary) = (self.target, self.binary);
         // Reads code from the executable again: the target may be gone by now.
         let plan = probes::plan(binary, facets, self.block_profile.is_some())
@@ -856,16 +866,26 @@ impl Image<'_> {
         if self.record.is_none() && !args.events {
             stream_events &= !stream::ALL;
         }
-        let probes = probes::attach(
-            self.kernel,
-            target,
-            binary,
-            &plan,
-            facets,
+        let config = ProcessConfig {
+            facets: facets.to_vec(),
             stream_events,
-            global_runq,
-        )
+            global_runq_size: global_runq,
+            block_stacks: self.block_profile.is_some(),
+        };
+        let slot = probes::register(self.kernel, target, binary, &config)
+            .map_err(|e| target.explain(e))?;
+        let attach = |pid: Option<u32>| -> Result<Windows> {
+            let probes = probes::attach(self.kernel, &target.exe, pid, &plan)?;
+            Windows::new(probes, args.budget())
+        };
+        let windows = match self.shared_executable(args) {
+            Some(file) => self.kernel.windows_of(file, || attach(None)),
+            None => attach(Some(target.pid)).map(|w| Arc::new(Mutex::new(w))),
+        }
         .map_err(|e| target.explain(e))?;
+        lock(&windows)
+            .join(target.clone(), slot.slot)
+            .map_err(|e| target.explain(e))?;
         if args.verbose {
             for probe in &plan {
                 eprintln!(
@@ -882,8 +902,26 @@ impl Image<'_> {
                 binary.symbols_from, binary.layout_from, binary.offsets
             );
         }
-        Ok((probes, plan.len()))
+        Ok((slot, windows, plan.len()))
     }
+
+    /// The executable file (device, inode) whose probes this process shares
+    /// with the other processes that run it: with `--all`, where every Go
+    /// process of the file is watched (not with `--container`, which may
+    /// leave some out: a probe on the file traps in all of them).
+    fn shared_executable(&self, args: &AttachArgs) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        if self.node.is_none() || !args.all || !args.container.is_empty() {
+            return None;
+        }
+        let file = std::fs::metadata(&self.target.exe).ok()?;
+        Some((file.dev(), file.ino()))
+    }
+}
+
+/// The windows, even if a session panicked holding them.
+fn lock(windows: &Mutex<Windows>) -> MutexGuard<'_, Windows> {
+    windows.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the kernel programs stream: every transition for `--events` and
@@ -931,8 +969,13 @@ struct Session<'a> {
     /// What the sessions of many processes share: its stop flag ends this one.
     node: Option<&'a NodeShared>,
     target: &'a Target,
-    /// The probes, attached in windows under the budget.
-    windows: Windows,
+    /// The probes, attached in windows under the budget (shared with the
+    /// other processes of the executable with `--all`) ...
+    windows: Arc<Mutex<Windows>>,
+    /// ... and how long they had been on, and how many windows opened,
+    /// before this process joined them.
+    probes_on_before: Duration,
+    windows_before: u64,
     /// The target's CPU time at attach.
     cpu_at_attach: Option<u64>,
     /// The counters at attach: the start of the whole-run cost.
@@ -1010,7 +1053,7 @@ impl Session<'_> {
                     launch::forward(self.target.pid, libc::SIGTERM);
                 }
                 _ = sleep_until(deadline) => break How::Stopped,
-                _ = tokio::time::sleep_until(self.windows.due().into()) => {
+                _ = tokio::time::sleep_until(lock(&self.windows).due().into()) => {
                     self.window_step()?;
                 }
                 _ = drain.tick() => {
@@ -1080,7 +1123,7 @@ impl Session<'_> {
     /// comes. `now_ns`: u64::MAX at the end resolves every signal.
     fn dispatch(&mut self, now_ns: u64) -> Result<()> {
         let events: Vec<Event> = self.collector.drain_events();
-        let windows = &self.windows;
+        let windows = lock(&self.windows);
         let watched = |ts: u64| windows.watched(ts);
         for preemption in self
             .signals
@@ -1109,7 +1152,7 @@ impl Session<'_> {
         // No transition probe attached since the last interval: the
         // per-goroutine totals cannot have changed; they move over instead of
         // being read again (and no goroutine was active in the interval).
-        let unchanged = self.windows.on_time(Instant::now()) == previous.probes_on;
+        let unchanged = self.probes_on(Instant::now()) == previous.probes_on;
         let (now, stats) = if unchanged {
             let mut now = self.collector.snapshot_carrying(Some(HashMap::new()))?;
             let stats = Stats::between(&previous.snapshot, &now, &self.names, top);
@@ -1220,9 +1263,9 @@ impl Session<'_> {
             snapshot,
             at,
             sched,
-            probes_on: self.windows.on_time(at),
+            probes_on: self.probes_on(at),
             target_cpu_ns: self.target.cpu_time_ns(),
-            program_run: self.windows.program_run_time(),
+            program_run: lock(&self.windows).program_run_time(),
         }
     }
 
@@ -1235,7 +1278,8 @@ impl Session<'_> {
         // The programs' own mean run time per hit, where the kernel counts it.
         let program_ns = windows::mean_run_ns(from.program_run, to.program_run)
             .or_else(|| windows::mean_run_ns(None, to.program_run));
-        let per_hit_ns = self.windows.trap_ns() + program_ns.unwrap_or(0.0);
+        let windows = lock(&self.windows);
+        let per_hit_ns = windows.trap_ns() + program_ns.unwrap_or(0.0);
         let target_cpu_ns = match (from.target_cpu_ns, to.target_cpu_ns) {
             (Some(then), Some(now)) => now.saturating_sub(then),
             _ => 0,
@@ -1248,7 +1292,7 @@ impl Session<'_> {
                 "budget"
             },
             budget: Some(self.args.overhead_budget / 100.0),
-            coverage: if span_ns == 0 || !self.windows.has_windowed() {
+            coverage: if span_ns == 0 || !windows.has_windowed() {
                 1.0
             } else {
                 (probes_on.as_nanos() as f64 / span_ns as f64).min(1.0)
@@ -1257,28 +1301,20 @@ impl Session<'_> {
             span_ns,
             probe_hits: hits,
             per_hit_ns,
-            trap_ns: self.windows.trap_ns(),
+            trap_ns: windows.trap_ns(),
             program_ns,
             target_cpu_ns,
             estimated_overhead: (target_cpu_ns > 0)
                 .then(|| hits as f64 * per_hit_ns / target_cpu_ns as f64),
-            windows: self.windows.count(),
-            window_open_ns: self.windows.open_ns,
+            windows: windows.count().saturating_sub(self.windows_before),
+            window_open_ns: windows.open_ns,
         }
     }
 
     /// Opens or closes the window of transition probes when the duty cycle
     /// says so.
     fn window_step(&mut self) -> Result<()> {
-        let (collector, target) = (&self.collector, self.target);
-        let measure = || -> Result<Option<WindowMeasure>> {
-            let hits = collector.counters()?[counter::PROBE_HITS as usize];
-            Ok(target.cpu_time_ns().map(|target_cpu_ns| WindowMeasure {
-                hits,
-                target_cpu_ns,
-            }))
-        };
-        let closed = self.windows.step(&measure, &|| target.is_alive())?;
+        let closed = lock(&self.windows).step()?;
         // Not over the live screen.
         if let Some(closed) = closed
             && self.args.verbose
@@ -1290,6 +1326,14 @@ impl Session<'_> {
             );
         }
         Ok(())
+    }
+
+    /// How long the transition probes were on since this process was
+    /// watched, at `at`.
+    fn probes_on(&self, at: Instant) -> Duration {
+        lock(&self.windows)
+            .on_time(at)
+            .saturating_sub(self.probes_on_before)
     }
 
     fn read_sched(&self) -> Option<SchedState> {

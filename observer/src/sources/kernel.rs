@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     os::fd::{AsFd, OwnedFd},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
 
@@ -32,6 +32,7 @@ use crate::sources::{
     calibration::{self, HitCost},
     drain::{delete_keys, visit_entries},
     sampler::{Drained, Sampler},
+    windows::Windows,
 };
 
 /// The kernel object, built from `observer-ebpf/` by build.rs.
@@ -77,6 +78,9 @@ pub struct Kernel {
     pub sample_period_ns: u64,
     sampler_program_id: Option<u32>,
     block_stacks: Option<Mutex<BlockStacks>>,
+    /// The windows of probes of each executable file (device, inode) that
+    /// its processes share (`--all`); gone with its last process.
+    shared_windows: Mutex<HashMap<(u64, u64), SharedWindows>>,
     /// Holding it keeps the kernel's run-time statistics of BPF programs on
     /// (what the programs themselves cost per hit); None when refused.
     stats: Option<OwnedFd>,
@@ -94,6 +98,9 @@ struct Sorted<S, T> {
     source: S,
     by_slot: HashMap<u32, T>,
 }
+
+/// The windows of probes of an executable, while a process uses them.
+type SharedWindows = Weak<Mutex<Windows>>;
 
 /// The event source: the ring buffer and the pids of new processes.
 type EventSource = (RingBuf<MapData>, Vec<u32>);
@@ -159,6 +166,7 @@ impl Kernel {
             sample_period_ns,
             sampler_program_id,
             block_stacks,
+            shared_windows: Mutex::default(),
             stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
         })
     }
@@ -217,19 +225,43 @@ impl Kernel {
     /// Stops serving the process of `tgid` in `slot`: the programs ignore it
     /// from now on; its entries are deleted and the slot is free again.
     pub fn unregister(&self, tgid: u32, slot: u32) {
-        let mut loaded = self.lock();
-        let _ = loaded.processes.remove(&tgid);
-        // A slot that could not be emptied is not reused.
-        if clear_slot(&mut loaded.ebpf, slot, Some(tgid)).is_ok() {
-            loaded.free_slots.push(slot);
-        }
-        drop(loaded);
+        let _ = self.lock().processes.remove(&tgid);
+        // What waits in the shared sources for this slot is sorted out now,
+        // then dropped: it is not the next process's.
+        let _ = self.drain_events(NO_SLOT);
+        let _ = self.drain_samples(NO_SLOT);
         if let Ok(mut events) = self.events.lock() {
             events.by_slot.remove(&slot);
         }
         if let Some(Ok(mut samples)) = self.samples.as_ref().map(Mutex::lock) {
             samples.by_slot.remove(&slot);
         }
+        let mut loaded = self.lock();
+        // A slot that could not be emptied is not reused.
+        if clear_slot(&mut loaded.ebpf, slot, Some(tgid)).is_ok() {
+            loaded.free_slots.push(slot);
+        }
+    }
+
+    /// The windows of probes of executable `file` (device, inode), made by
+    /// `attach` for its first process; shared by the others.
+    pub fn windows_of(
+        &self,
+        file: (u64, u64),
+        attach: impl FnOnce() -> Result<Windows>,
+    ) -> Result<Arc<Mutex<Windows>>> {
+        // Held while attaching: the next process of the file waits for them.
+        let mut shared = self
+            .shared_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(windows) = shared.get(&file).and_then(Weak::upgrade) {
+            return Ok(windows);
+        }
+        shared.retain(|_, windows| windows.strong_count() > 0);
+        let windows = Arc::new(Mutex::new(attach()?));
+        shared.insert(file, Arc::downgrade(&windows));
+        Ok(windows)
     }
 
     /// Every record of the ring buffer for `slot` since the last call.

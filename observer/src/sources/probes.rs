@@ -255,20 +255,19 @@ pub fn plan(binary: &GoBinary, facets: &[Facet], block_stacks: bool) -> Result<V
         .collect()
 }
 
-/// The uprobes of one process, on the programs loaded for every process.
+/// The uprobes of one executable, on the programs loaded for every process:
+/// for one process, or for every process that runs the file (`--all`).
 /// Dropping it detaches them (every link is owned by a file descriptor, so
-/// the observer's death does too); `Kernel::unregister` then forgets the
-/// process.
+/// the observer's death does too).
 pub struct Probes {
     pub kernel: Arc<Kernel>,
-    /// The process's slot in the kernel programs' maps.
-    pub slot: u32,
     /// The transition probes, attached in windows: their links while attached.
     windowed: Vec<(PlannedProbe, Option<UProbeLinkId>)>,
-    /// The probes attached all the time (until the process is let go).
+    /// The probes attached all the time (until the executable is let go).
     fixed: Vec<(&'static str, UProbeLinkId)>,
     exe: PathBuf,
-    pid: NonZeroU32,
+    /// The one process they trap in; None: every process of the file.
+    pid: Option<NonZeroU32>,
     /// What a uprobe hit costs here, measured when the programs were loaded.
     pub hit_cost: HitCost,
     /// When the probes were attached (the first window opened).
@@ -286,10 +285,18 @@ impl Probes {
         !self.windowed.is_empty()
     }
 
-    /// Attaches the transition probes; what they record from now on starts at
-    /// `start_ns` (CLOCK_MONOTONIC): state from earlier windows gives no duration.
-    pub fn open_window(&mut self, start_ns: u64) -> Result<()> {
-        self.set_window_start(start_ns)?;
+    /// How many uprobes there are.
+    pub fn count(&self) -> usize {
+        self.windowed.len() + self.fixed.len()
+    }
+
+    /// Attaches the transition probes; what they record for the processes in
+    /// `slots` from now on starts at `start_ns` (CLOCK_MONOTONIC): state from
+    /// earlier windows gives no duration.
+    pub fn open_window(&mut self, slots: &[u32], start_ns: u64) -> Result<()> {
+        for &slot in slots {
+            self.set_window_start(slot, start_ns)?;
+        }
         let (exe, pid) = (&self.exe, self.pid);
         self.kernel.with_ebpf(|ebpf| {
             for (probe, link) in &mut self.windowed {
@@ -307,10 +314,11 @@ impl Probes {
         })
     }
 
-    /// What the kernel programs take as the start of the current window.
-    fn set_window_start(&mut self, start_ns: u64) -> Result<()> {
+    /// What the kernel programs take as the start of the current window of
+    /// the process in `slot`.
+    pub fn set_window_start(&self, slot: u32, start_ns: u64) -> Result<()> {
         let mut window: Array<_, u64> = self.kernel.open_map("WINDOW")?;
-        window.set(self.slot, start_ns, 0)?;
+        window.set(slot, start_ns, 0)?;
         Ok(())
     }
 
@@ -318,10 +326,12 @@ impl Probes {
     /// instructions back at their sites; the programs stay loaded. Each
     /// detach waits for the kernel to be done with the probe (tens of ms): the
     /// links are dropped in parallel.
-    pub fn close_window(&mut self) -> Result<()> {
+    pub fn close_window(&mut self, slots: &[u32]) -> Result<()> {
         // From now on no state gives a duration, nor tells what runs on a
         // thread: the probes are about to miss what happens.
-        self.set_window_start(u64::MAX)?;
+        for &slot in slots {
+            self.set_window_start(slot, u64::MAX)?;
+        }
         let links = self.kernel.with_ebpf(|ebpf| {
             let mut links = Vec::with_capacity(self.windowed.len());
             for (probe, link) in &mut self.windowed {
@@ -377,7 +387,20 @@ impl Drop for Probes {
                 scope.spawn(move || drop(link));
             }
         });
-        self.kernel.unregister(self.pid.get(), self.slot);
+    }
+}
+
+/// A watched process's registration with the loaded programs (its slot);
+/// dropping it lets the slot go.
+pub struct ProcessSlot {
+    kernel: Arc<Kernel>,
+    pid: u32,
+    pub slot: u32,
+}
+
+impl Drop for ProcessSlot {
+    fn drop(&mut self) {
+        self.kernel.unregister(self.pid, self.slot);
     }
 }
 
@@ -396,12 +419,13 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
     Ok(program)
 }
 
-/// Attaches `program` at `probe`'s site in `exe`, for process `pid` only.
+/// Attaches `program` at `probe`'s site in `exe`, for process `pid` only, or
+/// every process that runs it.
 fn attach_uprobe(
     program: &mut UProbe,
     probe: &PlannedProbe,
     exe: &Path,
-    pid: NonZeroU32,
+    pid: Option<NonZeroU32>,
 ) -> Result<UProbeLinkId> {
     program
         .attach(
@@ -410,57 +434,83 @@ fn attach_uprobe(
                 cookie: Some(probe.cookie),
             },
             exe,
-            UProbeScope::OneProcess(pid),
+            match pid {
+                Some(pid) => UProbeScope::OneProcess(pid),
+                None => UProbeScope::AllProcesses,
+            },
         )
         .with_context(|| format!("cannot attach a uprobe to {}", probe.function))
 }
 
-/// Registers `target` with the loaded programs and attaches its uprobes.
-pub fn attach(
+/// What the kernel programs need to know of one process.
+pub struct ProcessConfig {
+    pub facets: Vec<Facet>,
+    /// Bits of `stream`: what goes to the ring buffer.
+    pub stream_events: u32,
+    /// Run-time address of the global run queue's length (0: unknown).
+    pub global_runq_size: u64,
+    /// Whether its parks take their stacks (the block profile).
+    pub block_stacks: bool,
+}
+
+/// Registers `target` with the loaded programs: from now on they count
+/// what the attached uprobes see of it.
+pub fn register(
     kernel: &Arc<Kernel>,
     target: &Target,
     binary: &GoBinary,
-    plan: &[PlannedProbe],
-    facets: &[Facet],
-    stream_events: u32,
-    global_runq_size: u64,
-) -> Result<Probes> {
-    let block_stacks = plan.iter().any(|p| p.program == BLOCK_STACK_PROBE.program);
+    process: &ProcessConfig,
+) -> Result<ProcessSlot> {
     let pid_namespace = target.pid_namespace()?;
+    let facets = &process.facets;
     let config = Config {
         target_tgid: target.pid,
         slot: 0, // chosen by `register`
         signal_sig_offset: kernel.signal_offsets.0,
         signal_pid_offset: kernel.signal_offsets.1,
-        stream_events,
+        stream_events: process.stream_events,
         syscalls_from_casgstatus: u32::from(
             facets.contains(&Facet::Syscalls) && syscalls_from_casgstatus(binary.version),
         ),
         schedule_probed: u32::from(facets.contains(&Facet::Schedule)),
-        block_stacks: u32::from(block_stacks),
+        block_stacks: u32::from(process.block_stacks),
         pidns_dev: pid_namespace.map_or(0, |ns| ns.0),
         pidns_ino: pid_namespace.map_or(0, |ns| ns.1),
-        global_runq_size,
+        global_runq_size: process.global_runq_size,
         offsets: binary.offsets,
     };
-    let pid = NonZeroU32::new(target.pid).context("pid 0 cannot be traced")?;
-    let slot = kernel.register(config)?;
-    // From here on, dropping `probes` detaches what is attached and lets the
-    // slot go.
+    Ok(ProcessSlot {
+        kernel: kernel.clone(),
+        pid: target.pid,
+        slot: kernel.register(config)?,
+    })
+}
+
+/// Attaches the uprobes of `plan` to `exe`: for process `pid` only, or
+/// (None) every process that runs the file.
+pub fn attach(
+    kernel: &Arc<Kernel>,
+    exe: &Path,
+    pid: Option<u32>,
+    plan: &[PlannedProbe],
+) -> Result<Probes> {
+    let pid = match pid {
+        Some(pid) => Some(NonZeroU32::new(pid).context("pid 0 cannot be traced")?),
+        None => None,
+    };
+    // From here on, dropping `probes` detaches what is attached.
     let mut probes = Probes {
         kernel: kernel.clone(),
-        slot,
         windowed: Vec::new(),
         fixed: Vec::new(),
-        exe: target.exe.clone(),
+        exe: exe.to_owned(),
         pid,
         hit_cost: kernel.hit_cost,
         attached_at: Instant::now(),
     };
-    probes.set_window_start(0)?;
     kernel.with_ebpf(|ebpf| {
         for probe in plan {
-            let link = attach_uprobe(uprobe(ebpf, probe.program)?, probe, &target.exe, pid)?;
+            let link = attach_uprobe(uprobe(ebpf, probe.program)?, probe, exe, pid)?;
             if probe.windowed {
                 probes.windowed.push((probe.clone(), Some(link)));
             } else {

@@ -1,17 +1,24 @@
-//! The transition probes in windows: the loaded probes, when they are attached
-//! (`duty_cycle` decides), what a hit costs, and when the preemption probes
-//! could see what a SIGURG did.
+//! The transition probes in windows: the attached probes of one executable
+//! (for one process, or every watched process that runs it), when they are
+//! attached (`duty_cycle` decides, for each process), what a hit costs, and
+//! when the preemption probes could see what a SIGURG did.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
+use aya::maps::{MapData, PerCpuArray};
+use gobpf_sched_common::{Counters, counter};
 
 use crate::{
     sources::{
-        duty_cycle::{Action, DutyCycle, WindowMeasure},
+        duty_cycle::{Action, DutyCycle, Measures, WindowMeasure},
         probes::Probes,
     },
     stats::clock::read_clock,
+    target::Target,
 };
 
 /// Spans of windows older than this are forgotten (a signal resolves within a
@@ -21,6 +28,10 @@ const SPANS_KEPT_NS: u64 = 10_000_000_000;
 pub struct Windows {
     probes: Probes,
     duty_cycle: DutyCycle,
+    /// The processes the probes serve, by pid, with their slots.
+    members: HashMap<u32, (Target, u32)>,
+    /// The per-process counters (their uprobe hits).
+    counters: PerCpuArray<MapData, Counters>,
     /// How long the last window took to open.
     pub open_ns: Option<u64>,
     /// A window failed to open whole (said once).
@@ -39,20 +50,69 @@ pub struct Closed {
 
 impl Windows {
     /// The probes attached at attach, the first window; `budget`: None for
-    /// `--exact`; `start`: the counters then.
-    pub fn new(probes: Probes, budget: Option<f64>, start: WindowMeasure) -> Self {
-        let duty_cycle = DutyCycle::new(
-            budget.filter(|_| probes.has_windowed()),
-            probes.attached_at,
-            start,
-        );
-        Self {
+    /// `--exact`. No process yet: see [`Windows::join`].
+    pub fn new(probes: Probes, budget: Option<f64>) -> Result<Self> {
+        let duty_cycle =
+            DutyCycle::new(budget.filter(|_| probes.has_windowed()), probes.attached_at);
+        Ok(Self {
+            counters: probes.kernel.open_map("COUNTERS")?,
             probes,
             duty_cycle,
+            members: HashMap::new(),
             open_ns: None,
             open_failed: false,
             spans: vec![(0, u64::MAX)],
-        }
+        })
+    }
+
+    /// The probes serve `target` (registered in `slot`) from now on: what it
+    /// records counts from the current window's start, or the next one's.
+    pub fn join(&mut self, target: Target, slot: u32) -> Result<()> {
+        let start = if self.probes.window_open() {
+            read_clock(libc::CLOCK_MONOTONIC)
+        } else {
+            u64::MAX
+        };
+        self.probes.set_window_start(slot, start)?;
+        let measure = self.measure_of(&target, slot).unwrap_or_default();
+        self.duty_cycle.join(target.pid, measure);
+        self.members.insert(target.pid, (target, slot));
+        Ok(())
+    }
+
+    /// ... no longer (its session ended).
+    pub fn leave(&mut self, pid: u32) {
+        self.members.remove(&pid);
+        self.duty_cycle.leave(pid);
+    }
+
+    /// Whether no process is served any more.
+    pub fn is_unused(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The uprobe hits of `slot` and the CPU time of `target`; None when it
+    /// is gone.
+    fn measure_of(&self, target: &Target, slot: u32) -> Option<WindowMeasure> {
+        let hits = self
+            .counters
+            .get(&slot, 0)
+            .ok()?
+            .iter()
+            .map(|cpu| cpu[counter::PROBE_HITS as usize])
+            .sum();
+        Some(WindowMeasure {
+            hits,
+            target_cpu_ns: target.cpu_time_ns()?,
+        })
+    }
+
+    /// The counters of every process served, now.
+    fn measures(&self) -> Measures {
+        self.members
+            .iter()
+            .filter_map(|(pid, (target, slot))| Some((*pid, self.measure_of(target, *slot)?)))
+            .collect()
     }
 
     /// When [`Windows::step`] is due.
@@ -63,6 +123,11 @@ impl Windows {
     /// Time the transition probes were on, from attach to `at`.
     pub fn on_time(&self, at: Instant) -> Duration {
         self.duty_cycle.on_time(at)
+    }
+
+    /// Whether the transition probes are attached now.
+    pub fn is_open(&self) -> bool {
+        self.probes.window_open()
     }
 
     /// Windows opened so far.
@@ -92,24 +157,25 @@ impl Windows {
             .any(|&(from, to)| (from..to).contains(&ts_ns))
     }
 
-    /// Opens or closes the window when the duty cycle says so. `measure`: the
-    /// counters now (None: the target is gone); `alive`: whether it still is.
-    pub fn step(
-        &mut self,
-        measure: &dyn Fn() -> Result<Option<WindowMeasure>>,
-        alive: &dyn Fn() -> bool,
-    ) -> Result<Option<Closed>> {
+    /// Opens or closes the window when the duty cycle says so (and it is due:
+    /// any process's session may ask).
+    pub fn step(&mut self) -> Result<Option<Closed>> {
+        if Instant::now() < self.due() {
+            return Ok(None);
+        }
         let hit_ns =
             self.trap_ns() + mean_run_ns(None, self.probes.program_run_time()).unwrap_or(0.0);
-        // The target gone (or going): nothing to decide; the session ends.
-        let Some(now) = measure()? else {
+        let now = self.measures();
+        // Every target gone (or going): nothing to decide; the sessions end.
+        if now.is_empty() {
             return Ok(None);
-        };
-        match self.duty_cycle.decide(Instant::now(), now, hit_ns) {
+        }
+        let slots: Vec<u32> = self.members.values().map(|(_, slot)| *slot).collect();
+        match self.duty_cycle.decide(Instant::now(), &now, hit_ns) {
             Action::Open => {
                 let started = Instant::now();
                 let start_ns = read_clock(libc::CLOCK_MONOTONIC);
-                match self.probes.open_window(start_ns) {
+                match self.probes.open_window(&slots, start_ns) {
                     Ok(()) => {
                         self.open_ns = Some(started.elapsed().as_nanos() as u64);
                         let horizon = start_ns.saturating_sub(SPANS_KEPT_NS);
@@ -117,7 +183,7 @@ impl Windows {
                         self.spans.push((start_ns, u64::MAX));
                     }
                     // Gone meanwhile: the next check of the target ends the session.
-                    Err(_) if !alive() => {}
+                    Err(_) if !self.members.values().any(|(target, _)| target.is_alive()) => {}
                     // The kernel refused a probe this time: the window stays as
                     // it could open (closed at its end as usual); said once.
                     Err(error) => {
@@ -133,19 +199,20 @@ impl Windows {
             }
             Action::Close => {
                 let started = Instant::now();
-                let before = measure()?.unwrap_or(now);
+                let before = self.measures();
                 // From the first detach on, an outcome may be missed.
                 if let Some(open) = self.spans.last_mut() {
                     open.1 = read_clock(libc::CLOCK_MONOTONIC);
                 }
-                self.probes.close_window()?;
-                let after = measure()?.unwrap_or(before);
+                self.probes.close_window(&slots)?;
+                let after = self.measures();
                 self.duty_cycle
-                    .closed(started, Instant::now(), after, hit_ns);
+                    .closed(started, Instant::now(), &after, hit_ns);
+                let hits = |measures: &Measures| measures.values().map(|m| m.hits).sum::<u64>();
                 Ok(Some(Closed {
-                    reasoning: self.duty_cycle.reasoning.clone(),
+                    reasoning: format!("{}; {}", self.duty_cycle.over, self.duty_cycle.reasoning),
                     took: started.elapsed(),
-                    hits_meanwhile: after.hits.saturating_sub(before.hits),
+                    hits_meanwhile: hits(&after).saturating_sub(hits(&before)),
                 }))
             }
             Action::Keep => Ok(None),

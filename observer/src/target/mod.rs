@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub pid: u32,
     /// `/proc/PID/exe`: opens the executable even if it was deleted or lives in
