@@ -16,6 +16,11 @@
 //	parked:    N goroutines parked on a channel for 10 s (what watching a
 //	           program with many goroutines costs the observer); ns/op per
 //	           goroutine.
+//	node:      N milliseconds of a modest, steady scheduler load (`cargo xtask
+//	           bench node` starts 50 of them): two goroutines make 50 round
+//	           trips, then sleep 5 ms, over and over. Prints "ops R cpu_ns C
+//	           elapsed_ns E": round trips, and the process's CPU time and the
+//	           wall time of the run.
 package main
 
 import (
@@ -165,7 +170,51 @@ func parked(n int) {
 	wg.Wait()
 }
 
+// steady makes round trips in bursts of 50 with 5 ms sleeps, for ms
+// milliseconds; returns the round trips made.
+func steady(ms int) int {
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for v := range ping {
+			pong <- v
+		}
+	}()
+	deadline := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	ops := 0
+	for time.Now().Before(deadline) {
+		for i := 0; i < 50; i++ {
+			ping <- i
+			<-pong
+		}
+		ops += 50
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(ping)
+	return ops
+}
+
+// cpuNs is the CPU time of the whole process so far (user + system).
+func cpuNs() int64 {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		panic(err)
+	}
+	return usage.Utime.Nano() + usage.Stime.Nano()
+}
+
 func main() {
+	if os.Args[1] == "node" {
+		ms, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("ready")
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		start, cpuStart := time.Now(), cpuNs()
+		ops := steady(ms)
+		fmt.Printf("ops %d cpu_ns %d elapsed_ns %d\n", ops, cpuNs()-cpuStart, time.Since(start).Nanoseconds())
+		return
+	}
 	workloads := map[string]func(int){"pingpong": pingpong, "syscalls": syscalls, "fanout": fanout, "http": requests, "noop": noops, "parked": parked}
 	if os.Args[1] == "httpfor" {
 		startServer()

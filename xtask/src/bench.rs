@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{setup, toolchains};
+use crate::{bench_node, setup, toolchains};
 
 /// (workload, operations per run). Slow tracers run fewer operations (see `ops`).
 const WORKLOADS: &[(&str, u64)] = &[
@@ -173,6 +173,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
     toolchains::build_go(go, &root.join("xtask/bench-large"), &large)?;
     let large_attach_ms = measure_attach(&large, &observer)?;
     let large_mb = std::fs::metadata(&large)?.len() as f64 / 1e6;
+    let node = bench_node::run(toolchains)?;
     let mut report = render(&results, &go_version);
     report.push_str(&format!(
         "\nprobed functions (both tools): {}\n",
@@ -199,6 +200,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
         parked.census_every,
         parked.goroutines
     ));
+    report.push_str(&node.render());
     println!("{report}");
     std::fs::write(out_dir.join("bench.md"), &report)?;
     std::fs::write(
@@ -211,9 +213,28 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
             "parked": {"goroutines": PARKED, "observer_cpu": parked.observer_cpu,
                        "rss_kb": parked.rss_kb, "census_ms": parked.census_ms,
                        "census_every": parked.census_every},
+            "node": node.to_json(),
         }))?,
     )?;
     eprintln!("bench: saved target/bench/bench.md and target/bench/bench.json");
+    Ok(())
+}
+
+/// `cargo xtask bench node`: only the node-wide part, saved as
+/// target/bench/node.md and target/bench/node.json.
+pub fn run_node(toolchains: &toolchains::Installed) -> Result<()> {
+    setup::require_root("the bench attaches eBPF programs")?;
+    let out_dir = toolchains::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let node = bench_node::run(toolchains)?;
+    let report = node.render();
+    println!("{report}");
+    std::fs::write(out_dir.join("node.md"), &report)?;
+    std::fs::write(
+        out_dir.join("node.json"),
+        serde_json::to_string_pretty(&node.to_json())?,
+    )?;
+    eprintln!("bench: saved target/bench/node.md and target/bench/node.json");
     Ok(())
 }
 
@@ -279,7 +300,7 @@ fn measure_attach(binary: &Path, observer: &Path) -> Result<f64> {
 }
 
 /// The time in "gobpf-sched: attached to ... in 42 ms. Ctrl-C to stop."
-fn attach_ms(line: &str) -> Option<f64> {
+pub(crate) fn attach_ms(line: &str) -> Option<f64> {
     line.split(" in ")
         .last()
         .and_then(|rest| rest.split(" ms").next())

@@ -6,6 +6,7 @@
 //! machine that has it all passes through in seconds.
 
 mod bench;
+mod bench_node;
 mod demo;
 mod dist;
 mod fuzz;
@@ -39,8 +40,13 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Measure what tracing costs Go workloads: bare, gobpf-sched, bpftrace, runtime/trace.
-    Bench,
+    /// Measure what tracing costs Go workloads: bare, gobpf-sched, bpftrace, runtime/trace;
+    /// then 50 Go processes under one `attach --all`.
+    Bench {
+        /// `node`: only the node-wide part (50 Go processes, one `attach --all`:
+        /// attach time, observer RSS and CPU, per-process overhead).
+        part: Option<BenchPart>,
+    },
     /// The HTTP workload under load with the observer attached: drops, errors,
     /// the observer's CPU and RSS, throughput against bare (not part of CI).
     Soak {
@@ -71,13 +77,24 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchPart {
+    /// Every part (the default).
+    All,
+    /// 50 Go processes watched by one `gobpf-sched attach --all`.
+    Node,
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run().map(|_| ()),
         Command::Build => setup::run().and_then(|_| build()),
-        Command::Bench => setup::run()
+        Command::Bench { part } => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
-            .and_then(|toolchains| bench::run(&toolchains)),
+            .and_then(|toolchains| match part {
+                Some(BenchPart::Node) => bench::run_node(&toolchains),
+                Some(BenchPart::All) | None => bench::run(&toolchains),
+            }),
         Command::Soak { duration } => setup::run()
             .and_then(|toolchains| build().map(|()| toolchains))
             .and_then(|toolchains| soak::run(&toolchains, duration)),
