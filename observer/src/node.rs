@@ -12,7 +12,7 @@ use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -48,13 +48,37 @@ pub struct NodeShared {
     pub screens: Option<SharedScreens>,
     /// `--record`: one file, a process track group per process.
     pub recording: Option<Recording>,
+    /// The executables parsed, by file (device, inode, size, mtime), while a
+    /// session uses them.
+    binaries: Mutex<HashMap<FileIdentity, Weak<GoBinary>>>,
 }
 
 impl NodeShared {
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    /// The executable at `path`, parsed once for every process that runs it
+    /// (a parse reads the whole file: tens of MB, tens of ms). One parse at
+    /// a time: 50 processes starting at once do not hold 50 files in memory.
+    pub fn binary(&self, path: &Path, shown_as: &str) -> Result<Arc<GoBinary>> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::metadata(path).with_context(|| format!("cannot read {shown_as}"))?;
+        let key = (file.dev(), file.ino(), file.size(), file.mtime_nsec());
+        let mut binaries = self.binaries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(binary) = binaries.get(&key).and_then(Weak::upgrade) {
+            return Ok(binary);
+        }
+        binaries.retain(|_, binary| binary.strong_count() > 0);
+        let binary = Arc::new(GoBinary::open(path, shown_as)?);
+        binaries.insert(key, Arc::downgrade(&binary));
+        Ok(binary)
+    }
 }
+
+/// A file as (device, inode, size, mtime): another file, or the same one
+/// rewritten, is another executable.
+type FileIdentity = (u64, u64, u64, i64);
 
 /// How often new processes are looked for (their exec records drained).
 const DISCOVER_EVERY: Duration = Duration::from_millis(200);
@@ -125,6 +149,7 @@ pub fn run(args: &AttachArgs) -> Result<()> {
             Some(path) => Some(Recording::create(path, args.force)?),
             None => None,
         },
+        binaries: Mutex::default(),
     });
     let captured = match &screen {
         Some(_) => Some(StderrCapture::start()?),

@@ -348,7 +348,12 @@ pub fn follow(
         let first_image = execs_followed == 0;
         let exe = target.exe_name().map_err(|e| target.explain(e))?;
         let shown_as = format!("process {} ({exe})", target.pid);
-        let binary = match GoBinary::open(&target.exe, &shown_as) {
+        // Many processes of one executable share its parse.
+        let opened = match node {
+            Some(node) => node.binary(&target.exe, &shown_as),
+            None => GoBinary::open(&target.exe, &shown_as).map(Arc::new),
+        };
+        let binary = match opened {
             // What the target exec'd into is not something we can watch: the
             // watching of the previous image ended cleanly.
             Err(error) if !first_image => {

@@ -162,8 +162,6 @@ impl GoBinary {
         Self::parse(path, &data, shown_as)
     }
 
-    /// True when `path` is an ELF file with Go build info: a Go program, or a
-    /// Go library (`-buildmode=c-shared`) loaded by a program in another language.
     /// Like [`GoBinary::is_go_file`], reading only the ELF headers and the
     /// section table (what `--all` asks of every process of the host).
     pub fn looks_like_go(path: &Path) -> bool {
@@ -174,6 +172,8 @@ impl GoBinary {
         object::File::parse(&cache).is_ok_and(|f| f.section_by_name(".go.buildinfo").is_some())
     }
 
+    /// True when `path` is an ELF file with Go build info: a Go program, or a
+    /// Go library (`-buildmode=c-shared`) loaded by a program in another language.
     pub fn is_go_file(path: &Path) -> bool {
         contents::read(path, "").is_ok_and(|data| {
             object::File::parse(&*data).is_ok_and(|f| f.section_by_name(".go.buildinfo").is_some())
