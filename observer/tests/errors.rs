@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Fixture, Mode, TempBinary, assert_fails, build, run_observer, toolchains};
+use common::{Fixture, Mode, assert_fails, build, claiming_version, run_observer, toolchains};
 
 #[test]
 fn missing_pid() {
@@ -33,26 +33,6 @@ fn not_a_go_program() {
     assert_fails(&[], &["attach", "--pid", &pid], "is not a Go program");
     sleep.kill().unwrap();
     sleep.wait().unwrap();
-}
-
-/// A real Go binary whose build info claims another Go version: same length, so
-/// the file stays valid; stands in for toolchains this machine cannot install.
-fn claiming_version(binary: &std::path::Path, claimed: &str) -> TempBinary {
-    let mut data = std::fs::read(binary).unwrap();
-    // The version follows the 32-byte header as a length byte and the text.
-    let header = find(&data, b"\xff Go buildinf:").expect("buildinfo header");
-    let len = data[header + 32] as usize;
-    assert_eq!(
-        len,
-        claimed.len(),
-        "{claimed} must be as long as the real version"
-    );
-    data[header + 33..header + 33 + len].copy_from_slice(claimed.as_bytes());
-    TempBinary::write(&data)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[test]

@@ -7,17 +7,15 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use common::{
-    Fixture, Mode, Observer, Tmux, Toolchain, build, count, full_matrix_toolchains, goids,
-    goroutine, observer_binary, toolchains, traced_run,
+    Fixture, Mode, Observer, Prometheus, Tmux, Toolchain, build, count, full_matrix_toolchains,
+    goids, goroutine, http_get, observer_binary, promtool, scratch_dir, toolchains, traced_run,
 };
 use serde_json::Value;
 
@@ -37,13 +35,6 @@ fn crowd(binary: &Path, run_ms: u64, schedtrace_ms: Option<u64>, stderr: Option<
         command.stderr(std::fs::File::create(path).expect("stderr file"));
     }
     Fixture::spawn_command(command)
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gobpf-sched-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// One `SCHED` line of schedtrace, or one `sched` object of the observer.
@@ -189,98 +180,6 @@ fn scheduler_state_matches_schedtrace() {
             .count();
         assert!(torn * 2 <= intervals.len(), "{v}: {torn} torn reads");
     }
-}
-
-/// A plain HTTP GET on loopback; returns (status, body).
-fn http_get(address: &str, path: &str, accept: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
-}
-
-/// The body of a `Transfer-Encoding: chunked` response (Prometheus answers so).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
 }
 
 fn dashboards() -> PathBuf {
@@ -575,47 +474,13 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
     let config = std::fs::read_to_string(dashboards().join("prometheus.yml"))
         .unwrap()
         .replace("localhost:9464", &address);
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&web).is_err() || http_get(&web, "/-/ready", None).0 != 200 {
-        assert!(Instant::now() < deadline, "Prometheus did not start");
-        thread::sleep(Duration::from_millis(200));
-    }
-    // Prometheus takes up to 5 s to turn the configuration into a scrape target.
-    while !http_get(&web, "/api/v1/targets", None)
-        .1
-        .contains("\"health\":\"up\"")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never scraped the observer"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    let prometheus = Prometheus::start(&dir, &config);
+    prometheus.wait_for_a_scrape(Duration::from_secs(30));
     thread::sleep(Duration::from_secs(3)); // a few hundred scrapes, rate windows filled
 
     let mut empty: Vec<(String, String)> = Vec::new();
     for (panel, expr) in dashboard_queries() {
-        let (status, body) = http_get(
-            &web,
-            &format!("/api/v1/query?query={}", percent_encode(&expr)),
-            None,
-        );
+        let (status, body) = prometheus.query(&expr);
         let answer: Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(status, 200, "{panel}: {expr}: {body}");
         assert_eq!(answer["status"], "success", "{panel}: {expr}: {body}");
@@ -626,9 +491,8 @@ fn prometheus_scrapes_the_observer_and_the_dashboard_queries_return_data() {
             empty.push((panel, expr));
         }
     }
-    let (_, targets) = http_get(&web, "/api/v1/targets", None);
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    let targets = prometheus.targets();
+    drop(prometheus);
     assert!(targets.contains("\"health\":\"up\""), "{targets}");
 
     drop(fixture); // killed: the observer ends with it

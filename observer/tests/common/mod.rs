@@ -2,13 +2,16 @@
 //! real observer binary attached to real processes.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod scenario;
+
 use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash, Hasher},
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -631,6 +634,301 @@ pub fn go_tool_pprof(
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// A real Go binary whose build info claims another Go version: same length, so
+/// the file stays valid; stands in for toolchains this machine cannot install.
+pub fn claiming_version(binary: &Path, claimed: &str) -> TempBinary {
+    let mut data = std::fs::read(binary).unwrap();
+    // The version follows the 32-byte header as a length byte and the text.
+    let header = find(&data, b"\xff Go buildinf:").expect("buildinfo header");
+    let len = data[header + 32] as usize;
+    assert_eq!(
+        len,
+        claimed.len(),
+        "{claimed} must be as long as the real version"
+    );
+    data[header + 33..header + 33 + len].copy_from_slice(claimed.as_bytes());
+    TempBinary::write(&data)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The children of process `pid` (the program `unshare --fork` started).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Starts the fixture `binary ARGS` in pid and mount namespaces of its own
+/// (`unshare --pid --fork --mount-proc`, as a container runtime would); returns
+/// it and the program's pid (here: unshare's child, killed with unshare).
+pub fn spawn_in_namespaces(binary: &Path, args: &[&str]) -> (Fixture, u32) {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+        .arg(binary)
+        .args(args);
+    let fixture = Fixture::spawn_command(command);
+    let pid = children(fixture.pid())
+        .first()
+        .copied()
+        .expect("the program under unshare");
+    (fixture, pid)
+}
+
+/// The cgroup (v2) of a containerd container in a burstable pod, systemd
+/// driver; removed when dropped, with the slices made for it once empty.
+pub struct ContainerCgroup(Vec<PathBuf>);
+
+/// The cgroups the ContainerCgroups of this process created (the pod and
+/// kubepods slices are shared): removed by whichever container leaves them empty.
+static CREATED_CGROUPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+impl ContainerCgroup {
+    /// `container_id`: 64 hex digits; `pod_uid`: a UUID.
+    pub fn create(container_id: &str, pod_uid: &str) -> Self {
+        let root = PathBuf::from("/sys/fs/cgroup/unified");
+        let root = if root.join("cgroup.procs").exists() {
+            root
+        } else {
+            PathBuf::from("/sys/fs/cgroup")
+        };
+        let mut created = CREATED_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dirs = Vec::new();
+        let mut dir = root;
+        for part in [
+            "kubepods.slice".to_owned(),
+            "kubepods-burstable.slice".to_owned(),
+            format!("kubepods-burstable-pod{}.slice", pod_uid.replace('-', "_")),
+            format!("cri-containerd-{container_id}.scope"),
+        ] {
+            dir = dir.join(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("cannot create the cgroup {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+            dirs.push(dir.clone());
+        }
+        Self(dirs)
+    }
+
+    pub fn path(&self) -> &PathBuf {
+        self.0.last().expect("the container's cgroup")
+    }
+
+    /// Moves process `pid` into the container's cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path().join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.path().display()));
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        let mut created = CREATED_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+        // A killed program leaves its cgroup a moment after its parent reaped it.
+        let leaf = self.path();
+        for _ in 0..if created.contains(leaf) { 50 } else { 0 } {
+            if std::fs::remove_dir(leaf).is_ok() {
+                created.retain(|d| d != leaf);
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        for dir in self.0.iter().rev().skip(1) {
+            // Removed only when made here, and only once empty.
+            if created.contains(dir) && std::fs::remove_dir(dir).is_ok() {
+                created.retain(|d| d != dir);
+            }
+        }
+    }
+}
+
+/// A fresh directory under the temporary directory, named after the test
+/// process.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gobpf-sched-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A plain HTTP GET on loopback; returns (status, body).
+pub fn http_get(address: &str, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus answers so).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `promtool ARGS` with `stdin`: whether it succeeded, and what it said.
+pub fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// A real Prometheus (the Debian package's) with the configuration `config`,
+/// its data in `dir`; killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    /// Where its web API listens: `127.0.0.1:PORT`.
+    pub web: String,
+}
+
+impl Prometheus {
+    /// Starts it and waits (at most 30 s) until it is ready.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let web = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; `cargo xtask setup` installs it)");
+        let prometheus = Self { child, web };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&prometheus.web).is_err()
+            || http_get(&prometheus.web, "/-/ready", None).0 != 200
+        {
+            assert!(Instant::now() < deadline, "Prometheus did not start");
+            thread::sleep(Duration::from_millis(200));
+        }
+        prometheus
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its `/api/v1/targets` answer.
+    pub fn targets(&self) -> String {
+        http_get(&self.web, "/api/v1/targets", None).1
+    }
+
+    /// Waits until a target was scraped (Prometheus takes up to 5 s to turn
+    /// the configuration into a scrape target).
+    pub fn wait_for_a_scrape(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.targets().contains("\"health\":\"up\"") {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never scraped the observer: {}",
+                self.targets()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The HTTP status and the JSON answer of the instant query `expr`.
+    pub fn query(&self, expr: &str) -> (u16, String) {
+        http_get(
+            &self.web,
+            &format!("/api/v1/query?query={}", percent_encode(expr)),
+            None,
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A tmux server of its own, so tests never touch a user's sessions.
