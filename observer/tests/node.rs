@@ -395,6 +395,7 @@ fn every_go_process_of_the_host_is_watched_and_labelled() {
     let unknown = Fixture::spawn(&unknown_binary.0, &[]);
 
     let dir = scratch_dir("node");
+    let observer_started = Instant::now();
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let mut node = Node::start(
@@ -415,7 +416,7 @@ fn every_go_process_of_the_host_is_watched_and_labelled() {
     let mut expected = attached.clone();
     expected.push(unknown_refused.clone());
     node.wait_for_stderr(&expected, Duration::from_secs(20));
-    let attach_took = started.elapsed();
+    let attach_took = observer_started.elapsed();
     // Each attached with its version's probes.
     for fixture in &watched {
         let line = &node
@@ -465,8 +466,8 @@ fn every_go_process_of_the_host_is_watched_and_labelled() {
     let attached_at = node.wait_for_stderr(&[late.attached_line()], Duration::from_secs(10))[0];
     let pick_up = attached_at.saturating_duration_since(spawned_at);
     eprintln!(
-        "node: {FIXTURES} fixtures attached {attach_took:?} after the start; one started \
-         later picked up in {pick_up:?}"
+        "node: {FIXTURES} fixtures watched {attach_took:?} after the observer started; one \
+         started later watched {pick_up:?} after its start"
     );
     assert!(
         pick_up <= PICK_UP,
