@@ -14,7 +14,7 @@ use std::{
 
 use common::{
     Fixture, Mode, Observer, Toolchain, build, count, histogram_total, observer_binary,
-    run_observer, toolchains, traced_run,
+    perfetto_summary, run_observer, toolchains, traced_run,
 };
 
 /// The toolchain of the full matrix with `go tool trace -d=parsed` (Go 1.24+).
@@ -169,19 +169,7 @@ fn an_exec_is_noticed_and_followed() {
     assert!(run.stderr.contains("following it"), "{}", run.stderr);
     // The recording (of the first image) ends with the exec, marked on the
     // process track.
-    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").unwrap();
-    let parsed = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
-        .arg(&recording)
-        .env("PYTHONPATH", &python_path)
-        .output()
-        .unwrap();
-    assert!(
-        parsed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&parsed.stderr)
-    );
-    let parsed: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let parsed = perfetto_summary(&recording);
     let tracks = parsed["tracks"].as_array().unwrap();
     let process = tracks.iter().find(|t| t["kind"] == "process").unwrap();
     assert_eq!(process["instants"]["exec"], 1, "{process}");

@@ -7,9 +7,11 @@
 
 mod common;
 
-use std::{collections::HashMap, path::Path, process::Command, thread, time::Duration};
+use std::{collections::HashMap, thread, time::Duration};
 
-use common::{Fixture, Mode, Observer, Tmux, build, count, observer_binary, toolchains};
+use common::{
+    Fixture, Mode, Observer, Tmux, build, count, observer_binary, perfetto_summary, toolchains,
+};
 use serde_json::Value;
 
 /// The row of the process list that shows `pid`, and its index among the
@@ -123,9 +125,6 @@ fn the_process_list_opens_each_process() {
 /// parks as the observer counted for that process.
 #[test]
 fn every_process_gets_a_track_group_in_the_recording() {
-    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").expect(
-        "GOBPF_SCHED_PERFETTO_PYTHONPATH is not set: run the tests with `cargo xtask test`",
-    );
     let toolchains = toolchains();
     let programs = [
         build(
@@ -183,18 +182,7 @@ fn every_process_gets_a_track_group_in_the_recording() {
         .map(|summary| (summary["process"]["pid"].as_u64().unwrap(), summary))
         .collect();
 
-    let parsed = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
-        .arg(&file)
-        .env("PYTHONPATH", &python_path)
-        .output()
-        .expect("python3");
-    assert!(
-        parsed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&parsed.stderr)
-    );
-    let trace: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let trace = perfetto_summary(&file);
     let tracks = trace["tracks"].as_array().unwrap();
     let processes: Vec<&Value> = tracks.iter().filter(|t| t["kind"] == "process").collect();
     assert_eq!(processes.len(), 2, "{processes:?}");

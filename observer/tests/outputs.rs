@@ -15,7 +15,8 @@ use std::{
 
 use common::{
     Fixture, Mode, Observer, Prometheus, Tmux, Toolchain, build, count, full_matrix_toolchains,
-    goids, goroutine, http_get, observer_binary, promtool, scratch_dir, toolchains, traced_run,
+    goids, goroutine, http_get, observer_binary, perfetto_summary, promtool, scratch_dir,
+    toolchains, traced_run,
 };
 use serde_json::Value;
 
@@ -771,9 +772,6 @@ fn live_screen_in_tmux() {
 /// observer counted.
 #[test]
 fn perfetto_recording_matches_the_counters() {
-    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").expect(
-        "GOBPF_SCHED_PERFETTO_PYTHONPATH is not set: run the tests with `cargo xtask test`",
-    );
     let dir = scratch_dir("perfetto");
     let mut cases = full_matrix_toolchains();
     // Go 1.26+ sees syscalls through their own probes.
@@ -797,18 +795,7 @@ fn perfetto_recording_matches_the_counters() {
             &v,
         );
 
-        let parsed = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
-            .arg(&file)
-            .env("PYTHONPATH", &python_path)
-            .output()
-            .expect("python3");
-        assert!(
-            parsed.status.success(),
-            "{v}: {}",
-            String::from_utf8_lossy(&parsed.stderr)
-        );
-        let trace: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+        let trace = perfetto_summary(&file);
         let tracks = trace["tracks"].as_array().unwrap();
         let p_tracks: Vec<&Value> = tracks
             .iter()

@@ -113,15 +113,7 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<()> {
     let go = toolchains.primary();
     let binary = build_workloads(toolchains)?;
     let observer = root.join("target/release/gobpf-sched");
-    let go_version = String::from_utf8_lossy(
-        &Command::new(go)
-            .args(["env", "GOVERSION"])
-            .env("GOTOOLCHAIN", "local")
-            .output()?
-            .stdout,
-    )
-    .trim()
-    .to_owned();
+    let go_version = toolchains::go_version(go);
 
     // bpftrace gets entry probes on the functions gobpf-sched probes in this binary.
     let inspected: Value = serde_json::from_slice(

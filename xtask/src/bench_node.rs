@@ -98,15 +98,7 @@ fn build(toolchains: &toolchains::Installed) -> Result<Vec<(String, PathBuf)>> {
     gos.dedup();
     let mut built = Vec::new();
     for go in gos {
-        let version = String::from_utf8_lossy(
-            &Command::new(go)
-                .args(["env", "GOVERSION"])
-                .env("GOTOOLCHAIN", "local")
-                .output()?
-                .stdout,
-        )
-        .trim()
-        .to_owned();
+        let version = toolchains::go_version(go);
         let binary = dir.join(format!("nodeload-{version}"));
         toolchains::build_go(go, &root.join("xtask/bench"), &binary)?;
         built.push((version, binary));

@@ -92,14 +92,9 @@ pub fn binaries(toolchains: &Installed, dir: &Path) -> Result<(Vec<Binary>, Vec<
 }
 
 fn version_of(go: &Path) -> String {
-    let text = crate::shell::output(
-        std::process::Command::new(go)
-            .args(["env", "GOVERSION"])
-            .env("GOTOOLCHAIN", "local"),
-    )
-    .unwrap_or_default();
+    let text = crate::toolchains::go_version(go);
     // go1.25.5 → 1.25
-    let version = text.trim().trim_start_matches("go");
+    let version = text.trim_start_matches("go");
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 

@@ -105,6 +105,19 @@ fn join<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> String {
 
 /// `$GOBPF_SCHED_CACHE`, else `~/.cache/gobpf-sched`: kept across clones on one
 /// machine so toolchains and builds are not fetched again.
+/// `go env GOVERSION` of the toolchain `go` (e.g. `go1.25.5`), its own
+/// version whatever GOTOOLCHAIN says; empty when it cannot tell.
+pub fn go_version(go: &std::path::Path) -> String {
+    crate::shell::output(
+        std::process::Command::new(go)
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local"),
+    )
+    .unwrap_or_default()
+    .trim()
+    .to_owned()
+}
+
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(CACHE_ENV) {
         return dir.into();

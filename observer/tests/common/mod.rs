@@ -995,3 +995,24 @@ impl Drop for Tmux {
         let _ = self.command(&["kill-server"]).status();
     }
 }
+
+/// A `--record` file read back with the Trace proto of the `perfetto` PyPI
+/// package (`tests/perfetto_summary.py`): its tracks, with what each holds.
+pub fn perfetto_summary(file: &Path) -> Value {
+    let python_path = std::env::var("GOBPF_SCHED_PERFETTO_PYTHONPATH").expect(
+        "GOBPF_SCHED_PERFETTO_PYTHONPATH is not set: run the tests with `cargo xtask test`",
+    );
+    let parsed = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_summary.py"))
+        .arg(file)
+        .env("PYTHONPATH", &python_path)
+        .output()
+        .expect("python3");
+    assert!(
+        parsed.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}
