@@ -129,37 +129,28 @@ pub fn run(args: &AttachArgs) -> Result<()> {
         }
         None => None,
     };
-    // The live screen: a process list. Meanwhile what the sessions say on
-    // stderr is shown under it, and the summaries of processes that end wait
-    // for the screen to go.
-    let screen = Outputs::wants_screen(args).then(|| {
-        let screens = SharedScreens::default();
-        let deferred = Arc::new(std::sync::Mutex::new(Vec::new()));
-        (screens, deferred)
-    });
+    // The live screen: a process list; meanwhile the summaries of processes
+    // that end wait for it to go.
+    let deferred = Arc::new(Mutex::new(Vec::new()));
+    let wants_screen = Outputs::wants_screen(args);
     let shared = Arc::new(NodeShared {
         stop: AtomicBool::new(false),
-        sink: match &screen {
-            Some((_, deferred)) => Sink::Deferred(deferred.clone()),
-            None => Sink::open(args)?,
+        sink: if wants_screen {
+            Sink::Deferred(deferred.clone())
+        } else {
+            Sink::open(args)?
         },
         metrics,
-        screens: screen.as_ref().map(|(screens, _)| screens.clone()),
+        screens: wants_screen.then(SharedScreens::default),
         recording: match &args.record {
             Some(path) => Some(Recording::create(path, args.force)?),
             None => None,
         },
         binaries: Mutex::default(),
     });
-    let captured = match &screen {
-        Some(_) => Some(StderrCapture::start()?),
+    let mut screen = match &shared.screens {
+        Some(screens) => Some(NodeScreen::start(screens.clone(), deferred)?),
         None => None,
-    };
-    let mut tui = match (&screen, &captured) {
-        (Some((screens, _)), Some(captured)) => {
-            Some(NodeTui::start(screens.clone(), captured.lines.clone())?)
-        }
-        _ => None,
     };
     let selection = Selection {
         pids: &args.pid,
@@ -198,11 +189,11 @@ pub fn run(args: &AttachArgs) -> Result<()> {
                 _ = terminate.recv() => break,
                 _ = session::sleep_until(deadline) => break,
                 _ = tick.tick() => {
-                    if let Some(tui) = &mut tui {
-                        if matches!(tui.keys(), Ok(Key::Quit) | Err(_)) {
+                    if let Some(screen) = &mut screen {
+                        if matches!(screen.tui.keys(), Ok(Key::Quit) | Err(_)) {
                             break;
                         }
-                        let _ = tui.draw();
+                        let _ = screen.tui.draw();
                     }
                     for pid in kernel.new_processes() {
                         // An exec makes a process worth a new look.
@@ -229,14 +220,8 @@ pub fn run(args: &AttachArgs) -> Result<()> {
             recording.path().display()
         );
     }
-    // The terminal back, then what waited for it.
-    drop(tui);
-    drop(captured);
-    if let Some((_, deferred)) = &screen {
-        let out = Sink::open(args)?;
-        for text in std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner())) {
-            out.write(&text)?;
-        }
+    if let Some(screen) = screen {
+        screen.close(args)?;
     }
     eprintln!(
         "gobpf-sched: {} processes watched; skipped: {} not Go, {} not selected, {} that \
@@ -378,10 +363,47 @@ fn running_processes() -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// The process list on the terminal, and what waits for it to go: the
+/// sessions' stderr (shown under the list meanwhile) and the summaries of
+/// processes that ended.
+struct NodeScreen {
+    tui: NodeTui,
+    captured: StderrCapture,
+    deferred: Arc<Mutex<Vec<String>>>,
+}
+
+impl NodeScreen {
+    fn start(screens: SharedScreens, deferred: Arc<Mutex<Vec<String>>>) -> Result<Self> {
+        let captured = StderrCapture::start()?;
+        Ok(Self {
+            tui: NodeTui::start(screens, captured.lines.clone())?,
+            captured,
+            deferred,
+        })
+    }
+
+    /// Gives the terminal back, then prints what waited (to stderr, and the
+    /// summaries where `args` send the reports).
+    fn close(self, args: &AttachArgs) -> Result<()> {
+        let Self {
+            tui,
+            captured,
+            deferred,
+        } = self;
+        drop(tui);
+        drop(captured);
+        let out = Sink::open(args)?;
+        for text in std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner())) {
+            out.write(&text)?;
+        }
+        Ok(())
+    }
+}
+
 /// stderr sent to a pipe while the screen is up: each line kept for the
 /// screen's message panel; printed to the real stderr when dropped.
 struct StderrCapture {
-    lines: Arc<std::sync::Mutex<VecDeque<String>>>,
+    lines: Arc<Mutex<VecDeque<String>>>,
     /// The real stderr, to put back.
     saved: OwnedFd,
     reader: Option<JoinHandle<()>>,
@@ -400,7 +422,7 @@ impl StderrCapture {
             return Err(std::io::Error::last_os_error()).context("cannot capture stderr");
         }
         drop(write);
-        let lines: Arc<std::sync::Mutex<VecDeque<String>>> = Arc::default();
+        let lines: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let kept = lines.clone();
         let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(read).lines().map_while(Result::ok) {

@@ -1319,7 +1319,13 @@ impl Session<'_> {
     /// Opens or closes the window of transition probes when the duty cycle
     /// says so.
     fn window_step(&mut self) -> Result<()> {
-        let closed = lock(&self.windows).step()?;
+        let closing = lock(&self.windows).step()?;
+        // The uprobes are detached without holding the windows: the other
+        // processes of the executable go on meanwhile.
+        let closed = closing.map(|mut closing| {
+            closing.detach();
+            lock(&self.windows).closed(closing)
+        });
         // Not over the live screen.
         if let Some(closed) = closed
             && self.args.verbose

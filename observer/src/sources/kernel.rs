@@ -2,8 +2,9 @@
 //! their tracepoints and CPU sampler attached once. Each watched process gets
 //! a slot (`Config::slot`): its entry in `PROCESSES`, its entries in the
 //! per-process arrays and the high bits of its keys in the per-goroutine maps.
-//! The uprobes are per process (`probes::ProcessProbes`): each has its own
-//! windows under its own budget.
+//! The uprobes are attached per executable (`probes`), for one process or,
+//! with `--all`, shared by every process of the file (`Kernel::windows_of`),
+//! in windows judged for each process (`windows`, `duty_cycle`).
 //!
 //! The ring buffer and the CPU samples are shared: whoever drains them first
 //! sorts them by slot, and each process takes its own.
@@ -31,7 +32,7 @@ use crate::sources::{
     block_stacks::BlockStacks,
     calibration::{self, HitCost},
     drain::{delete_keys, visit_entries},
-    sampler::{Drained, Sampler},
+    sampler::{self, Drained, Sampler, SamplerCost},
     windows::Windows,
 };
 
@@ -313,8 +314,8 @@ impl Kernel {
     }
 
     /// What the sampling program has cost so far (every process's samples).
-    pub fn sampler_cost(&self) -> Option<crate::sources::sampler::SamplerCost> {
-        crate::sources::sampler::cost_of(self.sampler_program_id?)
+    pub fn sampler_cost(&self) -> Option<SamplerCost> {
+        sampler::cost_of(self.sampler_program_id?)
     }
 
     /// Runs `f` with the block profile's maps; None when not asked for.

@@ -14,7 +14,7 @@ use aya::{
     maps::Array,
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
 use gobpf_sched_common::{COOKIE_AT_STACK_CHECK_JUMP, COOKIE_PREEMPTED_ARGUMENT, Config};
@@ -322,17 +322,15 @@ impl Probes {
         Ok(())
     }
 
-    /// Detaches the transition probes: the kernel puts the original
-    /// instructions back at their sites; the programs stay loaded. Each
-    /// detach waits for the kernel to be done with the probe (tens of ms): the
-    /// links are dropped in parallel.
-    pub fn close_window(&mut self, slots: &[u32]) -> Result<()> {
+    /// Takes the transition probes' links, to detach (dropping them puts the
+    /// original instructions back at their sites; the programs stay loaded).
+    pub fn take_window(&mut self, slots: &[u32]) -> Result<Vec<UProbeLink>> {
         // From now on no state gives a duration, nor tells what runs on a
         // thread: the probes are about to miss what happens.
         for &slot in slots {
             self.set_window_start(slot, u64::MAX)?;
         }
-        let links = self.kernel.with_ebpf(|ebpf| {
+        self.kernel.with_ebpf(|ebpf| {
             let mut links = Vec::with_capacity(self.windowed.len());
             for (probe, link) in &mut self.windowed {
                 let Some(id) = link.take() else { continue };
@@ -344,14 +342,8 @@ impl Probes {
                         })?,
                 );
             }
-            anyhow::Ok(links)
-        })?;
-        std::thread::scope(|scope| {
-            for link in links {
-                scope.spawn(move || drop(link));
-            }
-        });
-        Ok(())
+            Ok(links)
+        })
     }
 
     /// What the transition programs have run in all (time, runs), by the

@@ -9,7 +9,10 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray};
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::uprobe::UProbeLink,
+};
 use gobpf_sched_common::{Counters, counter};
 
 use crate::{
@@ -20,6 +23,9 @@ use crate::{
     stats::clock::read_clock,
     target::Target,
 };
+
+/// How soon a session asks again while a window is being detached.
+const CLOSING_RECHECK: Duration = Duration::from_millis(50);
 
 /// Spans of windows older than this are forgotten (a signal resolves within a
 /// second of its landing).
@@ -36,6 +42,8 @@ pub struct Windows {
     pub open_ns: Option<u64>,
     /// A window failed to open whole (said once).
     open_failed: bool,
+    /// A window's uprobes are being detached (see [`Closing`]).
+    closing: bool,
     /// When the windows were open (CLOCK_MONOTONIC ns; the open one ends at
     /// u64::MAX).
     spans: Vec<(u64, u64)>,
@@ -46,6 +54,28 @@ pub struct Closed {
     pub reasoning: String,
     pub took: Duration,
     pub hits_meanwhile: u64,
+}
+
+/// A window being closed: its links, to drop without holding the windows
+/// (the kernel takes from a few hundred ms to seconds to unregister uprobes
+/// that fire in many processes; the sessions of those processes go on
+/// meanwhile), then [`Windows::closed`].
+pub struct Closing {
+    links: Vec<UProbeLink>,
+    started: Instant,
+    before: Measures,
+    hit_ns: f64,
+}
+
+impl Closing {
+    /// Detaches the window's uprobes: in parallel, each waits for the kernel.
+    pub fn detach(&mut self) {
+        std::thread::scope(|scope| {
+            for link in self.links.drain(..) {
+                scope.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 impl Windows {
@@ -61,6 +91,7 @@ impl Windows {
             members: HashMap::new(),
             open_ns: None,
             open_failed: false,
+            closing: false,
             spans: vec![(0, u64::MAX)],
         })
     }
@@ -117,6 +148,11 @@ impl Windows {
 
     /// When [`Windows::step`] is due.
     pub fn due(&self) -> Instant {
+        if self.closing {
+            // Another process's session is detaching the window: look again
+            // later.
+            return Instant::now() + CLOSING_RECHECK;
+        }
         self.duty_cycle.due()
     }
 
@@ -158,9 +194,10 @@ impl Windows {
     }
 
     /// Opens or closes the window when the duty cycle says so (and it is due:
-    /// any process's session may ask).
-    pub fn step(&mut self) -> Result<Option<Closed>> {
-        if Instant::now() < self.due() {
+    /// any process's session may ask). A window to close comes back with its
+    /// links: [`Closing::detach`], then [`Windows::closed`].
+    pub fn step(&mut self) -> Result<Option<Closing>> {
+        if self.closing || Instant::now() < self.due() {
             return Ok(None);
         }
         let hit_ns =
@@ -204,18 +241,31 @@ impl Windows {
                 if let Some(open) = self.spans.last_mut() {
                     open.1 = read_clock(libc::CLOCK_MONOTONIC);
                 }
-                self.probes.close_window(&slots)?;
-                let after = self.measures();
-                self.duty_cycle
-                    .closed(started, Instant::now(), &after, hit_ns);
-                let hits = |measures: &Measures| measures.values().map(|m| m.hits).sum::<u64>();
-                Ok(Some(Closed {
-                    reasoning: format!("{}; {}", self.duty_cycle.over, self.duty_cycle.reasoning),
-                    took: started.elapsed(),
-                    hits_meanwhile: hits(&after).saturating_sub(hits(&before)),
+                let links = self.probes.take_window(&slots)?;
+                self.closing = true;
+                Ok(Some(Closing {
+                    links,
+                    started,
+                    before,
+                    hit_ns,
                 }))
             }
             Action::Keep => Ok(None),
+        }
+    }
+
+    /// The window's uprobes are detached: its cost is judged up to now (the
+    /// probes fired until the kernel was done), and the time off chosen.
+    pub fn closed(&mut self, closing: Closing) -> Closed {
+        let after = self.measures();
+        self.duty_cycle
+            .closed(closing.started, Instant::now(), &after, closing.hit_ns);
+        self.closing = false;
+        let hits = |measures: &Measures| measures.values().map(|m| m.hits).sum::<u64>();
+        Closed {
+            reasoning: format!("{}; {}", self.duty_cycle.over, self.duty_cycle.reasoning),
+            took: closing.started.elapsed(),
+            hits_meanwhile: hits(&after).saturating_sub(hits(&closing.before)),
         }
     }
 }
