@@ -208,3 +208,64 @@ fn otlp_metrics_match_the_observer_json() {
         );
     }
 }
+
+/// Several processes at once (`--pid A --pid B`: the sessions of `--all`):
+/// each pushes under a resource of its own, with its own counts.
+#[test]
+fn each_process_has_its_own_resource() {
+    let toolchains = full_matrix_toolchains();
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}/v1/metrics", receiver.port);
+    let mut fixtures: Vec<Fixture> = toolchains
+        .iter()
+        .map(|toolchain| Fixture::spawn(&build(toolchain, "cpu", Mode::Default), &["block", "300"]))
+        .collect();
+    let pids: Vec<u32> = fixtures.iter().map(Fixture::pid).collect();
+    assert!(pids.len() >= 2, "two toolchains");
+    let others: Vec<String> = pids[1..].iter().map(u32::to_string).collect();
+    let mut args = vec!["--json", "--interval", "200ms", "--otlp", &url];
+    for pid in &others {
+        args.extend(["--pid", pid]);
+    }
+    let mut observer = Observer::attach(pids[0], &args);
+    for pid in &pids {
+        observer.wait_for_stderr(&format!("attached to process {pid} "));
+    }
+    for fixture in &mut fixtures {
+        fixture.start();
+    }
+    for fixture in fixtures {
+        let (status, _) = fixture.finish();
+        assert!(status.success());
+    }
+    // The given processes gone, the observer ends by itself.
+    let finished = observer.wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let points = receiver.points();
+    for pid in &pids {
+        let pid_text = pid.to_string();
+        let of_pid = |point: &&Value| {
+            point["resource"]["process.pid"]
+                .to_string()
+                .trim_matches('"')
+                == pid_text
+        };
+        let last_run_slices = points
+            .iter()
+            .filter(of_pid)
+            .rfind(|p| p["name"] == "gobpf_sched.run_slices")
+            .unwrap_or_else(|| panic!("no run slices of process {pid}"));
+        let counted: u64 = finished
+            .json()
+            .iter()
+            .filter(|v| v["type"] == "interval" && v["process"]["pid"] == *pid)
+            .map(|v| v["run_slices"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(counted > 0, "process {pid}");
+        assert_eq!(
+            last_run_slices["value"].as_u64(),
+            Some(counted),
+            "process {pid}"
+        );
+    }
+}
