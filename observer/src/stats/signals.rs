@@ -15,9 +15,12 @@ use serde::Serialize;
 
 use crate::stats::{clock::Clock, names::Names};
 
-/// How long a signal waits for its handler's report (records of one thread
-/// may straddle two drains; the handler runs within microseconds).
-const WAIT_NS: u64 = 50_000_000;
+/// How long a signal waits for its handler's report and what it did (records
+/// of one thread may straddle two drains; the handler runs within
+/// microseconds, but a thread descheduled between its landing and its
+/// preemption, on a loaded machine, may report tens of ms later: a CI run saw
+/// a preemption whose signal had been resolved without it at 50 ms).
+const WAIT_NS: u64 = 500_000_000;
 
 #[derive(Default)]
 pub struct SignalPairing {
