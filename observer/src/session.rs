@@ -1128,12 +1128,15 @@ impl Session<'_> {
     /// comes. `now_ns`: u64::MAX at the end resolves every signal.
     fn dispatch(&mut self, now_ns: u64) -> Result<()> {
         let events: Vec<Event> = self.collector.drain_events();
-        let windows = lock(&self.windows);
-        let watched = |ts: u64| windows.watched(ts);
-        for preemption in self
-            .signals
-            .resolve(&events, now_ns, &self.clock, &self.names, &watched)
-        {
+        // The windows (shared with the other processes of the executable)
+        // only while the signals are resolved.
+        let preemptions = {
+            let windows = lock(&self.windows);
+            let watched = |ts: u64| windows.watched(ts);
+            self.signals
+                .resolve(&events, now_ns, &self.clock, &self.names, &watched)
+        };
+        for preemption in preemptions {
             self.outputs.preemption(&preemption)?;
         }
         for event in &events {

@@ -10,7 +10,8 @@ mod common;
 use std::{collections::HashMap, thread, time::Duration};
 
 use common::{
-    Fixture, Mode, Observer, Tmux, build, count, observer_binary, perfetto_summary, toolchains,
+    Fixture, Mode, Tmux, build, count, observer_binary, perfetto_summary, scratch_dir, toolchains,
+    watch_side_by_side,
 };
 use serde_json::Value;
 
@@ -138,21 +139,16 @@ fn every_process_gets_a_track_group_in_the_recording() {
             Mode::Stripped,
         ),
     ];
-    let mut fixtures: Vec<Fixture> = programs
+    let fixtures: Vec<Fixture> = programs
         .iter()
         .map(|binary| Fixture::spawn(binary, &["10", "100", "50", "200"]))
         .collect();
     let pids: Vec<u32> = fixtures.iter().map(Fixture::pid).collect();
-    let dir = std::env::temp_dir().join(format!("gobpf-sched-node-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("node-recording");
     let file = dir.join("both.pftrace");
-    let _ = std::fs::remove_file(&file);
-    let second = pids[1].to_string();
-    let mut observer = Observer::attach(
-        pids[0],
+    let run = watch_side_by_side(
+        fixtures,
         &[
-            "--pid",
-            &second,
             "--json",
             "--interval",
             "100ms",
@@ -162,19 +158,6 @@ fn every_process_gets_a_track_group_in_the_recording() {
             file.to_str().unwrap(),
         ],
     );
-    for pid in &pids {
-        observer.wait_for_stderr(&format!("attached to process {pid} "));
-    }
-    for fixture in &mut fixtures {
-        fixture.start();
-    }
-    for fixture in fixtures {
-        let (status, _) = fixture.finish();
-        assert!(status.success());
-    }
-    // Both given processes gone: the observer ends by itself.
-    let run = observer.wait();
-    assert!(run.status.success(), "{}", run.stderr);
     let summaries: HashMap<u64, Value> = run
         .json()
         .into_iter()

@@ -10,7 +10,9 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use common::{Fixture, Mode, Observer, build, full_matrix_toolchains, watch_to_the_end};
+use common::{
+    Fixture, Mode, Observer, build, full_matrix_toolchains, watch_side_by_side, watch_to_the_end,
+};
 use serde_json::Value;
 
 /// The receiver (tests/otlp_receiver.py), its port and where it writes the
@@ -216,31 +218,13 @@ fn each_process_has_its_own_resource() {
     let toolchains = full_matrix_toolchains();
     let receiver = Receiver::start();
     let url = format!("http://127.0.0.1:{}/v1/metrics", receiver.port);
-    let mut fixtures: Vec<Fixture> = toolchains
+    let fixtures: Vec<Fixture> = toolchains
         .iter()
         .map(|toolchain| Fixture::spawn(&build(toolchain, "cpu", Mode::Default), &["block", "300"]))
         .collect();
     let pids: Vec<u32> = fixtures.iter().map(Fixture::pid).collect();
     assert!(pids.len() >= 2, "two toolchains");
-    let others: Vec<String> = pids[1..].iter().map(u32::to_string).collect();
-    let mut args = vec!["--json", "--interval", "200ms", "--otlp", &url];
-    for pid in &others {
-        args.extend(["--pid", pid]);
-    }
-    let mut observer = Observer::attach(pids[0], &args);
-    for pid in &pids {
-        observer.wait_for_stderr(&format!("attached to process {pid} "));
-    }
-    for fixture in &mut fixtures {
-        fixture.start();
-    }
-    for fixture in fixtures {
-        let (status, _) = fixture.finish();
-        assert!(status.success());
-    }
-    // The given processes gone, the observer ends by itself.
-    let finished = observer.wait();
-    assert!(finished.status.success(), "{}", finished.stderr);
+    let finished = watch_side_by_side(fixtures, &["--json", "--interval", "200ms", "--otlp", &url]);
     let points = receiver.points();
     for pid in &pids {
         let pid_text = pid.to_string();

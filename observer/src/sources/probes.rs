@@ -285,11 +285,6 @@ impl Probes {
         !self.windowed.is_empty()
     }
 
-    /// How many uprobes there are.
-    pub fn count(&self) -> usize {
-        self.windowed.len() + self.fixed.len()
-    }
-
     /// Attaches the transition probes; what they record for the processes in
     /// `slots` from now on starts at `start_ns` (CLOCK_MONOTONIC): state from
     /// earlier windows gives no duration.

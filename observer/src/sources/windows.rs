@@ -117,11 +117,6 @@ impl Windows {
         self.duty_cycle.leave(pid);
     }
 
-    /// Whether no process is served any more.
-    pub fn is_unused(&self) -> bool {
-        self.members.is_empty()
-    }
-
     /// The uprobe hits of `slot` and the CPU time of `target`; None when it
     /// is gone.
     fn measure_of(&self, target: &Target, slot: u32) -> Option<WindowMeasure> {

@@ -433,6 +433,32 @@ impl Observer {
     }
 }
 
+/// Watches `fixtures` side by side (`attach --pid A --pid B ... ARGS`, the
+/// sessions of `--all`): once each is attached, lets them run to their end;
+/// the observer then ends by itself, and must end well.
+pub fn watch_side_by_side(mut fixtures: Vec<Fixture>, args: &[&str]) -> Finished {
+    let pids: Vec<u32> = fixtures.iter().map(Fixture::pid).collect();
+    let others: Vec<String> = pids[1..].iter().map(u32::to_string).collect();
+    let mut all: Vec<&str> = args.to_vec();
+    for pid in &others {
+        all.extend(["--pid", pid]);
+    }
+    let mut observer = Observer::attach(pids[0], &all);
+    for pid in &pids {
+        observer.wait_for_stderr(&format!("attached to process {pid} "));
+    }
+    for fixture in &mut fixtures {
+        fixture.start();
+    }
+    for fixture in fixtures {
+        let (status, _) = fixture.finish();
+        assert!(status.success(), "a fixture failed: {status}");
+    }
+    let finished = observer.wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    finished
+}
+
 /// Lets `fixture` run its work until it prints "done" (and nothing before)
 /// and exits successfully; then waits for `observer`, which must end well.
 pub fn watch_to_the_end(mut fixture: Fixture, observer: Observer) -> Finished {
