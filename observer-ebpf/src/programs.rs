@@ -185,6 +185,16 @@ fn in_window(slot: u32, since_ns: u64) -> bool {
     since_ns >= WINDOW.get(slot).copied().unwrap_or(u64::MAX)
 }
 
+/// Counts a hit of a transition probe of the process in `slot`; false when
+/// its window is closing (the probes fire until the kernel has put the code
+/// back, up to seconds): the program then does nothing more, at the cost of
+/// the trap alone.
+#[inline(always)]
+fn transition_hit(slot: u32) -> bool {
+    add(slot, counter::PROBE_HITS, 1);
+    WINDOW.get(slot).is_some_and(|start| *start != u64::MAX)
+}
+
 #[inline(always)]
 fn add(slot: u32, index: u32, value: u64) {
     bump(&COUNTERS, slot, index as usize, value);
@@ -315,7 +325,9 @@ pub fn go_schedule(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let slot = cfg.slot;
-    add(slot, counter::PROBE_HITS, 1);
+    if !transition_hit(slot) {
+        return 0;
+    }
     if call_restarts(&ctx, slot) {
         return 0;
     }
@@ -356,7 +368,9 @@ pub fn go_casgstatus(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let slot = cfg.slot;
-    add(slot, counter::PROBE_HITS, 1);
+    if !transition_hit(slot) {
+        return 0;
+    }
     let regs = unsafe { &*ctx.regs };
     let (gp, old, new) = (regs.rax, regs.rbx as u32, regs.rcx as u32);
     let syscalls_here = cfg.syscalls_from_casgstatus != 0;
@@ -612,7 +626,9 @@ pub fn go_gopark(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let slot = cfg.slot;
-    add(slot, counter::PROBE_HITS, 1);
+    if !transition_hit(slot) {
+        return 0;
+    }
     if call_restarts(&ctx, slot) {
         return 0;
     }
@@ -640,7 +656,9 @@ pub fn go_entersyscall(_ctx: ProbeContext) -> u32 {
     let Some(cfg) = this_process() else {
         return 0;
     };
-    add(cfg.slot, counter::PROBE_HITS, 1);
+    if !transition_hit(cfg.slot) {
+        return 0;
+    }
     syscall_entered(cfg, unsafe { bpf_ktime_get_ns() });
     0
 }
@@ -651,7 +669,9 @@ pub fn go_exitsyscall(ctx: ProbeContext) -> u32 {
     let Some(cfg) = this_process() else {
         return 0;
     };
-    add(cfg.slot, counter::PROBE_HITS, 1);
+    if !transition_hit(cfg.slot) {
+        return 0;
+    }
     if let Some(goid) = goid_of(cfg, current_g(&ctx)) {
         syscall_exited(cfg, goid, unsafe { bpf_ktime_get_ns() }, false);
     }
@@ -755,7 +775,9 @@ pub fn go_preempted(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let slot = cfg.slot;
-    add(slot, counter::PROBE_HITS, 1);
+    if !transition_hit(slot) {
+        return 0;
+    }
     if call_restarts(&ctx, slot) {
         return 0;
     }

@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -35,7 +35,7 @@ use crate::{
         probes::{self, ProcessConfig, ProcessSlot},
         runtime_memory::{self, SchedLayout},
         sampler,
-        windows::{self, Windows},
+        windows::{self, Windows, lock},
     },
     stats::{
         aggregate::Stats,
@@ -526,7 +526,12 @@ impl Image<'_> {
         let global_runq = sched_layout
             .as_ref()
             .map_or(0, SchedLayout::global_runq_size_address);
-        let (registration, windows, uprobes) = self.attach(args, &facets, global_runq)?;
+        let (registration, windows, uprobes) = self.attach(
+            args,
+            &facets,
+            (global_runq, load_bias),
+            sched_layout.as_ref().ok(),
+        )?;
         let slot = registration.slot;
         let collector = Collector::new(self.kernel.clone(), slot, args.top)?;
         let hit_cost = self.kernel.hit_cost;
@@ -565,6 +570,8 @@ impl Image<'_> {
             &runtime,
             self.node,
         )?;
+        // Closes said with --verbose, not over the live screen.
+        windows::drive(&windows, args.verbose && !outputs.is_screen())?;
         // Not over the live screen (its title shows the budget and the
         // cost); said once for many processes.
         if !outputs.is_screen() && self.node.is_none() {
@@ -614,6 +621,7 @@ impl Image<'_> {
                 windows.count().saturating_sub(open_now),
             )
         };
+        let transition_programs = lock(&windows).transition_programs();
         let mut session = Session {
             args,
             node: self.node,
@@ -640,6 +648,7 @@ impl Image<'_> {
             clock: Clock::measure(),
             signals: SignalPairing::default(),
             attached_at,
+            transition_programs,
             kernel: self.kernel.clone(),
             slot,
             samples_total: NamedSamples::default(),
@@ -855,12 +864,15 @@ impl Image<'_> {
     /// with `--all`); returns its registration, its windows of probes and how
     /// many uprobes there are.
     /// `global_runq`: run-time address of the global run queue's length (0:
-    /// unknown), which the CPU samples read.
+    /// unknown), which the CPU samples read, and the executable's load bias;
+    /// `sched`: where the scheduler's counters are, which the budget predicts
+    /// a window's cost from.
     fn attach(
         &self,
         args: &AttachArgs,
         facets: &[Facet],
-        global_runq: u64,
+        (global_runq, load_bias): (u64, u64),
+        sched: Option<&SchedLayout>,
     ) -> Result<(ProcessSlot, Arc<Mutex<Windows>>, usize)> {
         let (target, binary) = (self.target, self.binary);
         // Reads code from the executable again: the target may be gone by now.
@@ -889,8 +901,11 @@ impl Image<'_> {
         }
         .map_err(|e| target.explain(e))?;
         lock(&windows)
-            .join(target.clone(), slot.slot)
+            .join(target.clone(), slot.slot, load_bias, sched.cloned())
             .map_err(|e| target.explain(e))?;
+        // The first decision, before the target goes on (`run`): probes at
+        // once for a program they cost little.
+        windows::step(&windows).map_err(|e| target.explain(e))?;
         if args.verbose {
             for probe in &plan {
                 eprintln!(
@@ -922,11 +937,6 @@ impl Image<'_> {
         let file = std::fs::metadata(&self.target.exe).ok()?;
         Some((file.dev(), file.ino()))
     }
-}
-
-/// The windows, even if a session panicked holding them.
-fn lock(windows: &Mutex<Windows>) -> MutexGuard<'_, Windows> {
-    windows.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the kernel programs stream: every transition for `--events` and
@@ -1003,6 +1013,8 @@ struct Session<'a> {
     attached_at: Instant,
     /// The loaded programs (for the CPU samples) and this process's slot.
     kernel: Arc<Kernel>,
+    /// The transition probes' programs, whose run time says what a hit costs.
+    transition_programs: Vec<&'static str>,
     slot: u32,
     /// Every CPU sample of the run, named.
     samples_total: NamedSamples,
@@ -1035,6 +1047,7 @@ impl Session<'_> {
             probes_on: Duration::ZERO,
             target_cpu_ns: self.cpu_at_attach,
             program_run: None,
+            detach_traps: 0,
         };
         self.first_sched = sched.clone().map(|state| (state, Instant::now()));
         self.first_mark = Some(previous.clone());
@@ -1058,9 +1071,6 @@ impl Session<'_> {
                     launch::forward(self.target.pid, libc::SIGTERM);
                 }
                 _ = sleep_until(deadline) => break How::Stopped,
-                _ = tokio::time::sleep_until(lock(&self.windows).due().into()) => {
-                    self.window_step()?;
-                }
                 _ = drain.tick() => {
                     self.dispatch(monotonic_now())?;
                     if self.node.is_some_and(NodeShared::stopping) {
@@ -1273,7 +1283,8 @@ impl Session<'_> {
             sched,
             probes_on: self.probes_on(at),
             target_cpu_ns: self.target.cpu_time_ns(),
-            program_run: lock(&self.windows).program_run_time(),
+            program_run: self.kernel.program_run_time(&self.transition_programs),
+            detach_traps: lock(&self.windows).uncounted_traps(self.target.pid),
         }
     }
 
@@ -1283,6 +1294,7 @@ impl Session<'_> {
         let probes_on = to.probes_on.saturating_sub(from.probes_on);
         let hits = to.snapshot.counters[counter::PROBE_HITS as usize]
             .saturating_sub(from.snapshot.counters[counter::PROBE_HITS as usize]);
+        let detach_traps = to.detach_traps.saturating_sub(from.detach_traps);
         // The programs' own mean run time per hit, where the kernel counts it.
         let program_ns = windows::mean_run_ns(from.program_run, to.program_run)
             .or_else(|| windows::mean_run_ns(None, to.program_run));
@@ -1312,34 +1324,14 @@ impl Session<'_> {
             trap_ns: windows.trap_ns(),
             program_ns,
             target_cpu_ns,
-            estimated_overhead: (target_cpu_ns > 0)
-                .then(|| hits as f64 * per_hit_ns / target_cpu_ns as f64),
+            detach_traps,
+            estimated_overhead: (target_cpu_ns > 0).then(|| {
+                (hits as f64 * per_hit_ns + detach_traps as f64 * windows.trap_ns())
+                    / target_cpu_ns as f64
+            }),
             windows: windows.count().saturating_sub(self.windows_before),
             window_open_ns: windows.open_ns,
         }
-    }
-
-    /// Opens or closes the window of transition probes when the duty cycle
-    /// says so.
-    fn window_step(&mut self) -> Result<()> {
-        let closing = lock(&self.windows).step()?;
-        // The uprobes are detached without holding the windows: the other
-        // processes of the executable go on meanwhile.
-        let closed = closing.map(|mut closing| {
-            closing.detach();
-            lock(&self.windows).closed(closing)
-        });
-        // Not over the live screen.
-        if let Some(closed) = closed
-            && self.args.verbose
-            && !self.outputs.is_screen()
-        {
-            eprintln!(
-                "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
-                closed.reasoning, closed.took, closed.hits_meanwhile
-            );
-        }
-        Ok(())
     }
 
     /// How long the transition probes were on since this process was
@@ -1416,6 +1408,8 @@ struct Mark {
     target_cpu_ns: Option<u64>,
     /// The transition programs' run time and runs (kernel statistics).
     program_run: Option<(Duration, u64)>,
+    /// Traps estimated while windows were detached, not in the counters.
+    detach_traps: u64,
 }
 
 fn monotonic_now() -> u64 {

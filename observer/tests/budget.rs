@@ -100,8 +100,8 @@ fn watch_sites(pid: u32, sites: Vec<Site>, stop: Arc<AtomicBool>) -> Vec<(bool, 
 
 /// A busy HTTP server (4 clients on loopback) with a 5% budget: the probes
 /// come and go (the original instructions are back between windows, the
-/// preemption probes stay), and the estimated cost over the run stays within
-/// 1.5 × the budget.
+/// preemption probes stay), and the estimated cost over the run (the traps
+/// while windows were detached included) stays within 1.5 × the budget.
 #[test]
 fn windows_keep_a_busy_server_within_its_budget() {
     let _alone = ONE_AT_A_TIME.lock();
@@ -156,7 +156,9 @@ fn windows_keep_a_busy_server_within_its_budget() {
     let coverage = probes["coverage"].as_f64().expect("coverage");
     let overhead = probes["estimated_overhead"].as_f64().expect("estimate");
     assert!(coverage < 1.0 && coverage > 0.0, "{probes}");
-    assert!(count(probes, "windows") >= 3, "{probes}");
+    // The window at attach (the server waits for its clients), and at least
+    // one more once the allowance paid for it.
+    assert!(count(probes, "windows") >= 2, "{probes}");
     assert!(
         overhead <= 1.5 * BUDGET_PERCENT / 100.0,
         "estimated overhead {:.2}% for a budget of {BUDGET_PERCENT}%: {probes}",

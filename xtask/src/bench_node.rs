@@ -182,11 +182,12 @@ fn observe(
     observer: &Path,
     binaries: &[(String, PathBuf)],
     loads: &mut [Load],
+    log: &Path,
 ) -> Result<(LoadRun, Observed)> {
     let ours: HashSet<u32> = loads.iter().map(|l| l.child.id()).collect();
     let started = Instant::now();
     let mut tracer = Command::new(observer)
-        .args(["attach", "--all", "--json", "--interval", "1s"])
+        .args(["attach", "--all", "--json", "--interval", "1s", "--verbose"])
         .args(binaries.iter().flat_map(|(_, binary)| {
             [
                 "--exe".into(),
@@ -301,6 +302,8 @@ fn observe(
         .join()
         .map_err(|_| anyhow::anyhow!("reading the observer's output failed"))?;
     let stderr = stderr.join().unwrap_or_default();
+    std::fs::write(log, stderr.join("\n"))
+        .with_context(|| format!("cannot write {}", log.display()))?;
     for pid in &ours {
         let summary = summaries
             .iter()
@@ -325,6 +328,12 @@ fn observe(
     Ok((load_run, observed))
 }
 
+/// Where the observer's stderr (`--verbose`: each window's reasoning) of run
+/// `repetition` is kept.
+fn observer_log(repetition: usize) -> PathBuf {
+    toolchains::workspace_root().join(format!("target/bench/node-observer-{repetition}.log"))
+}
+
 pub fn run(toolchains: &toolchains::Installed) -> Result<NodeResults> {
     let observer = toolchains::workspace_root().join("target/release/gobpf-sched");
     let binaries = build(toolchains)?;
@@ -346,7 +355,8 @@ pub fn run(toolchains: &toolchains::Installed) -> Result<NodeResults> {
              ({repetition}/{REPETITIONS})"
         );
         let mut loads = start_loads(&binaries)?;
-        let watched = observe(&observer, &binaries, &mut loads);
+        let log = observer_log(repetition);
+        let watched = observe(&observer, &binaries, &mut loads, &log);
         if watched.is_err() {
             for load in &mut loads {
                 let _ = load.child.kill();

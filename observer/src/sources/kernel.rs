@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
@@ -85,6 +85,10 @@ pub struct Kernel {
     /// Holding it keeps the kernel's run-time statistics of BPF programs on
     /// (what the programs themselves cost per hit); None when refused.
     stats: Option<OwnedFd>,
+    /// Descriptors of the programs whose statistics were asked for, by name:
+    /// read without taking the loaded programs (which attaching uprobes
+    /// holds for up to ~100 ms, and the windows must not wait on).
+    program_fds: Mutex<HashMap<&'static str, OwnedFd>>,
 }
 
 struct Loaded {
@@ -169,6 +173,7 @@ impl Kernel {
             block_stacks,
             shared_windows: Mutex::default(),
             stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+            program_fds: Mutex::default(),
         })
     }
 
@@ -326,15 +331,21 @@ impl Kernel {
 
     /// What `programs` have run in all (time, runs), by the kernel's
     /// statistics, for every process they serve; None when off.
-    pub fn program_run_time(&self, programs: &[&str]) -> Option<(Duration, u64)> {
+    pub fn program_run_time(&self, programs: &[&'static str]) -> Option<(Duration, u64)> {
         self.stats.as_ref()?;
-        let loaded = self.lock();
+        let mut fds = self.program_fds.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = (Duration::ZERO, 0);
-        for name in programs {
-            let program: &UProbe = loaded.ebpf.program(name)?.try_into().ok()?;
-            let info = program.info().ok()?;
-            total.0 += info.run_time();
-            total.1 += info.run_count();
+        for &name in programs {
+            if !fds.contains_key(name) {
+                let fd = self.with_ebpf(|ebpf| {
+                    let program: &UProbe = ebpf.program(name)?.try_into().ok()?;
+                    program.fd().ok()?.as_fd().try_clone_to_owned().ok()
+                })?;
+                fds.insert(name, fd);
+            }
+            let (run_time, runs) = run_statistics(&fds[name])?;
+            total.0 += run_time;
+            total.1 += runs;
         }
         Some(total)
     }
@@ -458,4 +469,20 @@ fn delete_where<K: Copy + Default, V: Copy + Default>(
         }
     })?;
     delete_keys(fd, &keys)
+}
+
+/// A BPF program's run time and run count, from its descriptor's fdinfo
+/// (`run_time_ns`, `run_cnt`: kept while the statistics are on).
+fn run_statistics(program: &OwnedFd) -> Option<(Duration, u64)> {
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", program.as_raw_fd())).ok()?;
+    let field = |name: &str| {
+        fdinfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        Duration::from_nanos(field("run_time_ns:")?),
+        field("run_cnt:")?,
+    ))
 }

@@ -5,7 +5,6 @@ use std::{
     num::NonZeroU32,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -270,8 +269,6 @@ pub struct Probes {
     pid: Option<NonZeroU32>,
     /// What a uprobe hit costs here, measured when the programs were loaded.
     pub hit_cost: HitCost,
-    /// When the probes were attached (the first window opened).
-    pub attached_at: Instant,
 }
 
 impl Probes {
@@ -319,7 +316,8 @@ impl Probes {
 
     /// Takes the transition probes' links, to detach (dropping them puts the
     /// original instructions back at their sites; the programs stay loaded).
-    pub fn take_window(&mut self, slots: &[u32]) -> Result<Vec<UProbeLink>> {
+    /// Each comes with its program and its site (link-time address).
+    pub fn take_window(&mut self, slots: &[u32]) -> Result<Vec<(&'static str, u64, UProbeLink)>> {
         // From now on no state gives a duration, nor tells what runs on a
         // thread: the probes are about to miss what happens.
         for &slot in slots {
@@ -329,26 +327,28 @@ impl Probes {
             let mut links = Vec::with_capacity(self.windowed.len());
             for (probe, link) in &mut self.windowed {
                 let Some(id) = link.take() else { continue };
-                links.push(
+                links.push((
+                    probe.program,
+                    probe.address + probe.site_offset,
                     uprobe(ebpf, probe.program)?
                         .take_link(id)
                         .with_context(|| {
                             format!("cannot detach the uprobe on {}", probe.function)
                         })?,
-                );
+                ));
             }
             Ok(links)
         })
     }
 
-    /// What the transition programs have run in all (time, runs), by the
-    /// kernel's statistics; None when they are off. (The programs serve
-    /// every watched process: this is what a hit costs, in any of them.)
-    pub fn program_run_time(&self) -> Option<(Duration, u64)> {
+    /// The transition programs (for their run time in the kernel's
+    /// statistics: `Kernel::program_run_time`; they serve every watched
+    /// process, so that is what a hit costs, in any of them).
+    pub fn transition_programs(&self) -> Vec<&'static str> {
         let mut names: Vec<&str> = self.windowed.iter().map(|(p, _)| p.program).collect();
         names.sort_unstable();
         names.dedup();
-        self.kernel.program_run_time(&names)
+        names
     }
 }
 
@@ -473,8 +473,9 @@ pub fn register(
     })
 }
 
-/// Attaches the uprobes of `plan` to `exe`: for process `pid` only, or
-/// (None) every process that runs the file.
+/// Attaches the uprobes of `plan` that stay attached to `exe` (for process
+/// `pid` only, or (None) every process that runs the file) and loads the
+/// transition probes' programs, attached in windows.
 pub fn attach(
     kernel: &Arc<Kernel>,
     exe: &Path,
@@ -493,19 +494,20 @@ pub fn attach(
         exe: exe.to_owned(),
         pid,
         hit_cost: kernel.hit_cost,
-        attached_at: Instant::now(),
     };
     kernel.with_ebpf(|ebpf| {
         for probe in plan {
-            let link = attach_uprobe(uprobe(ebpf, probe.program)?, probe, exe, pid)?;
+            // Loaded (verified) now; the transition probes are attached when
+            // a window opens.
+            let program = uprobe(ebpf, probe.program)?;
             if probe.windowed {
-                probes.windowed.push((probe.clone(), Some(link)));
+                probes.windowed.push((probe.clone(), None));
             } else {
+                let link = attach_uprobe(program, probe, exe, pid)?;
                 probes.fixed.push((probe.program, link));
             }
         }
         anyhow::Ok(())
     })?;
-    probes.attached_at = Instant::now();
     Ok(probes)
 }

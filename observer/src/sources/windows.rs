@@ -5,10 +5,13 @@
 
 use std::{
     collections::HashMap,
+    fs::File,
+    os::unix::fs::FileExt,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray},
     programs::uprobe::UProbeLink,
@@ -19,23 +22,51 @@ use crate::{
     sources::{
         duty_cycle::{Action, DutyCycle, Measures, WindowMeasure},
         probes::Probes,
+        runtime_memory::{self, SchedLayout},
     },
     stats::clock::read_clock,
     target::Target,
 };
 
+/// Between the detaches of a window's links (asked in parallel), so that
+/// they reach the kernel in order.
+const DETACH_STAGGER: Duration = Duration::from_millis(1);
+/// How often a site is read while its link is detached, and what the
+/// kernel's breakpoint there reads as (x86's `int3`).
+const SITE_POLL: Duration = Duration::from_millis(1);
+const INT3: u8 = 0xCC;
+
 /// How soon a session asks again while a window is being detached.
 const CLOSING_RECHECK: Duration = Duration::from_millis(50);
+/// The longest the thread that drives the windows sleeps at once (it ends
+/// when no session holds them any more).
+const LONGEST_SLEEP: Duration = Duration::from_millis(100);
 
 /// Spans of windows older than this are forgotten (a signal resolves within a
 /// second of its landing).
 const SPANS_KEPT_NS: u64 = 10_000_000_000;
 
+/// What the programs add to a hit's trap before the kernel measured them run
+/// (the most seen here: 190–350 ns), so that the first window is not
+/// predicted cheaper than it is.
+const UNMEASURED_PROGRAM_NS: f64 = 400.0;
+
+/// A process the probes serve.
+struct Member {
+    target: Target,
+    slot: u32,
+    /// Where its executable is loaded (run-time address − link-time address).
+    load_bias: u64,
+    /// Where its scheduler's counters are (None: not found), for the
+    /// goroutine switches the duty cycle predicts from.
+    sched: Option<SchedLayout>,
+}
+
 pub struct Windows {
     probes: Probes,
     duty_cycle: DutyCycle,
-    /// The processes the probes serve, by pid, with their slots.
-    members: HashMap<u32, (Target, u32)>,
+    /// The processes the probes serve, by pid.
+    members: HashMap<u32, Member>,
     /// The per-process counters (their uprobe hits).
     counters: PerCpuArray<MapData, Counters>,
     /// How long the last window took to open.
@@ -47,6 +78,13 @@ pub struct Windows {
     /// When the windows were open (CLOCK_MONOTONIC ns; the open one ends at
     /// u64::MAX).
     spans: Vec<(u64, u64)>,
+    /// A thread drives them (see [`drive`]).
+    driven: bool,
+    /// Each transition program's runs when the window opened.
+    runs_at_open: HashMap<&'static str, u64>,
+    /// Traps estimated in each process while windows were being detached,
+    /// after their programs were removed (which no program counted).
+    uncounted_traps: HashMap<u32, u64>,
 }
 
 /// What a window's end did, for `--verbose`.
@@ -61,29 +99,103 @@ pub struct Closed {
 /// that fire in many processes; the sessions of those processes go on
 /// meanwhile), then [`Windows::closed`].
 pub struct Closing {
-    links: Vec<UProbeLink>,
+    /// Each link with the share of the window's hits its program took (split
+    /// between the links of a program) and its site, the busiest first ...
+    links: Vec<(f64, u64, UProbeLink)>,
+    /// ... and, once detached, how long each share kept trapping.
+    trapped: Vec<(f64, Duration)>,
+    /// A process the probes trap in: its memory, to see when each site holds
+    /// its code again, and its load bias.
+    process: Option<(File, u64)>,
     started: Instant,
     before: Measures,
     hit_ns: f64,
 }
 
 impl Closing {
-    /// Detaches the window's uprobes: in parallel, each waits for the kernel.
+    /// Detaches the window's uprobes, in parallel (the busiest asked first):
+    /// the kernel removes each link's program at once, then puts the sites'
+    /// code back one at a time (~80 ms each here, under a global lock; seconds
+    /// for many at once). The traps meanwhile go uncounted: when each site
+    /// holds its code again (in one process the probes serve; else when its
+    /// link is gone) is kept to estimate them. (One after the other, in
+    /// order, would leave the later links' programs running meanwhile: more
+    /// costly, measured.)
     pub fn detach(&mut self) {
-        std::thread::scope(|scope| {
-            for link in self.links.drain(..) {
-                scope.spawn(move || drop(link));
+        let started = self.started;
+        let sites: Vec<(f64, u64)> = self
+            .links
+            .iter()
+            .map(|(share, site, _)| (*share, *site))
+            .collect();
+        let restored: Vec<Mutex<Option<Duration>>> =
+            sites.iter().map(|_| Mutex::new(None)).collect();
+        let gone: Vec<Duration> = std::thread::scope(|scope| {
+            let detaching: Vec<_> = self
+                .links
+                .drain(..)
+                .enumerate()
+                .map(|(rank, (_, _, link))| {
+                    scope.spawn(move || {
+                        std::thread::sleep(DETACH_STAGGER * rank as u32);
+                        drop(link);
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            if let Some((memory, load_bias)) = &self.process {
+                while !detaching.iter().all(|thread| thread.is_finished()) {
+                    for ((_, site), restored) in sites.iter().zip(&restored) {
+                        let mut byte = [0u8];
+                        let mut restored = restored.lock().unwrap_or_else(|e| e.into_inner());
+                        if restored.is_none()
+                            && memory.read_exact_at(&mut byte, load_bias + site).is_ok()
+                            && byte[0] != INT3
+                        {
+                            *restored = Some(started.elapsed());
+                        }
+                    }
+                    std::thread::sleep(SITE_POLL);
+                }
             }
+            detaching
+                .into_iter()
+                .map(|thread| thread.join().unwrap_or_else(|_| started.elapsed()))
+                .collect()
         });
+        self.trapped = sites
+            .iter()
+            .zip(restored)
+            .zip(gone)
+            .map(|(((share, _), restored), gone)| {
+                let restored = restored.into_inner().unwrap_or_else(|e| e.into_inner());
+                (*share, restored.map_or(gone, |at| at.min(gone)))
+            })
+            .collect();
+    }
+
+    /// How long the window's probes went on trapping after its close, as
+    /// time at the window's rate of hits (each link's time weighted by its
+    /// share of the hits).
+    fn trapping(&self) -> Duration {
+        self.trapped
+            .iter()
+            .map(|&(share, took)| took.mul_f64(share))
+            .sum()
     }
 }
 
 impl Windows {
-    /// The probes attached at attach, the first window; `budget`: None for
-    /// `--exact`. No process yet: see [`Windows::join`].
-    pub fn new(probes: Probes, budget: Option<f64>) -> Result<Self> {
-        let duty_cycle =
-            DutyCycle::new(budget.filter(|_| probes.has_windowed()), probes.attached_at);
+    /// The probes as attached (the transition probes not yet, but with
+    /// `--exact`: `budget` None); no process yet: see [`Windows::join`], then
+    /// [`Windows::step`] for the first decision.
+    pub fn new(mut probes: Probes, budget: Option<f64>) -> Result<Self> {
+        let duty_cycle = DutyCycle::new(budget.filter(|_| probes.has_windowed()), Instant::now());
+        let mut spans = Vec::new();
+        if duty_cycle.is_open() {
+            probes.open_window(&[], 0)?;
+            spans.push((0, u64::MAX));
+        }
         Ok(Self {
             counters: probes.kernel.open_map("COUNTERS")?,
             probes,
@@ -92,22 +204,43 @@ impl Windows {
             open_ns: None,
             open_failed: false,
             closing: false,
-            spans: vec![(0, u64::MAX)],
+            spans,
+            driven: false,
+            runs_at_open: HashMap::new(),
+            uncounted_traps: HashMap::new(),
         })
     }
 
-    /// The probes serve `target` (registered in `slot`) from now on: what it
-    /// records counts from the current window's start, or the next one's.
-    pub fn join(&mut self, target: Target, slot: u32) -> Result<()> {
+    /// The probes serve `target` (registered in `slot`, loaded at
+    /// `load_bias`; its scheduler's counters at `sched`) from now on: what it records counts from the
+    /// current window's start, or the next one's.
+    pub fn join(
+        &mut self,
+        target: Target,
+        slot: u32,
+        load_bias: u64,
+        sched: Option<SchedLayout>,
+    ) -> Result<()> {
         let start = if self.probes.window_open() {
             read_clock(libc::CLOCK_MONOTONIC)
         } else {
             u64::MAX
         };
         self.probes.set_window_start(slot, start)?;
-        let measure = self.measure_of(&target, slot).unwrap_or_default();
-        self.duty_cycle.join(target.pid, measure);
-        self.members.insert(target.pid, (target, slot));
+        let member = Member {
+            target,
+            slot,
+            load_bias,
+            sched,
+        };
+        let measure = self.measure_of(&member).unwrap_or_default();
+        self.duty_cycle.join(
+            member.target.pid,
+            measure,
+            Instant::now(),
+            member.target.age(),
+        );
+        self.members.insert(member.target.pid, member);
         Ok(())
     }
 
@@ -117,38 +250,60 @@ impl Windows {
         self.duty_cycle.leave(pid);
     }
 
-    /// The uprobe hits of `slot` and the CPU time of `target`; None when it
-    /// is gone.
-    fn measure_of(&self, target: &Target, slot: u32) -> Option<WindowMeasure> {
-        let hits = self
-            .counters
-            .get(&slot, 0)
-            .ok()?
-            .iter()
-            .map(|cpu| cpu[counter::PROBE_HITS as usize])
-            .sum();
+    /// The uprobe hits, the CPU time and the goroutine switches of `member`;
+    /// None when it is gone.
+    fn measure_of(&self, member: &Member) -> Option<WindowMeasure> {
+        let hits = self.hits_of(member.slot)?;
+        let switches = member.sched.as_ref().and_then(|layout| {
+            runtime_memory::read(member.target.pid, layout)
+                .ok()?
+                .goroutine_switches()
+        });
         Some(WindowMeasure {
             hits,
-            target_cpu_ns: target.cpu_time_ns()?,
+            target_cpu_ns: member.target.cpu_time_ns()?,
+            switches,
         })
+    }
+
+    /// The uprobe hits of every process served, now.
+    fn hits(&self) -> HashMap<u32, u64> {
+        self.members
+            .iter()
+            .filter_map(|(pid, member)| Some((*pid, self.hits_of(member.slot)?)))
+            .collect()
+    }
+
+    /// The uprobe hits of the process in `slot` (on every CPU).
+    fn hits_of(&self, slot: u32) -> Option<u64> {
+        let per_cpu = self.counters.get(&slot, 0).ok()?;
+        Some(
+            per_cpu
+                .iter()
+                .map(|cpu| cpu[counter::PROBE_HITS as usize])
+                .sum(),
+        )
     }
 
     /// The counters of every process served, now.
     fn measures(&self) -> Measures {
         self.members
             .iter()
-            .filter_map(|(pid, (target, slot))| Some((*pid, self.measure_of(target, *slot)?)))
+            .filter_map(|(pid, member)| Some((*pid, self.measure_of(member)?)))
             .collect()
     }
 
-    /// When [`Windows::step`] is due.
+    /// When [`Windows::step`] is due: a decision, or a look at the hits of
+    /// a window that stays open.
     pub fn due(&self) -> Instant {
         if self.closing {
-            // Another process's session is detaching the window: look again
-            // later.
+            // A session is detaching the window: look again later.
             return Instant::now() + CLOSING_RECHECK;
         }
-        self.duty_cycle.due()
+        let due = self.duty_cycle.due();
+        self.duty_cycle
+            .next_look()
+            .map_or(due, |look| look.min(due))
     }
 
     /// Time the transition probes were on, from attach to `at`.
@@ -176,9 +331,26 @@ impl Windows {
         self.probes.hit_cost.ns
     }
 
-    /// The transition programs' run time and runs so far (kernel statistics).
-    pub fn program_run_time(&self) -> Option<(Duration, u64)> {
-        self.probes.program_run_time()
+    /// The transition programs (their run time: `Kernel::program_run_time`,
+    /// read without holding the windows).
+    pub fn transition_programs(&self) -> Vec<&'static str> {
+        self.probes.transition_programs()
+    }
+
+    /// Each transition program's runs so far (kernel statistics; empty when
+    /// off).
+    fn program_runs(&self) -> HashMap<&'static str, u64> {
+        let kernel = &self.probes.kernel;
+        self.transition_programs()
+            .into_iter()
+            .filter_map(|name| Some((name, kernel.program_run_time(&[name])?.1)))
+            .collect()
+    }
+
+    /// Traps estimated in process `pid` while windows were being detached,
+    /// after their programs were removed: not in its counters.
+    pub fn uncounted_traps(&self, pid: u32) -> u64 {
+        self.uncounted_traps.get(&pid).copied().unwrap_or(0)
     }
 
     /// Whether the preemption probes were attached at `ts_ns` (CLOCK_MONOTONIC).
@@ -188,25 +360,39 @@ impl Windows {
             .any(|&(from, to)| (from..to).contains(&ts_ns))
     }
 
-    /// Opens or closes the window when the duty cycle says so (and it is due:
-    /// any process's session may ask). A window to close comes back with its
-    /// links: [`Closing::detach`], then [`Windows::closed`].
+    /// Opens or closes the window when the duty cycle says so (and it is
+    /// due). A window to close comes back with its links:
+    /// [`Closing::detach`], then [`Windows::closed`]; see [`step`].
     pub fn step(&mut self) -> Result<Option<Closing>> {
-        if self.closing || Instant::now() < self.due() {
+        let now = Instant::now();
+        if self.closing {
             return Ok(None);
         }
-        let hit_ns =
-            self.trap_ns() + mean_run_ns(None, self.probes.program_run_time()).unwrap_or(0.0);
+        if now < self.duty_cycle.due() {
+            let look_due = self.duty_cycle.next_look().is_some_and(|look| now >= look);
+            if !(look_due && self.duty_cycle.quick_look(now, &self.hits())) {
+                return Ok(None);
+            }
+        }
+        let hit_ns = self.trap_ns()
+            + mean_run_ns(
+                None,
+                self.probes
+                    .kernel
+                    .program_run_time(&self.transition_programs()),
+            )
+            .unwrap_or(UNMEASURED_PROGRAM_NS);
         let now = self.measures();
         // Every target gone (or going): nothing to decide; the sessions end.
         if now.is_empty() {
             return Ok(None);
         }
-        let slots: Vec<u32> = self.members.values().map(|(_, slot)| *slot).collect();
+        let slots: Vec<u32> = self.members.values().map(|member| member.slot).collect();
         match self.duty_cycle.decide(Instant::now(), &now, hit_ns) {
             Action::Open => {
                 let started = Instant::now();
                 let start_ns = read_clock(libc::CLOCK_MONOTONIC);
+                self.runs_at_open = self.program_runs();
                 match self.probes.open_window(&slots, start_ns) {
                     Ok(()) => {
                         self.open_ns = Some(started.elapsed().as_nanos() as u64);
@@ -215,7 +401,9 @@ impl Windows {
                         self.spans.push((start_ns, u64::MAX));
                     }
                     // Gone meanwhile: the next check of the target ends the session.
-                    Err(_) if !self.members.values().any(|(target, _)| target.is_alive()) => {}
+                    Err(_) if !self.members.values().any(|m| m.target.is_alive()) => {}
+                    // The first window: the probes cannot be attached at all.
+                    Err(error) if self.duty_cycle.windows == 1 => return Err(error),
                     // The kernel refused a probe this time: the window stays as
                     // it could open (closed at its end as usual); said once.
                     Err(error) => {
@@ -236,10 +424,17 @@ impl Windows {
                 if let Some(open) = self.spans.last_mut() {
                     open.1 = read_clock(libc::CLOCK_MONOTONIC);
                 }
+                let runs = self.program_runs();
                 let links = self.probes.take_window(&slots)?;
                 self.closing = true;
+                let process = self.members.values().find_map(|member| {
+                    let memory = File::open(format!("/proc/{}/mem", member.target.pid)).ok()?;
+                    Some((memory, member.load_bias))
+                });
                 Ok(Some(Closing {
-                    links,
+                    links: busiest_first(links, &runs, &self.runs_at_open),
+                    trapped: Vec::new(),
+                    process,
                     started,
                     before,
                     hit_ns,
@@ -253,8 +448,16 @@ impl Windows {
     /// probes fired until the kernel was done), and the time off chosen.
     pub fn closed(&mut self, closing: Closing) -> Closed {
         let after = self.measures();
-        self.duty_cycle
-            .closed(closing.started, Instant::now(), &after, closing.hit_ns);
+        let uncounted = self.duty_cycle.closed(
+            closing.started,
+            Instant::now(),
+            &after,
+            (closing.hit_ns, self.trap_ns()),
+            closing.trapping(),
+        );
+        for (pid, traps) in uncounted {
+            *self.uncounted_traps.entry(pid).or_default() += traps;
+        }
         self.closing = false;
         let hits = |measures: &Measures| measures.values().map(|m| m.hits).sum::<u64>();
         Closed {
@@ -263,6 +466,96 @@ impl Windows {
             hits_meanwhile: hits(&after).saturating_sub(hits(&closing.before)),
         }
     }
+}
+
+/// The window's links, the busiest first: each with its program's share of
+/// the window's runs (`runs` now, `at_open` when it opened), split between
+/// the links of a program; equal shares when the statistics are off.
+fn busiest_first(
+    links: Vec<(&'static str, u64, UProbeLink)>,
+    runs: &HashMap<&'static str, u64>,
+    at_open: &HashMap<&'static str, u64>,
+) -> Vec<(f64, u64, UProbeLink)> {
+    let window_runs = |program: &str| {
+        runs.get(program)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(at_open.get(program).copied().unwrap_or(0))
+    };
+    let links_of = |program: &str| links.iter().filter(|(p, _, _)| *p == program).count();
+    let total: u64 = runs.keys().map(|program| window_runs(program)).sum();
+    let mut shares: Vec<f64> = links
+        .iter()
+        .map(|(program, _, _)| {
+            if total == 0 {
+                1.0 / links.len() as f64
+            } else {
+                window_runs(program) as f64 / total as f64 / links_of(program) as f64
+            }
+        })
+        .collect();
+    let mut ranked: Vec<(f64, u64, UProbeLink)> = shares
+        .drain(..)
+        .zip(links)
+        .map(|(share, (_, site, link))| (share, site, link))
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked
+}
+
+/// The windows, even if a thread panicked holding them.
+pub fn lock(windows: &Mutex<Windows>) -> MutexGuard<'_, Windows> {
+    windows.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens or closes the window when due; what a close did. The uprobes are
+/// detached without holding the windows: the other processes of the
+/// executable go on meanwhile.
+pub fn step(windows: &Mutex<Windows>) -> Result<Option<Closed>> {
+    let closing = lock(windows).step()?;
+    Ok(closing.map(|mut closing| {
+        closing.detach();
+        lock(windows).closed(closing)
+    }))
+}
+
+/// Drives `windows` from a thread of their own (once: later calls do
+/// nothing) until no session holds them: each decision when due, and the
+/// hits of a window that stays open looked at every 10 ms, which no session's
+/// own work delays (a late look lets a program that turned busy pay the full
+/// cost meanwhile). `say_closes`: each close and why on stderr (`--verbose`).
+pub fn drive(windows: &Arc<Mutex<Windows>>, say_closes: bool) -> Result<()> {
+    if std::mem::replace(&mut lock(windows).driven, true) {
+        return Ok(());
+    }
+    let windows = Arc::downgrade(windows);
+    std::thread::Builder::new()
+        .name("windows".to_owned())
+        .spawn(move || {
+            let mut warned = false;
+            while let Some(due) = windows.upgrade().map(|w| lock(&w).due()) {
+                let wait = due.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait.min(LONGEST_SLEEP));
+                    continue;
+                }
+                let Some(held) = windows.upgrade() else { break };
+                match step(&held) {
+                    Ok(Some(closed)) if say_closes => eprintln!(
+                        "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
+                        closed.reasoning, closed.took, closed.hits_meanwhile
+                    ),
+                    Ok(_) => {}
+                    Err(error) if !warned => {
+                        eprintln!("gobpf-sched: WARNING: the windows of probes: {error:#}");
+                        warned = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .context("cannot start the thread of the windows")?;
+    Ok(())
 }
 
 /// The programs' mean run time per hit between two readings of their kernel

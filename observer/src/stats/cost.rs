@@ -18,6 +18,11 @@ pub struct ProbeCost {
     pub span_ns: u64,
     /// Uprobe hits in the span (always-on preemption probes included) ...
     pub probe_hits: u64,
+    /// ... and traps estimated while windows were being detached, after the
+    /// kernel had removed their programs (which no program counts: the
+    /// window's rate of hits over the time each link took to go, weighted by
+    /// its share of the hits), each costing the trap alone.
+    pub detach_traps: u64,
     /// ... each costing about this much: the trap (measured at start) plus
     /// the programs' own run time (the kernel's BPF statistics).
     pub per_hit_ns: f64,
@@ -25,8 +30,9 @@ pub struct ProbeCost {
     pub program_ns: Option<f64>,
     /// CPU time the target used in the span (/proc/PID/stat) ...
     pub target_cpu_ns: u64,
-    /// ... of which the probes took about this share (hits × per-hit cost ÷
-    /// the target's CPU time); None when the target used no measurable CPU.
+    /// ... of which the probes took about this share ((hits × per-hit cost +
+    /// detach traps × the trap's cost) ÷ the target's CPU time); None when
+    /// the target used no measurable CPU.
     pub estimated_overhead: Option<f64>,
     /// Windows opened so far, and how long the last one took to open (the
     /// uprobes attached again).

@@ -28,6 +28,10 @@ impl ProcState {
     }
 }
 
+/// The runtime times one in this many of a goroutine's leaves from the CPU
+/// (`gTrackingPeriod` in `runtime2.go`, 8 in Go 1.19 to 1.27).
+const GOROUTINE_TRACKING_PERIOD: u64 = 8;
+
 /// The scheduler at one moment.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct SchedState {
@@ -67,6 +71,19 @@ pub struct RuntimeCounters {
 }
 
 impl SchedState {
+    /// Goroutines that left the CPU so far, as the runtime counts them: parks,
+    /// yields and preemptions (from its `casgstatus`, every 8th of a
+    /// goroutine's leaves is timed until it runs again, each recorded once in
+    /// `sched.timeToRun`: its count × 8), plus syscalls (each P's
+    /// `syscalltick`; Go 1.19 also times them). What the transition probes
+    /// would see, without them: the duty cycle predicts a window's cost from it.
+    /// None where the histogram is not found.
+    pub fn goroutine_switches(&self) -> Option<u64> {
+        let sampled: u64 = self.counters.time_to_run.as_ref()?.counts.iter().sum();
+        let syscalls: u64 = self.procs.iter().map(|p| u64::from(p.syscalltick)).sum();
+        Some(sampled * GOROUTINE_TRACKING_PERIOD + syscalls)
+    }
+
     /// Runnable goroutines waiting in queues: global + local + runnext.
     pub fn runnable(&self) -> u64 {
         u64::from(self.global_runq)

@@ -8,6 +8,7 @@ pub mod machine;
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -82,9 +83,15 @@ impl Target {
         // Fields 14 (utime) and 15 (stime).
         let ticks: u64 =
             fields.get(14 - 3)?.parse::<u64>().ok()? + fields.get(15 - 3)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf only reads a system constant.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(ticks * 1_000_000_000 / per_second)
+        Some(ticks_to_ns(ticks))
+    }
+
+    /// How long the process has been running.
+    pub fn age(&self) -> Option<Duration> {
+        // Its start time counts clock ticks since boot, as CLOCK_BOOTTIME does.
+        let now = crate::stats::clock::read_clock(libc::CLOCK_BOOTTIME);
+        now.checked_sub(ticks_to_ns(self.start_time))
+            .map(Duration::from_nanos)
     }
 
     /// Where the executable link points (`... (deleted)` if the file was replaced),
@@ -216,6 +223,13 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// The fields of /proc/PID/stat from field 3 (state) on: the command name
 /// (field 2) is in parentheses and may contain spaces.
+/// Clock ticks (`/proc` times) in ns.
+fn ticks_to_ns(ticks: u64) -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000_000 / per_second
+}
+
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = stat.get(stat.rfind(')')? + 2..)?;
