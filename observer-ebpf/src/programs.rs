@@ -192,7 +192,11 @@ fn in_window(slot: u32, since_ns: u64) -> bool {
 #[inline(always)]
 fn transition_hit(slot: u32) -> bool {
     add(slot, counter::PROBE_HITS, 1);
-    WINDOW.get(slot).is_some_and(|start| *start != u64::MAX)
+    let open = WINDOW.get(slot).is_some_and(|start| *start != u64::MAX);
+    if !open {
+        add(slot, counter::CLOSING_HITS, 1);
+    }
+    open
 }
 
 #[inline(always)]

@@ -1295,6 +1295,8 @@ impl Session<'_> {
         let hits = to.snapshot.counters[counter::PROBE_HITS as usize]
             .saturating_sub(from.snapshot.counters[counter::PROBE_HITS as usize]);
         let detach_traps = to.detach_traps.saturating_sub(from.detach_traps);
+        let closing_hits = to.snapshot.counters[counter::CLOSING_HITS as usize]
+            .saturating_sub(from.snapshot.counters[counter::CLOSING_HITS as usize]);
         // The programs' own mean run time per hit, where the kernel counts it.
         let program_ns = windows::mean_run_ns(from.program_run, to.program_run)
             .or_else(|| windows::mean_run_ns(None, to.program_run));
@@ -1324,9 +1326,12 @@ impl Session<'_> {
             trap_ns: windows.trap_ns(),
             program_ns,
             target_cpu_ns,
+            closing_hits,
             detach_traps,
             estimated_overhead: (target_cpu_ns > 0).then(|| {
-                (hits as f64 * per_hit_ns + detach_traps as f64 * windows.trap_ns())
+                let traps = closing_hits + detach_traps;
+                (hits.saturating_sub(closing_hits) as f64 * per_hit_ns
+                    + traps as f64 * windows.trap_ns())
                     / target_cpu_ns as f64
             }),
             windows: windows.count().saturating_sub(self.windows_before),

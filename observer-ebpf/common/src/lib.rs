@@ -186,8 +186,11 @@ pub mod counter {
     pub const SAMPLE_STACKS_LOST: u32 = 25;
     /// ... and that could not be counted at all (`CPU_SAMPLES` is full).
     pub const SAMPLES_LOST: u32 = 26;
+    /// Hits of a transition probe while its window was being detached (also
+    /// in `PROBE_HITS`): the program only counted them, so each cost the trap.
+    pub const CLOSING_HITS: u32 = 27;
     /// Number of slots in the array.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
 }
 
 /// Slots of a log2 histogram: slot `i` counts values in `[2^i, 2^(i+1))` ns

@@ -66,16 +66,21 @@ const SHORTEST_RATE_SPAN: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WindowMeasure {
     pub hits: u64,
+    /// Of which hits while a window was being detached (the trap alone).
+    pub closing_hits: u64,
     pub target_cpu_ns: u64,
     /// None where the target's scheduler state cannot be read.
     pub switches: Option<u64>,
 }
 
 impl WindowMeasure {
-    /// The probes' cost (ns) and the target's CPU time (ns) from here to `now`.
-    fn since(&self, now: &Self, hit_ns: f64) -> (f64, f64) {
+    /// The probes' cost (ns) and the target's CPU time (ns) from here to
+    /// `now`: a hit costs `hit_ns`, one of a closing window the trap alone.
+    fn since(&self, now: &Self, hit_ns: f64, trap_ns: f64) -> (f64, f64) {
+        let closing = now.closing_hits.saturating_sub(self.closing_hits);
+        let hits = now.hits.saturating_sub(self.hits).saturating_sub(closing);
         (
-            now.hits.saturating_sub(self.hits) as f64 * hit_ns,
+            hits as f64 * hit_ns + closing as f64 * trap_ns,
             now.target_cpu_ns.saturating_sub(self.target_cpu_ns) as f64,
         )
     }
@@ -122,7 +127,7 @@ struct Member {
     /// The last window's cost per ns: the prediction where the switches
     /// cannot be read ...
     window_cost_rate: Option<f64>,
-    /// ... and its hits per ns, and its counters when it was closed.
+    /// ... its hits per ns when it was closed, and its counters then.
     window_hit_rate: f64,
     closing: WindowMeasure,
     /// While a window stays open: the hits past which the stretch being
@@ -164,8 +169,14 @@ impl Member {
     }
 
     /// Takes the counters `now` at `at` into the allowance and the rates.
-    fn look(&mut self, now: WindowMeasure, at: Instant, budget: f64, hit_ns: f64) {
-        let (cost_ns, cpu_ns) = self.last.since(&now, hit_ns);
+    fn look(
+        &mut self,
+        now: WindowMeasure,
+        at: Instant,
+        budget: f64,
+        (hit_ns, trap_ns): (f64, f64),
+    ) {
+        let (cost_ns, cpu_ns) = self.last.since(&now, hit_ns, trap_ns);
         self.allowance_ns += budget * cpu_ns - cost_ns;
         let span = at.saturating_duration_since(self.last_at);
         if span >= SHORTEST_RATE_SPAN {
@@ -208,7 +219,7 @@ impl Member {
     /// The window, open for `length`, closes (its detach begins): learns
     /// what it cost per switch and per ns, up to now (the detach puts the
     /// code back before it ends, while the switches go on).
-    fn window_closing(&mut self, length: Duration, hit_ns: f64) {
+    fn window_closing(&mut self, length: Duration, stretch: Duration, hit_ns: f64) {
         let hits = self.last.hits.saturating_sub(self.window_start.hits);
         if let Some(switches) = self.window_start.switches_since(&self.last)
             && switches >= SWITCHES_TO_LEARN
@@ -216,8 +227,11 @@ impl Member {
             self.hits_per_switch = hits as f64 / switches as f64;
         }
         let ns = length.as_nanos().max(1) as f64;
-        self.window_hit_rate = hits as f64 / ns;
         self.window_cost_rate = Some(hits as f64 * hit_ns / ns);
+        // The rate at the close: over the stretch that closed it (a window
+        // that stayed open may have been quiet until then).
+        let stretch_hits = self.last.hits.saturating_sub(self.start.hits);
+        self.window_hit_rate = stretch_hits as f64 / stretch.as_nanos().max(1) as f64;
         self.closing = self.last;
         self.hit_limit = None;
     }
@@ -256,8 +270,9 @@ pub struct DutyCycle {
     on_before: Duration,
     /// What the last window's detach cost, as time at its rate of hits.
     detach: Duration,
-    /// The cost of a hit at the last decision (ns).
+    /// The cost of a hit and of a trap alone at the last decision (ns).
     hit_ns: f64,
+    trap_ns: f64,
     /// Windows opened so far.
     pub windows: u64,
     /// Why the last window closed, and what that window taught (for
@@ -291,6 +306,7 @@ impl DutyCycle {
             on_before: Duration::ZERO,
             detach: DETACH_UNSEEN,
             hit_ns: 1000.0,
+            trap_ns: 1000.0,
             windows: u64::from(budget.is_none()),
             over: String::new(),
             reasoning: String::new(),
@@ -318,6 +334,11 @@ impl DutyCycle {
     /// ... no longer.
     pub fn leave(&mut self, pid: u32) {
         self.members.remove(&pid);
+    }
+
+    /// The last window's hits per ns, in every process it served.
+    pub fn window_hit_rate(&self) -> f64 {
+        self.members.values().map(|m| m.window_hit_rate).sum()
     }
 
     /// When [`DutyCycle::decide`] is due.
@@ -360,15 +381,20 @@ impl DutyCycle {
     /// At or after [`DutyCycle::due`]: `now`, each process's counters now,
     /// and the cost of one hit. Returns what to do with the probes; after
     /// closing them, call [`DutyCycle::closed`].
-    pub fn decide(&mut self, now: Instant, counters: &Measures, hit_ns: f64) -> Action {
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        counters: &Measures,
+        (hit_ns, trap_ns): (f64, f64),
+    ) -> Action {
         let Some(budget) = self.budget else {
             self.until = now + CHECK_EVERY;
             return Action::Keep;
         };
-        self.hit_ns = hit_ns;
+        (self.hit_ns, self.trap_ns) = (hit_ns, trap_ns);
         for (pid, member) in &mut self.members {
             if let Some(measure) = counters.get(pid) {
-                member.look(*measure, now, budget, hit_ns);
+                member.look(*measure, now, budget, (hit_ns, trap_ns));
             }
         }
         if self.open {
@@ -426,7 +452,7 @@ impl DutyCycle {
         let stretch = now.saturating_duration_since(self.since);
         let negligible = stretch.as_nanos() as f64 * NEGLIGIBLE_SHARE_OF_A_CORE;
         let over_budget = self.members.iter().find_map(|(pid, member)| {
-            let (cost_ns, cpu_ns) = member.start.since(&member.last, hit_ns);
+            let (cost_ns, cpu_ns) = member.start.since(&member.last, hit_ns, self.trap_ns);
             (cost_ns > budget * cpu_ns && cost_ns > negligible).then_some((*pid, cost_ns, cpu_ns))
         });
         if let Some((pid, cost_ns, cpu_ns)) = over_budget {
@@ -437,7 +463,7 @@ impl DutyCycle {
             );
             let length = now.saturating_duration_since(self.opened);
             for member in self.members.values_mut() {
-                member.window_closing(length, hit_ns);
+                member.window_closing(length, stretch, hit_ns);
             }
             return Action::Close;
         }
@@ -484,7 +510,7 @@ impl DutyCycle {
         let mut uncounted = Vec::new();
         for (pid, member) in &mut self.members {
             if let Some(measure) = counters.get(pid) {
-                member.look(*measure, now, budget, hit_ns);
+                member.look(*measure, now, budget, (hit_ns, trap_ns));
                 let trapped = (member.window_hit_rate * trapping.as_nanos() as f64) as u64;
                 let counted = member.last.hits.saturating_sub(member.closing.hits);
                 let traps = trapped.saturating_sub(counted);
@@ -522,6 +548,7 @@ mod tests {
     use super::*;
 
     const HIT_NS: f64 = 1000.0;
+    const COSTS: (f64, f64) = (HIT_NS, 500.0);
     const SECOND: Duration = Duration::from_secs(1);
 
     /// A process after `seconds`: CPU at `cores`, `switches` a second, and
@@ -529,6 +556,7 @@ mod tests {
     fn at(seconds: f64, cores: f64, switches: f64, hits: u64) -> WindowMeasure {
         WindowMeasure {
             hits,
+            closing_hits: 0,
             target_cpu_ns: (seconds * cores * 1e9) as u64,
             switches: Some((seconds * switches) as u64),
         }
@@ -555,9 +583,9 @@ mod tests {
         let start = Instant::now();
         let mut cycle = cycle(start, 100_000.0);
         let rate = |s: f64| at(1.0 + s, 1.0, 100_000.0, 0);
-        assert_eq!(cycle.decide(start, &one(rate(0.0)), HIT_NS), Action::Keep);
+        assert_eq!(cycle.decide(start, &one(rate(0.0)), COSTS), Action::Keep);
         let mut now = start;
-        while cycle.decide(now, &one(rate((now - start).as_secs_f64())), HIT_NS) == Action::Keep {
+        while cycle.decide(now, &one(rate((now - start).as_secs_f64())), COSTS) == Action::Keep {
             assert!(cycle.due() > now);
             now = cycle.due();
             assert!(
@@ -574,14 +602,14 @@ mod tests {
         let cpu_ns = |s: f64, probes_ns: u64| ((1.0 + s) * 1e9) as u64 + probes_ns;
         let mut at_close = at(1.0 + waited + 0.2, 1.0, 100_000.0, 80_000);
         at_close.target_cpu_ns = cpu_ns(waited + 0.2, 80_000_000);
-        assert_eq!(cycle.decide(closing, &one(at_close), HIT_NS), Action::Close);
+        assert_eq!(cycle.decide(closing, &one(at_close), COSTS), Action::Close);
         // ... then detached in 300 ms, with a tenth of the hits meanwhile.
         let detached = closing + 3 * CHECK_EVERY;
         let mut after = at(1.0 + waited + 0.5, 1.0, 100_000.0, 88_000);
         after.target_cpu_ns = cpu_ns(waited + 0.5, 88_000_000);
         // Its hits meanwhile are what the window's rate gives over 20 ms.
         let trapping = Duration::from_millis(20);
-        let uncounted = cycle.closed(closing, detached, &one(after), (HIT_NS, 500.0), trapping);
+        let uncounted = cycle.closed(closing, detached, &one(after), COSTS, trapping);
         assert_eq!(uncounted, [(1, 0)]);
         let share = after.hits as f64 * HIT_NS / (after.target_cpu_ns as f64 - 1e9);
         assert!(share <= 0.01, "{share}");
@@ -601,15 +629,15 @@ mod tests {
         let mut cycle = cycle(start, 100_000.0);
         cycle.members.get_mut(&1).unwrap().allowance_ns = 1e9;
         let open = at(1.0, 1.0, 100_000.0, 0);
-        assert_eq!(cycle.decide(start, &one(open), HIT_NS), Action::Open);
+        assert_eq!(cycle.decide(start, &one(open), COSTS), Action::Open);
         // 20,000 switches, 40,000 hits in 200 ms.
         let closing = start + WINDOW;
         let at_close = at(1.2, 1.0, 100_000.0, 40_000);
-        assert_eq!(cycle.decide(closing, &one(at_close), HIT_NS), Action::Close);
+        assert_eq!(cycle.decide(closing, &one(at_close), COSTS), Action::Close);
         let detached = closing + 3 * CHECK_EVERY;
         let after = at(1.5, 1.0, 100_000.0, 42_000);
         let trapping = Duration::from_millis(30);
-        let uncounted = cycle.closed(closing, detached, &one(after), (HIT_NS, 500.0), trapping);
+        let uncounted = cycle.closed(closing, detached, &one(after), COSTS, trapping);
         // 200 hits a ms for 30 ms, 2,000 of them counted.
         assert_eq!(uncounted, [(1, 4_000)]);
         assert!((cycle.members[&1].hits_per_switch - 2.0).abs() < 0.01);
@@ -618,7 +646,7 @@ mod tests {
         loop {
             let s = 1.5 + (now - detached).as_secs_f64();
             let measure = at(s, 1.0, 100_000.0, after.hits);
-            if cycle.decide(now, &one(measure), HIT_NS) == Action::Open {
+            if cycle.decide(now, &one(measure), COSTS) == Action::Open {
                 break;
             }
             now = cycle.due();
@@ -636,7 +664,7 @@ mod tests {
         // 100 switches a second at 4 hits: 0.04% of a core.
         let mut cycle = cycle(start, 100.0);
         assert_eq!(
-            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), HIT_NS),
+            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), COSTS),
             Action::Open
         );
         let mut now = start;
@@ -644,7 +672,7 @@ mod tests {
             now = cycle.due();
             let s = 1.0 + (now - start).as_secs_f64();
             let measure = at(s, 1.0, 100.0, 400 * step);
-            assert_eq!(cycle.decide(now, &one(measure), HIT_NS), Action::Keep);
+            assert_eq!(cycle.decide(now, &one(measure), COSTS), Action::Keep);
         }
         assert_eq!(cycle.windows, 1);
         assert_eq!(cycle.on_time(now), now - start);
@@ -658,7 +686,7 @@ mod tests {
         let start = Instant::now();
         let mut cycle = cycle(start, 100.0);
         assert_eq!(
-            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), HIT_NS),
+            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), COSTS),
             Action::Open
         );
         let look = cycle
@@ -674,7 +702,7 @@ mod tests {
         assert_eq!(cycle.due(), later);
         let mut measure = at(1.02, 1.0, 100.0, 2_000);
         measure.switches = Some(600);
-        assert_eq!(cycle.decide(later, &one(measure), HIT_NS), Action::Close);
+        assert_eq!(cycle.decide(later, &one(measure), COSTS), Action::Close);
     }
 
     /// A quiet program that turns busy: the window closes at the next check,
@@ -684,38 +712,40 @@ mod tests {
         let start = Instant::now();
         let mut cycle = cycle(start, 100.0);
         assert_eq!(
-            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), HIT_NS),
+            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), COSTS),
             Action::Open
         );
         // 100 s quiet: ~1 s of allowance saved.
         let quiet = start + 100 * SECOND;
         assert_eq!(
-            cycle.decide(quiet, &one(at(101.0, 1.0, 100.0, 40_000)), HIT_NS),
+            cycle.decide(quiet, &one(at(101.0, 1.0, 100.0, 40_000)), COSTS),
             Action::Keep
         );
         // Then 100 ms at 200,000 switches a second, 80,000 hits.
         let busy = quiet + CHECK_EVERY;
         let measure = WindowMeasure {
             hits: 120_000,
+            closing_hits: 0,
             target_cpu_ns: 101_180_000_000,
             switches: Some(10_100 + 20_000),
         };
-        assert_eq!(cycle.decide(busy, &one(measure), HIT_NS), Action::Close);
+        assert_eq!(cycle.decide(busy, &one(measure), COSTS), Action::Close);
         cycle.closed(
             busy,
             busy + DETACH_UNSEEN,
             &one(measure),
-            (HIT_NS, 500.0),
+            COSTS,
             DETACH_UNSEEN,
         );
         assert!(cycle.members[&1].allowance_ns <= 0.0);
         let later = busy + DETACH_UNSEEN + CHECK_EVERY;
         let measure = WindowMeasure {
             hits: 120_000,
+            closing_hits: 0,
             target_cpu_ns: 101_580_000_000,
             switches: Some(10_100 + 100_000),
         };
-        assert_eq!(cycle.decide(later, &one(measure), HIT_NS), Action::Keep);
+        assert_eq!(cycle.decide(later, &one(measure), COSTS), Action::Keep);
     }
 
     /// Two processes on the same probes: the window waits for the one that
@@ -727,12 +757,28 @@ mod tests {
         cycle.join(2, at(1.0, 1.0, 100_000.0, 0), start, Some(SECOND));
         let counters: Measures =
             [(1, at(1.0, 1.0, 100.0, 0)), (2, at(1.0, 1.0, 100_000.0, 0))].into();
-        assert_eq!(cycle.decide(start, &counters, HIT_NS), Action::Keep);
+        assert_eq!(cycle.decide(start, &counters, COSTS), Action::Keep);
         cycle.leave(2);
         assert_eq!(
-            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), HIT_NS),
+            cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), COSTS),
             Action::Open
         );
+    }
+
+    /// A hit of a closing window (its program only counted it) costs the
+    /// trap alone.
+    #[test]
+    fn closing_hits_cost_the_trap_alone() {
+        let before = WindowMeasure::default();
+        let after = WindowMeasure {
+            hits: 1_000,
+            closing_hits: 400,
+            target_cpu_ns: 10_000_000,
+            switches: None,
+        };
+        let (cost_ns, cpu_ns) = before.since(&after, HIT_NS, 500.0);
+        assert_eq!(cost_ns, 600.0 * HIT_NS + 400.0 * 500.0);
+        assert_eq!(cpu_ns, 10_000_000.0);
     }
 
     /// `--exact`: on from the start, never closes.
@@ -744,7 +790,7 @@ mod tests {
         assert!(cycle.is_open());
         let now = start + SECOND;
         assert_eq!(
-            cycle.decide(now, &one(at(2.0, 1.0, 1e6, 10_000_000)), HIT_NS),
+            cycle.decide(now, &one(at(2.0, 1.0, 1e6, 10_000_000)), COSTS),
             Action::Keep
         );
         assert_eq!(cycle.on_time(now), SECOND);

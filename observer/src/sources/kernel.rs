@@ -10,17 +10,18 @@
 //! sorts them by slot, and each process takes its own.
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    sync::{Arc, Mutex, MutexGuard, Weak},
-    time::Duration,
+    sync::{Arc, Condvar, Mutex, MutexGuard, Weak},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::{TracePoint, UProbe},
+    programs::{TracePoint, UProbe, uprobe::UProbeLink},
     util::nr_cpus,
 };
 use gobpf_sched_common::{
@@ -89,6 +90,19 @@ pub struct Kernel {
     /// read without taking the loaded programs (which attaching uprobes
     /// holds for up to ~100 ms, and the windows must not wait on).
     program_fds: Mutex<HashMap<&'static str, OwnedFd>>,
+    /// Windows' links waiting to be detached, and their turn (see
+    /// [`Kernel::detach_in_turn`]).
+    detaching: Mutex<DetachQueue>,
+    detach_turn: Condvar,
+}
+
+/// Links waiting to be detached: by rate of traps (the highest first), then
+/// in the order they came; and whether one is being detached.
+#[derive(Default)]
+struct DetachQueue {
+    waiting: BinaryHeap<(u64, Reverse<u64>)>,
+    tickets: u64,
+    busy: bool,
 }
 
 struct Loaded {
@@ -174,6 +188,8 @@ impl Kernel {
             shared_windows: Mutex::default(),
             stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
             program_fds: Mutex::default(),
+            detaching: Mutex::default(),
+            detach_turn: Condvar::new(),
         })
     }
 
@@ -327,6 +343,59 @@ impl Kernel {
     pub fn with_block_stacks<R>(&self, f: impl FnOnce(&BlockStacks) -> R) -> Option<R> {
         let stacks = self.block_stacks.as_ref()?;
         Some(f(&stacks.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// Detaches the links of a window, each when its turn comes. The kernel
+    /// detaches uprobes one at a time under a global lock, in no particular
+    /// order, and a site traps until its turn; here they go one after the
+    /// other, the one trapping at the highest rate (its `rates`, hits a
+    /// second in every process it serves) first, whatever window it is of:
+    /// the costliest sites get their code back first. (The programs of the
+    /// links that wait only count their hits: see `CLOSING_HITS`.) Returns
+    /// when each was gone, after `started`.
+    pub fn detach_in_turn(&self, links: Vec<(u64, UProbeLink)>, started: Instant) -> Vec<Duration> {
+        let lock = || self.detaching.lock().unwrap_or_else(|e| e.into_inner());
+        // Every link of the window waits before the first goes.
+        let tickets: Vec<(u64, Reverse<u64>)> = {
+            let mut queue = lock();
+            links
+                .iter()
+                .map(|(rate, _)| {
+                    let ticket = (*rate, Reverse(queue.tickets));
+                    queue.tickets += 1;
+                    queue.waiting.push(ticket);
+                    ticket
+                })
+                .collect()
+        };
+        std::thread::scope(|scope| {
+            let detaching: Vec<_> = links
+                .into_iter()
+                .zip(tickets)
+                .map(|((_, link), ticket)| {
+                    scope.spawn(move || {
+                        let mut queue = lock();
+                        while queue.busy || queue.waiting.peek() != Some(&ticket) {
+                            queue = self
+                                .detach_turn
+                                .wait(queue)
+                                .unwrap_or_else(|e| e.into_inner());
+                        }
+                        queue.waiting.pop();
+                        queue.busy = true;
+                        drop(queue);
+                        drop(link);
+                        lock().busy = false;
+                        self.detach_turn.notify_all();
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            detaching
+                .into_iter()
+                .map(|thread| thread.join().unwrap_or_else(|_| started.elapsed()))
+                .collect()
+        })
     }
 
     /// What `programs` have run in all (time, runs), by the kernel's

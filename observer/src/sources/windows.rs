@@ -21,6 +21,7 @@ use gobpf_sched_common::{Counters, counter};
 use crate::{
     sources::{
         duty_cycle::{Action, DutyCycle, Measures, WindowMeasure},
+        kernel::Kernel,
         probes::Probes,
         runtime_memory::{self, SchedLayout},
     },
@@ -28,9 +29,6 @@ use crate::{
     target::Target,
 };
 
-/// Between the detaches of a window's links (asked in parallel), so that
-/// they reach the kernel in order.
-const DETACH_STAGGER: Duration = Duration::from_millis(1);
 /// How often a site is read while its link is detached, and what the
 /// kernel's breakpoint there reads as (x86's `int3`).
 const SITE_POLL: Duration = Duration::from_millis(1);
@@ -107,20 +105,23 @@ pub struct Closing {
     /// A process the probes trap in: its memory, to see when each site holds
     /// its code again, and its load bias.
     process: Option<(File, u64)>,
+    /// The window's hits a second, in every process it served.
+    hit_rate: f64,
+    kernel: Arc<Kernel>,
     started: Instant,
     before: Measures,
     hit_ns: f64,
 }
 
 impl Closing {
-    /// Detaches the window's uprobes, in parallel (the busiest asked first):
-    /// the kernel removes each link's program at once, then puts the sites'
-    /// code back one at a time (~80 ms each here, under a global lock; seconds
-    /// for many at once). The traps meanwhile go uncounted: when each site
-    /// holds its code again (in one process the probes serve; else when its
-    /// link is gone) is kept to estimate them. (One after the other, in
-    /// order, would leave the later links' programs running meanwhile: more
-    /// costly, measured.)
+    /// Detaches the window's uprobes, each in its turn among those of every
+    /// window (`Kernel::detach_in_turn`: the kernel restores the sites one at
+    /// a time, ~80 ms each here, seconds for many at once; the busiest go
+    /// first). The programs of a closing window only count their hits; once
+    /// the kernel has removed a link's program, until its site holds its code
+    /// again, the traps go uncounted: when each site holds its code again (in
+    /// one process the probes serve; else when its link is gone) is kept to
+    /// estimate them.
     pub fn detach(&mut self) {
         let started = self.started;
         let sites: Vec<(f64, u64)> = self
@@ -130,21 +131,16 @@ impl Closing {
             .collect();
         let restored: Vec<Mutex<Option<Duration>>> =
             sites.iter().map(|_| Mutex::new(None)).collect();
+        let rates: Vec<(u64, UProbeLink)> = self
+            .links
+            .drain(..)
+            .map(|(share, _, link)| ((share * self.hit_rate) as u64, link))
+            .collect();
+        let kernel = &self.kernel;
         let gone: Vec<Duration> = std::thread::scope(|scope| {
-            let detaching: Vec<_> = self
-                .links
-                .drain(..)
-                .enumerate()
-                .map(|(rank, (_, _, link))| {
-                    scope.spawn(move || {
-                        std::thread::sleep(DETACH_STAGGER * rank as u32);
-                        drop(link);
-                        started.elapsed()
-                    })
-                })
-                .collect();
+            let detaching = scope.spawn(move || kernel.detach_in_turn(rates, started));
             if let Some((memory, load_bias)) = &self.process {
-                while !detaching.iter().all(|thread| thread.is_finished()) {
+                while !detaching.is_finished() {
                     for ((_, site), restored) in sites.iter().zip(&restored) {
                         let mut byte = [0u8];
                         let mut restored = restored.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,10 +154,9 @@ impl Closing {
                     std::thread::sleep(SITE_POLL);
                 }
             }
-            detaching
-                .into_iter()
-                .map(|thread| thread.join().unwrap_or_else(|_| started.elapsed()))
-                .collect()
+            let mut gone = detaching.join().unwrap_or_default();
+            gone.resize(sites.len(), started.elapsed());
+            gone
         });
         self.trapped = sites
             .iter()
@@ -253,7 +248,8 @@ impl Windows {
     /// The uprobe hits, the CPU time and the goroutine switches of `member`;
     /// None when it is gone.
     fn measure_of(&self, member: &Member) -> Option<WindowMeasure> {
-        let hits = self.hits_of(member.slot)?;
+        let [hits, closing_hits] =
+            self.counts_of(member.slot, [counter::PROBE_HITS, counter::CLOSING_HITS])?;
         let switches = member.sched.as_ref().and_then(|layout| {
             runtime_memory::read(member.target.pid, layout)
                 .ok()?
@@ -261,6 +257,7 @@ impl Windows {
         });
         Some(WindowMeasure {
             hits,
+            closing_hits,
             target_cpu_ns: member.target.cpu_time_ns()?,
             switches,
         })
@@ -270,19 +267,17 @@ impl Windows {
     fn hits(&self) -> HashMap<u32, u64> {
         self.members
             .iter()
-            .filter_map(|(pid, member)| Some((*pid, self.hits_of(member.slot)?)))
+            .filter_map(|(pid, member)| {
+                let [hits] = self.counts_of(member.slot, [counter::PROBE_HITS])?;
+                Some((*pid, hits))
+            })
             .collect()
     }
 
-    /// The uprobe hits of the process in `slot` (on every CPU).
-    fn hits_of(&self, slot: u32) -> Option<u64> {
+    /// The counters `which` of the process in `slot` (on every CPU).
+    fn counts_of<const N: usize>(&self, slot: u32, which: [u32; N]) -> Option<[u64; N]> {
         let per_cpu = self.counters.get(&slot, 0).ok()?;
-        Some(
-            per_cpu
-                .iter()
-                .map(|cpu| cpu[counter::PROBE_HITS as usize])
-                .sum(),
-        )
+        Some(which.map(|counter| per_cpu.iter().map(|cpu| cpu[counter as usize]).sum()))
     }
 
     /// The counters of every process served, now.
@@ -388,7 +383,10 @@ impl Windows {
             return Ok(None);
         }
         let slots: Vec<u32> = self.members.values().map(|member| member.slot).collect();
-        match self.duty_cycle.decide(Instant::now(), &now, hit_ns) {
+        match self
+            .duty_cycle
+            .decide(Instant::now(), &now, (hit_ns, self.trap_ns()))
+        {
             Action::Open => {
                 let started = Instant::now();
                 let start_ns = read_clock(libc::CLOCK_MONOTONIC);
@@ -435,6 +433,8 @@ impl Windows {
                     links: busiest_first(links, &runs, &self.runs_at_open),
                     trapped: Vec::new(),
                     process,
+                    hit_rate: self.duty_cycle.window_hit_rate() * 1e9,
+                    kernel: self.probes.kernel.clone(),
                     started,
                     before,
                     hit_ns,

@@ -18,6 +18,9 @@ pub struct ProbeCost {
     pub span_ns: u64,
     /// Uprobe hits in the span (always-on preemption probes included) ...
     pub probe_hits: u64,
+    /// ... of which while windows were being detached (their programs only
+    /// counted them: each cost the trap alone) ...
+    pub closing_hits: u64,
     /// ... and traps estimated while windows were being detached, after the
     /// kernel had removed their programs (which no program counts: the
     /// window's rate of hits over the time each link took to go, weighted by
@@ -30,9 +33,9 @@ pub struct ProbeCost {
     pub program_ns: Option<f64>,
     /// CPU time the target used in the span (/proc/PID/stat) ...
     pub target_cpu_ns: u64,
-    /// ... of which the probes took about this share ((hits × per-hit cost +
-    /// detach traps × the trap's cost) ÷ the target's CPU time); None when
-    /// the target used no measurable CPU.
+    /// ... of which the probes took about this share (((hits − closing hits)
+    /// × per-hit cost + (closing hits + detach traps) × the trap's cost) ÷
+    /// the target's CPU time); None when the target used no measurable CPU.
     pub estimated_overhead: Option<f64>,
     /// Windows opened so far, and how long the last one took to open (the
     /// uprobes attached again).
