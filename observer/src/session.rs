@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use gobpf_sched_common::{Event, counter, event_kind, sample_flags, stream};
+use gobpf_sched_common::{Counters, Event, counter, event_kind, sample_flags, stream};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -1167,19 +1167,21 @@ impl Session<'_> {
     fn report(&mut self, mut previous: Mark) -> Result<Mark> {
         let (before_at, sched_before) = (previous.at, previous.sched.clone());
         let top = self.args.top;
-        // No transition probe attached since the last interval: the
-        // per-goroutine totals cannot have changed; they move over instead of
-        // being read again (and no goroutine was active in the interval).
-        let unchanged = self.probes_on(Instant::now()) == previous.probes_on;
-        let (now, stats) = if unchanged {
-            let mut now = self.collector.snapshot_carrying(Some(HashMap::new()))?;
+        // No transition probe attached since the last interval, or none hit
+        // (a quiet program keeps its probes): the per-goroutine totals cannot
+        // have changed; they move over instead of being read again (and no
+        // goroutine was active in the interval).
+        let hits = |counters: &Counters| counters[counter::PROBE_HITS as usize];
+        let mut now = self.collector.snapshot_carrying(Some(HashMap::new()))?;
+        let unchanged = self.probes_on(Instant::now()) == previous.probes_on
+            || hits(&now.counters) == hits(&previous.snapshot.counters);
+        let stats = if unchanged {
             let stats = Stats::between(&previous.snapshot, &now, &self.names, top);
             now.goroutines = std::mem::take(&mut previous.snapshot.goroutines);
-            (now, stats)
+            stats
         } else {
-            let now = self.collector.snapshot()?;
-            let stats = Stats::between(&previous.snapshot, &now, &self.names, top);
-            (now, stats)
+            now.goroutines = self.collector.goroutines()?;
+            Stats::between(&previous.snapshot, &now, &self.names, top)
         };
         let totals = if self.outputs.need_totals() {
             Stats::between(&Snapshot::default(), &now, &self.names, top)

@@ -116,7 +116,7 @@ impl Collector {
     /// Reads the per-goroutine map and adds the retired goroutines; deletes
     /// the entries of goroutines that exited (final: marked after their last run
     /// slice), which this snapshot is the last to hold.
-    fn goroutines(&mut self) -> Result<HashMap<u64, GoroutineStats>> {
+    pub fn goroutines(&mut self) -> Result<HashMap<u64, GoroutineStats>> {
         let fd = self.goroutines.fd().as_fd().as_raw_fd();
         let mut goroutines: HashMap<u64, GoroutineStats> = self.retired.iter().copied().collect();
         let mut exited = Vec::new();
