@@ -1,6 +1,8 @@
 //! The transition probes in windows: the attached probes of one executable
 //! (for one process, or every watched process that runs it), when they are
-//! attached (`duty_cycle` decides, for each process), what a hit costs, and
+//! attached (`duty_cycle` decides, for each process; a thread of their own
+//! drives them: [`drive`]), what a hit costs, what detaching them costs (the
+//! traps until the kernel has put each site's code back: [`Closing`]), and
 //! when the preemption probes could see what a SIGURG did.
 
 use std::{
