@@ -24,7 +24,7 @@ use std::{
 use common::{
     ContainerCgroup, Fixture, Mode, Prometheus, Toolchain, build, claiming_version, free_port,
     full_matrix_toolchains, http_get, observer_binary, promtool, scenario, scratch_dir,
-    spawn_in_namespaces, toolchains,
+    spawn_in_namespaces, toolchains, wait_at_most,
 };
 use serde_json::Value;
 
@@ -285,17 +285,7 @@ impl Node {
     /// SIGINT; waits (at most 30 s) for the exit.
     fn interrupt(&mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait observer") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("gobpf-sched did not exit within 30 s of SIGINT");
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_at_most(&mut self.child, Duration::from_secs(30), "of SIGINT");
         // The reader threads end at EOF.
         self.stdout_lines.extend(self.stdout.iter());
         self.stderr_lines.extend(self.stderr.iter());

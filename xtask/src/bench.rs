@@ -313,15 +313,21 @@ pub(crate) fn observe_json(
     let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
     expect_line(&mut stderr, "gobpf-sched: attached")?;
     std::thread::spawn(move || stderr.lines().for_each(drop));
+    let lines = json_lines(&mut tracer)?;
+    Ok((tracer, lines))
+}
+
+/// The JSON objects `tracer` prints on stdout, read on a thread of their own
+/// until it closes it.
+pub(crate) fn json_lines(tracer: &mut Child) -> Result<std::thread::JoinHandle<Vec<Value>>> {
     let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
-    let lines = std::thread::spawn(move || {
+    Ok(std::thread::spawn(move || {
         stdout
             .lines()
             .map_while(Result::ok)
             .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
             .collect()
-    });
-    Ok((tracer, lines))
+    }))
 }
 
 /// Goroutines in the parked workload.

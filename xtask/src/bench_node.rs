@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    bench::{cpu_seconds, expect_line, peak_rss_kb},
+    bench::{cpu_seconds, expect_line, json_lines, peak_rss_kb},
     toolchains,
 };
 
@@ -208,15 +208,7 @@ fn observe(
         }
         all
     });
-    let stdout = BufReader::new(tracer.stdout.take().context("stdout")?);
-    let stdout = std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
-            .filter(|v| v["type"] == "summary")
-            .collect::<Vec<Value>>()
-    });
+    let stdout = json_lines(&mut tracer)?;
 
     let mut observed = Observed::default();
     let mut attached: HashMap<u32, f64> = HashMap::new();
@@ -298,9 +290,12 @@ fn observe(
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { kill(tracer_pid as i32, SIGINT) };
     let status = tracer.wait()?;
-    let summaries = stdout
+    let summaries: Vec<Value> = stdout
         .join()
-        .map_err(|_| anyhow::anyhow!("reading the observer's output failed"))?;
+        .map_err(|_| anyhow::anyhow!("reading the observer's output failed"))?
+        .into_iter()
+        .filter(|v| v["type"] == "summary")
+        .collect();
     let stderr = stderr.join().unwrap_or_default();
     std::fs::write(log, stderr.join("\n"))
         .with_context(|| format!("cannot write {}", log.display()))?;

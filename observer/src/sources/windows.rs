@@ -131,8 +131,7 @@ impl Closing {
             .iter()
             .map(|(share, site, _)| (*share, *site))
             .collect();
-        let restored: Vec<Mutex<Option<Duration>>> =
-            sites.iter().map(|_| Mutex::new(None)).collect();
+        let mut restored: Vec<Option<Duration>> = vec![None; sites.len()];
         let rates: Vec<(u64, UProbeLink)> = self
             .links
             .drain(..)
@@ -143,9 +142,8 @@ impl Closing {
             let detaching = scope.spawn(move || kernel.detach_in_turn(rates, started));
             if let Some((memory, load_bias)) = &self.process {
                 while !detaching.is_finished() {
-                    for ((_, site), restored) in sites.iter().zip(&restored) {
+                    for ((_, site), restored) in sites.iter().zip(&mut restored) {
                         let mut byte = [0u8];
-                        let mut restored = restored.lock().unwrap_or_else(|e| e.into_inner());
                         if restored.is_none()
                             && memory.read_exact_at(&mut byte, load_bias + site).is_ok()
                             && byte[0] != INT3
@@ -165,7 +163,6 @@ impl Closing {
             .zip(restored)
             .zip(gone)
             .map(|(((share, _), restored), gone)| {
-                let restored = restored.into_inner().unwrap_or_else(|e| e.into_inner());
                 (*share, restored.map_or(gone, |at| at.min(gone)))
             })
             .collect();
@@ -486,7 +483,7 @@ fn busiest_first(
     };
     let links_of = |program: &str| links.iter().filter(|(p, _, _)| *p == program).count();
     let total: u64 = runs.keys().map(|program| window_runs(program)).sum();
-    let mut shares: Vec<f64> = links
+    let shares: Vec<f64> = links
         .iter()
         .map(|(program, _, _)| {
             if total == 0 {
@@ -497,7 +494,7 @@ fn busiest_first(
         })
         .collect();
     let mut ranked: Vec<(f64, u64, UProbeLink)> = shares
-        .drain(..)
+        .into_iter()
         .zip(links)
         .map(|(share, (_, site, link))| (share, site, link))
         .collect();

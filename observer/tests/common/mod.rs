@@ -412,17 +412,7 @@ impl Observer {
 
     /// Waits (at most 60 s) for the observer to exit on its own.
     pub fn wait(mut self) -> Finished {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait observer") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("gobpf-sched did not exit within 60 s");
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_at_most(&mut self.child, Duration::from_secs(60), "on its own");
         let stdout: Vec<String> = self.stdout.iter().collect();
         self.stderr_lines.extend(self.stderr.iter());
         Finished {
@@ -1041,4 +1031,24 @@ pub fn perfetto_summary(file: &Path) -> Value {
         String::from_utf8_lossy(&parsed.stderr)
     );
     serde_json::from_slice(&parsed.stdout).unwrap()
+}
+
+/// Waits for the observer `child` to exit, at most `limit` (then kills it
+/// and fails, saying it did not exit `after` what).
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+    after: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait observer") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gobpf-sched did not exit within {limit:?} {after}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
