@@ -59,6 +59,96 @@ fn counts_are_exact_on_every_go_version() {
 /// Runs the scenario fixture built in `mode`, traced and untraced: the output
 /// is the same, the exit is seen, every count the program makes exact is
 /// (common::scenario), and the intervals add up.
+/// The transition probes of a program share one uprobe_multi link (the
+/// kernel has them since 6.6; a window's close then waits for no global
+/// lock); where the kernel has none (as `GOBPF_SCHED_NO_UPROBE_MULTI` makes
+/// it here) each site gets a perf-event link, and the counts are as exact.
+#[test]
+fn transition_probes_share_a_uprobe_multi_link_per_program() {
+    let toolchains = full_matrix_toolchains();
+    let toolchain = toolchains.last().expect("a toolchain");
+    let binary = build(toolchain, "scenario", Mode::Default);
+    for forced_off in [false, true] {
+        let v = format!(
+            "{} uprobe_multi forced off: {forced_off}",
+            toolchain.version
+        );
+        let env: &[(&str, &str)] = if forced_off {
+            &[("GOBPF_SCHED_NO_UPROBE_MULTI", "1")]
+        } else {
+            &[]
+        };
+        let args = scenario::args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut fixture = Fixture::spawn(&binary, &args);
+        let observer = Observer::attach_with_env(
+            std::path::Path::new(common::observer_binary()),
+            fixture.pid(),
+            &["--json", "--interval", "200ms", "--top", "100000"],
+            env,
+        );
+        // --exact: every probe is attached from the start.
+        let links = uprobe_links(observer.child.id());
+        let multi_sites: usize = links
+            .iter()
+            .filter(|(multi, _)| *multi)
+            .map(|(_, sites)| sites)
+            .sum();
+        let perf_sites = links.iter().filter(|(multi, _)| !multi).count();
+        assert_eq!(
+            multi_sites + perf_sites,
+            toolchain.expected_uprobes(),
+            "{v}: {links:?}"
+        );
+        if forced_off {
+            assert_eq!(multi_sites, 0, "{v}: {links:?}");
+        } else {
+            // sigtrampgo and preemptPark stay attached (perf-event links).
+            assert_eq!(perf_sites, 2, "{v}: {links:?}");
+            let multi_links = links.iter().filter(|(multi, _)| *multi).count();
+            assert!(multi_links < multi_sites, "{v}: {links:?}");
+        }
+        fixture.start();
+        let (status, output) = fixture.finish();
+        assert!(status.success(), "{v}");
+        let run = observer.wait();
+        assert!(run.status.success(), "{v}: {}", run.stderr);
+        // No note of a refusal: this kernel has uprobe_multi links.
+        assert!(!run.stderr.contains("uprobe_multi"), "{v}: {}", run.stderr);
+        let summary = run.only("summary");
+        assert_eq!(count(&summary, "dropped"), 0, "{v}");
+        assert_eq!(scenario::result_line(&output), scenario::expected_result());
+        scenario::Watched::new(v, output, summary, run.json()).check_counts();
+    }
+}
+
+/// The uprobe links process `pid` holds: (uprobe_multi, sites) for each,
+/// from its descriptors' fdinfo.
+fn uprobe_links(pid: u32) -> Vec<(bool, usize)> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| Some(line.strip_prefix(name)?.trim().to_owned()))
+        };
+        match (
+            field("link_type:").as_deref(),
+            field("event_type:").as_deref(),
+        ) {
+            (Some("uprobe_multi"), _) => {
+                let sites = field("uprobe_cnt:").and_then(|n| n.parse().ok()).unwrap();
+                links.push((true, sites));
+            }
+            (Some("perf"), Some("uprobe")) => links.push((false, 1)),
+            _ => {}
+        }
+    }
+    links
+}
+
 fn check_scenario(toolchain: &common::Toolchain, mode: Mode) {
     let binary = build(toolchain, "scenario", mode);
     let args = scenario::args();

@@ -281,7 +281,7 @@ fn delete_all<K>(fd: i32, keys: &[K]) -> Result<()> {
 ///
 /// # Safety
 /// `attr` must be valid for `command`.
-unsafe fn bpf(command: bpf_cmd, attr: &mut bpf_attr) -> libc::c_long {
+pub unsafe fn bpf(command: bpf_cmd, attr: &mut bpf_attr) -> libc::c_long {
     unsafe {
         libc::syscall(
             libc::SYS_bpf,

@@ -12,8 +12,12 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    os::fd::{AsFd, AsRawFd, OwnedFd},
-    sync::{Arc, Condvar, Mutex, MutexGuard, Weak},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    path::Path,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, Weak,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::{TracePoint, UProbe, uprobe::UProbeLink},
+    programs::{TracePoint, UProbe},
     util::nr_cpus,
 };
 use gobpf_sched_common::{
@@ -33,9 +37,21 @@ use crate::sources::{
     block_stacks::BlockStacks,
     calibration::{self, HitCost},
     drain::{delete_keys, visit_entries},
+    probes::Detachable,
     sampler::{self, Drained, Sampler, SamplerCost},
+    uprobe_multi::{self, MultiPrograms},
     windows::Windows,
 };
+
+/// Set (to anything) to attach the transition probes with one perf-event
+/// link per site, as on kernels without uprobe_multi links (to compare).
+pub const NO_UPROBE_MULTI_ENV: &str = "GOBPF_SCHED_NO_UPROBE_MULTI";
+
+/// Whether uprobe_multi links work here: not tried yet, they do, they were
+/// refused (or are not to be used).
+const MULTI_UNTRIED: u8 = 0;
+const MULTI_WORKS: u8 = 1;
+const MULTI_REFUSED: u8 = 2;
 
 /// The kernel object, built from `observer-ebpf/` by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -94,6 +110,13 @@ pub struct Kernel {
     /// [`Kernel::detach_in_turn`]).
     detaching: Mutex<DetachQueue>,
     detach_turn: Condvar,
+    /// The transition programs for uprobe_multi links (see `uprobe_multi`);
+    /// None when the object could not be prepared for them.
+    multi_programs: Option<MultiPrograms>,
+    /// Those loaded so far, by name.
+    multi_loaded: Mutex<HashMap<&'static str, Arc<OwnedFd>>>,
+    /// `MULTI_UNTRIED`, `MULTI_WORKS` or `MULTI_REFUSED`.
+    multi_state: AtomicU8,
 }
 
 /// Links waiting to be detached: by rate of traps (the highest first), then
@@ -138,6 +161,20 @@ impl Kernel {
             "the kernel refused the eBPF programs (is BPF enabled, and does this process \
              have CAP_BPF and CAP_PERFMON, e.g. as root outside a user namespace?)",
         )?;
+        // Before any map is taken out of the object: the programs for
+        // uprobe_multi links use the same maps.
+        let multi_programs = if std::env::var_os(NO_UPROBE_MULTI_ENV).is_some() {
+            None
+        } else {
+            MultiPrograms::prepare(EBPF_OBJECT, &ebpf)
+                .inspect_err(|error| {
+                    eprintln!(
+                        "gobpf-sched: note: no uprobe_multi links ({error:#}); the transition \
+                         probes use one perf-event link per site, slower to detach"
+                    );
+                })
+                .ok()
+        };
         let hit_cost = calibration::measure(&mut ebpf)?;
         // Always: an exec replaces what every probe of a process is attached
         // to (and, with discovery, starts a process to look at).
@@ -190,6 +227,13 @@ impl Kernel {
             program_fds: Mutex::default(),
             detaching: Mutex::default(),
             detach_turn: Condvar::new(),
+            multi_state: AtomicU8::new(if multi_programs.is_some() {
+                MULTI_UNTRIED
+            } else {
+                MULTI_REFUSED
+            }),
+            multi_programs,
+            multi_loaded: Mutex::default(),
         })
     }
 
@@ -345,26 +389,30 @@ impl Kernel {
         Some(f(&stacks.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    /// Detaches the links of a window, each when its turn comes. The kernel
-    /// detaches uprobes one at a time under a global lock, in no particular
-    /// order, and a site traps until its turn; here they go one after the
-    /// other, the one trapping at the highest rate (its `rates`, hits a
-    /// second in every process it serves) first, whatever window it is of:
-    /// the costliest sites get their code back first. (The programs of the
-    /// links that wait only count their hits: see `CLOSING_HITS`.) Returns
-    /// when each was gone, after `started`.
-    pub fn detach_in_turn(&self, links: Vec<(u64, UProbeLink)>, started: Instant) -> Vec<Duration> {
+    /// Detaches the links of a window: the uprobe_multi links at once, side
+    /// by side (no global lock; see `uprobe_multi`), the perf-event links
+    /// each when its turn comes. The kernel detaches those one at a time
+    /// under a global lock, in no particular order, and a site traps until
+    /// its turn; here they go one after the other, the one trapping at the
+    /// highest rate (its `rates`, hits a second in every process it serves)
+    /// first, whatever window it is of: the costliest sites get their code
+    /// back first. (The programs of the links that wait only count their
+    /// hits: see `CLOSING_HITS`.) Returns when each was gone, after `started`.
+    pub fn detach_in_turn(&self, links: Vec<(u64, Detachable)>, started: Instant) -> Vec<Duration> {
         let lock = || self.detaching.lock().unwrap_or_else(|e| e.into_inner());
-        // Every link of the window waits before the first goes.
-        let tickets: Vec<(u64, Reverse<u64>)> = {
+        // Every perf-event link of the window waits before the first goes.
+        let tickets: Vec<Option<(u64, Reverse<u64>)>> = {
             let mut queue = lock();
             links
                 .iter()
-                .map(|(rate, _)| {
+                .map(|(rate, link)| {
+                    let Detachable::PerfEvent(_) = link else {
+                        return None;
+                    };
                     let ticket = (*rate, Reverse(queue.tickets));
                     queue.tickets += 1;
                     queue.waiting.push(ticket);
-                    ticket
+                    Some(ticket)
                 })
                 .collect()
         };
@@ -374,6 +422,10 @@ impl Kernel {
                 .zip(tickets)
                 .map(|((_, link), ticket)| {
                     scope.spawn(move || {
+                        let Some(ticket) = ticket else {
+                            drop(link);
+                            return started.elapsed();
+                        };
                         let mut queue = lock();
                         while queue.busy || queue.waiting.peek() != Some(&ticket) {
                             queue = self
@@ -399,10 +451,12 @@ impl Kernel {
     }
 
     /// What `programs` have run in all (time, runs), by the kernel's
-    /// statistics, for every process they serve; None when off.
+    /// statistics, for every process they serve (both their instances: for
+    /// perf-event links and for uprobe_multi links); None when off.
     pub fn program_run_time(&self, programs: &[&'static str]) -> Option<(Duration, u64)> {
         self.stats.as_ref()?;
         let mut fds = self.program_fds.lock().unwrap_or_else(|e| e.into_inner());
+        let multi = self.multi_loaded.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = (Duration::ZERO, 0);
         for &name in programs {
             if !fds.contains_key(name) {
@@ -412,11 +466,63 @@ impl Kernel {
                 })?;
                 fds.insert(name, fd);
             }
-            let (run_time, runs) = run_statistics(&fds[name])?;
-            total.0 += run_time;
-            total.1 += runs;
+            let instances = std::iter::once(&fds[name]).chain(multi.get(name).map(|fd| &**fd));
+            for fd in instances {
+                let (run_time, runs) = run_statistics(fd)?;
+                total.0 += run_time;
+                total.1 += runs;
+            }
         }
         Some(total)
+    }
+
+    /// Links program `name` at `sites` (file offset, cookie) of `exe` with
+    /// one uprobe_multi link (in process `pid` only, or every process that
+    /// runs it); None when such links do not work here (then the caller
+    /// attaches one perf-event uprobe per site). The first refusal is taken
+    /// for the kernel's and said once; later ones are errors.
+    pub fn multi_link(
+        &self,
+        name: &'static str,
+        exe: &Path,
+        sites: &[(u64, u64)],
+        pid: Option<u32>,
+    ) -> Option<Result<OwnedFd>> {
+        let programs = self.multi_programs.as_ref()?;
+        if self.multi_state.load(Ordering::Relaxed) == MULTI_REFUSED {
+            return None;
+        }
+        let linked = (|| {
+            let program = {
+                let mut loaded = self.multi_loaded.lock().unwrap_or_else(|e| e.into_inner());
+                match loaded.get(name) {
+                    Some(fd) => fd.clone(),
+                    None => {
+                        let fd = Arc::new(programs.load(name)?);
+                        loaded.insert(name, fd.clone());
+                        fd
+                    }
+                }
+            };
+            let link = uprobe_multi::attach(program.as_fd(), exe, sites, pid)
+                .with_context(|| format!("cannot attach {name} with a uprobe_multi link"))?;
+            anyhow::Ok(link)
+        })();
+        match linked {
+            Ok(link) => {
+                self.multi_state.store(MULTI_WORKS, Ordering::Relaxed);
+                Some(Ok(link))
+            }
+            Err(error) if self.multi_state.load(Ordering::Relaxed) == MULTI_UNTRIED => {
+                self.multi_state.store(MULTI_REFUSED, Ordering::Relaxed);
+                eprintln!(
+                    "gobpf-sched: note: uprobe_multi links are refused here ({error:#}); \
+                     the transition probes use one perf-event link per site, slower to detach"
+                );
+                None
+            }
+            Err(error) => Some(Err(error)),
+        }
     }
 }
 
@@ -451,6 +557,11 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str)
 fn duplicate(data: &MapData) -> Result<MapData> {
     let fd = data.fd().as_fd().try_clone_to_owned()?;
     Ok(MapData::from_fd(fd)?)
+}
+
+/// The descriptor of a map the object still holds.
+pub fn map_fd(map: &Map) -> BorrowedFd<'_> {
+    map_data(map).fd().as_fd()
 }
 
 /// The data of a map the object still holds.

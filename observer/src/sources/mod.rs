@@ -17,4 +17,5 @@ pub mod kernel;
 pub mod probes;
 pub mod runtime_memory;
 pub mod sampler;
+pub mod uprobe_multi;
 pub mod windows;

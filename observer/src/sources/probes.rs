@@ -3,6 +3,7 @@
 
 use std::{
     num::NonZeroU32,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -10,7 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
-    maps::Array,
+    maps::{Array, MapData},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
@@ -260,8 +261,13 @@ pub fn plan(binary: &GoBinary, facets: &[Facet], block_stacks: bool) -> Result<V
 /// the observer's death does too).
 pub struct Probes {
     pub kernel: Arc<Kernel>,
-    /// The transition probes, attached in windows: their links while attached.
-    windowed: Vec<(PlannedProbe, Option<UProbeLinkId>)>,
+    /// The transition probes, attached in windows ...
+    windowed: Vec<PlannedProbe>,
+    /// ... the open window's links (none: closed).
+    window: Vec<WindowLink>,
+    /// Each process's window start, as the programs read it (a handle of
+    /// its own: setting it does not wait for the loaded programs' lock).
+    window_starts: Array<MapData, u64>,
     /// The probes attached all the time (until the executable is let go).
     fixed: Vec<(&'static str, UProbeLinkId)>,
     exe: PathBuf,
@@ -271,10 +277,44 @@ pub struct Probes {
     pub hit_cost: HitCost,
 }
 
+/// A link of an open window: one program's.
+enum WindowLink {
+    /// At every site of the program, with one uprobe_multi link.
+    Multi { program: &'static str, fd: OwnedFd },
+    /// At one site (a perf-event link, held by aya's program).
+    PerfEvent {
+        program: &'static str,
+        site: u64,
+        id: UProbeLinkId,
+    },
+}
+
+impl WindowLink {
+    fn program(&self) -> &'static str {
+        match self {
+            Self::Multi { program, .. } | Self::PerfEvent { program, .. } => program,
+        }
+    }
+}
+
+/// A window's link taken to be detached (dropping it does).
+pub enum Detachable {
+    Multi(OwnedFd),
+    PerfEvent(UProbeLink),
+}
+
+/// A window's link to detach, with its program and its sites (link-time
+/// addresses).
+pub struct TakenLink {
+    pub program: &'static str,
+    pub sites: Vec<u64>,
+    pub link: Detachable,
+}
+
 impl Probes {
     /// Whether the transition probes are attached.
     pub fn window_open(&self) -> bool {
-        self.windowed.iter().any(|(_, link)| link.is_some())
+        !self.window.is_empty()
     }
 
     /// Whether there are transition probes at all.
@@ -282,25 +322,50 @@ impl Probes {
         !self.windowed.is_empty()
     }
 
-    /// Attaches the transition probes; what they record for the processes in
-    /// `slots` from now on starts at `start_ns` (CLOCK_MONOTONIC): state from
-    /// earlier windows gives no duration.
+    /// Attaches the transition probes (those not attached yet, after a
+    /// failure): one uprobe_multi link per program, or, where the kernel has
+    /// none, one perf-event link per site. What they record for the processes
+    /// in `slots` from now on starts at `start_ns` (CLOCK_MONOTONIC): state
+    /// from earlier windows gives no duration.
     pub fn open_window(&mut self, slots: &[u32], start_ns: u64) -> Result<()> {
         for &slot in slots {
             self.set_window_start(slot, start_ns)?;
         }
+        for program in self.transition_programs() {
+            if self.window.iter().any(|link| link.program() == program) {
+                continue;
+            }
+            let sites: Vec<(u64, u64)> = self
+                .windowed
+                .iter()
+                .filter(|probe| probe.program == program)
+                .map(|probe| (probe.file_offset, probe.cookie))
+                .collect();
+            let pid = self.pid.map(NonZeroU32::get);
+            match self.kernel.multi_link(program, &self.exe, &sites, pid) {
+                Some(fd) => self.window.push(WindowLink::Multi { program, fd: fd? }),
+                None => self.open_perf_links(program)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `program` at each of its sites with a perf-event link.
+    fn open_perf_links(&mut self, program: &'static str) -> Result<()> {
         let (exe, pid) = (&self.exe, self.pid);
         self.kernel.with_ebpf(|ebpf| {
-            for (probe, link) in &mut self.windowed {
-                if link.is_some() {
+            for probe in self.windowed.iter().filter(|p| p.program == program) {
+                let site = probe.address + probe.site_offset;
+                if self
+                    .window
+                    .iter()
+                    .any(|link| matches!(link, WindowLink::PerfEvent { site: s, .. } if *s == site))
+                {
                     continue;
                 }
-                *link = Some(attach_uprobe(
-                    uprobe(ebpf, probe.program)?,
-                    probe,
-                    exe,
-                    pid,
-                )?);
+                let id = attach_uprobe(uprobe(ebpf, program)?, probe, exe, pid)?;
+                self.window
+                    .push(WindowLink::PerfEvent { program, site, id });
             }
             Ok(())
         })
@@ -308,44 +373,64 @@ impl Probes {
 
     /// What the kernel programs take as the start of the current window of
     /// the process in `slot`.
-    pub fn set_window_start(&self, slot: u32, start_ns: u64) -> Result<()> {
-        let mut window: Array<_, u64> = self.kernel.open_map("WINDOW")?;
-        window.set(slot, start_ns, 0)?;
+    pub fn set_window_start(&mut self, slot: u32, start_ns: u64) -> Result<()> {
+        self.window_starts.set(slot, start_ns, 0)?;
         Ok(())
     }
 
     /// Takes the transition probes' links, to detach (dropping them puts the
     /// original instructions back at their sites; the programs stay loaded).
-    /// Each comes with its program and its site (link-time address).
-    pub fn take_window(&mut self, slots: &[u32]) -> Result<Vec<(&'static str, u64, UProbeLink)>> {
+    pub fn take_window(&mut self, slots: &[u32]) -> Result<Vec<TakenLink>> {
         // From now on no state gives a duration, nor tells what runs on a
         // thread: the probes are about to miss what happens.
         for &slot in slots {
             self.set_window_start(slot, u64::MAX)?;
         }
-        self.kernel.with_ebpf(|ebpf| {
-            let mut links = Vec::with_capacity(self.windowed.len());
-            for (probe, link) in &mut self.windowed {
-                let Some(id) = link.take() else { continue };
-                links.push((
-                    probe.program,
-                    probe.address + probe.site_offset,
-                    uprobe(ebpf, probe.program)?
-                        .take_link(id)
-                        .with_context(|| {
-                            format!("cannot detach the uprobe on {}", probe.function)
-                        })?,
-                ));
+        let sites_of = |program: &str| -> Vec<u64> {
+            self.windowed
+                .iter()
+                .filter(|probe| probe.program == program)
+                .map(|probe| probe.address + probe.site_offset)
+                .collect()
+        };
+        let mut taken = Vec::with_capacity(self.window.len());
+        let mut perf_links = Vec::new();
+        for link in std::mem::take(&mut self.window) {
+            match link {
+                WindowLink::Multi { program, fd } => taken.push(TakenLink {
+                    program,
+                    sites: sites_of(program),
+                    link: Detachable::Multi(fd),
+                }),
+                WindowLink::PerfEvent { program, site, id } => perf_links.push((program, site, id)),
             }
-            Ok(links)
-        })
+        }
+        // aya's links are held by its programs: taken under their lock
+        // (which attaching holds for up to ~100 ms: not for uprobe_multi
+        // links).
+        if !perf_links.is_empty() {
+            self.kernel.with_ebpf(|ebpf| {
+                for (program, site, id) in perf_links {
+                    let link = uprobe(ebpf, program)?
+                        .take_link(id)
+                        .with_context(|| format!("cannot detach the uprobe of {program}"))?;
+                    taken.push(TakenLink {
+                        program,
+                        sites: vec![site],
+                        link: Detachable::PerfEvent(link),
+                    });
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        Ok(taken)
     }
 
     /// The transition programs (for their run time in the kernel's
     /// statistics: `Kernel::program_run_time`; they serve every watched
     /// process, so that is what a hit costs, in any of them).
     pub fn transition_programs(&self) -> Vec<&'static str> {
-        let mut names: Vec<&str> = self.windowed.iter().map(|(p, _)| p.program).collect();
+        let mut names: Vec<&str> = self.windowed.iter().map(|p| p.program).collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -355,16 +440,19 @@ impl Probes {
 impl Drop for Probes {
     fn drop(&mut self) {
         let mut links = Vec::new();
+        let mut perf_links = Vec::new();
+        for link in std::mem::take(&mut self.window) {
+            match link {
+                WindowLink::Multi { fd, .. } => links.push(Detachable::Multi(fd)),
+                WindowLink::PerfEvent { program, id, .. } => perf_links.push((program, id)),
+            }
+        }
         self.kernel.with_ebpf(|ebpf| {
-            let windowed = self
-                .windowed
-                .iter_mut()
-                .filter_map(|(probe, link)| Some((probe.program, link.take()?)));
-            for (program, id) in windowed.chain(self.fixed.drain(..)) {
+            for (program, id) in perf_links.into_iter().chain(self.fixed.drain(..)) {
                 if let Ok(program) = uprobe(ebpf, program)
                     && let Ok(link) = program.take_link(id)
                 {
-                    links.push(link);
+                    links.push(Detachable::PerfEvent(link));
                 }
             }
         });
@@ -490,6 +578,8 @@ pub fn attach(
     let mut probes = Probes {
         kernel: kernel.clone(),
         windowed: Vec::new(),
+        window: Vec::new(),
+        window_starts: kernel.open_map("WINDOW")?,
         fixed: Vec::new(),
         exe: exe.to_owned(),
         pid,
@@ -501,7 +591,7 @@ pub fn attach(
             // a window opens.
             let program = uprobe(ebpf, probe.program)?;
             if probe.windowed {
-                probes.windowed.push((probe.clone(), None));
+                probes.windowed.push(probe.clone());
             } else {
                 let link = attach_uprobe(program, probe, exe, pid)?;
                 probes.fixed.push((probe.program, link));

@@ -14,17 +14,14 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::{
-    maps::{MapData, PerCpuArray},
-    programs::uprobe::UProbeLink,
-};
+use aya::maps::{MapData, PerCpuArray};
 use gobpf_sched_common::{Counters, counter};
 
 use crate::{
     sources::{
         duty_cycle::{Action, DutyCycle, Measures, WindowMeasure},
         kernel::Kernel,
-        probes::Probes,
+        probes::{Detachable, Probes, TakenLink},
         runtime_memory::{self, SchedLayout},
     },
     stats::clock::read_clock,
@@ -100,8 +97,8 @@ pub struct Closed {
 /// meanwhile), then [`Windows::closed`].
 pub struct Closing {
     /// Each link with the share of the window's hits its program took (split
-    /// between the links of a program) and its site, the busiest first ...
-    links: Vec<(f64, u64, UProbeLink)>,
+    /// between the links of a program), the busiest first ...
+    links: Vec<(f64, TakenLink)>,
     /// ... and, once detached, how long each share kept trapping.
     trapped: Vec<(f64, Duration)>,
     /// A process the probes trap in: its memory, to see when each site holds
@@ -111,44 +108,54 @@ pub struct Closing {
     hit_rate: f64,
     kernel: Arc<Kernel>,
     started: Instant,
+    /// When its links were taken to detach, after `started`.
+    taken: Duration,
     before: Measures,
     hit_ns: f64,
 }
 
 impl Closing {
-    /// Detaches the window's uprobes, each in its turn among those of every
-    /// window (`Kernel::detach_in_turn`: the kernel restores the sites one at
-    /// a time, ~80 ms each here, seconds for many at once; the busiest go
-    /// first). The programs of a closing window only count their hits; once
-    /// the kernel has removed a link's program, until its site holds its code
-    /// again, the traps go uncounted: when each site holds its code again (in
-    /// one process the probes serve; else when its link is gone) is kept to
-    /// estimate them.
+    /// Detaches the window's uprobes (`Kernel::detach_in_turn`: the
+    /// uprobe_multi links at once; perf-event links each in its turn among
+    /// those of every window: the kernel restores their sites one at a time,
+    /// ~80 ms each here, seconds for many at once; the busiest go first).
+    /// The programs of a closing window only count their hits; once the
+    /// kernel has removed a perf-event link's program, until its site holds
+    /// its code again, the traps go uncounted: when each link's sites hold
+    /// their code again (in one process the probes serve; else when the link
+    /// is gone) is kept to estimate them.
     pub fn detach(&mut self) {
         let started = self.started;
-        let sites: Vec<(f64, u64)> = self
+        let sites: Vec<(f64, Vec<u64>)> = self
             .links
             .iter()
-            .map(|(share, site, _)| (*share, *site))
+            .map(|(share, taken)| (*share, taken.sites.clone()))
             .collect();
-        let mut restored: Vec<Option<Duration>> = vec![None; sites.len()];
-        let rates: Vec<(u64, UProbeLink)> = self
+        // When each site of each link read as code again.
+        let mut restored: Vec<Vec<Option<Duration>>> = sites
+            .iter()
+            .map(|(_, sites)| vec![None; sites.len()])
+            .collect();
+        let rates: Vec<(u64, Detachable)> = self
             .links
             .drain(..)
-            .map(|(share, _, link)| ((share * self.hit_rate) as u64, link))
+            .map(|(share, taken)| ((share * self.hit_rate) as u64, taken.link))
             .collect();
         let kernel = &self.kernel;
         let gone: Vec<Duration> = std::thread::scope(|scope| {
             let detaching = scope.spawn(move || kernel.detach_in_turn(rates, started));
             if let Some((memory, load_bias)) = &self.process {
                 while !detaching.is_finished() {
-                    for ((_, site), restored) in sites.iter().zip(&mut restored) {
-                        let mut byte = [0u8];
-                        if restored.is_none()
-                            && memory.read_exact_at(&mut byte, load_bias + site).is_ok()
-                            && byte[0] != INT3
-                        {
-                            *restored = Some(started.elapsed());
+                    let link_sites = sites.iter().zip(&mut restored);
+                    for ((_, sites), restored) in link_sites {
+                        for (site, restored) in sites.iter().zip(restored) {
+                            let mut byte = [0u8];
+                            if restored.is_none()
+                                && memory.read_exact_at(&mut byte, load_bias + site).is_ok()
+                                && byte[0] != INT3
+                            {
+                                *restored = Some(started.elapsed());
+                            }
                         }
                     }
                     std::thread::sleep(SITE_POLL);
@@ -163,7 +170,11 @@ impl Closing {
             .zip(restored)
             .zip(gone)
             .map(|(((share, _), restored), gone)| {
-                (*share, restored.map_or(gone, |at| at.min(gone)))
+                // The last of its sites, if every one was seen restored.
+                let all_restored: Option<Duration> = restored
+                    .into_iter()
+                    .try_fold(Duration::ZERO, |last, at| Some(last.max(at?)));
+                (*share, all_restored.map_or(gone, |at| at.min(gone)))
             })
             .collect();
     }
@@ -423,6 +434,7 @@ impl Windows {
                 }
                 let runs = self.program_runs();
                 let links = self.probes.take_window(&slots)?;
+                let taken = started.elapsed();
                 self.closing = true;
                 let process = self.members.values().find_map(|member| {
                     let memory = File::open(format!("/proc/{}/mem", member.target.pid)).ok()?;
@@ -435,6 +447,7 @@ impl Windows {
                     hit_rate: self.duty_cycle.window_hit_rate() * 1e9,
                     kernel: self.probes.kernel.clone(),
                     started,
+                    taken,
                     before,
                     hit_ns,
                 }))
@@ -460,7 +473,10 @@ impl Windows {
         self.closing = false;
         let hits = |measures: &Measures| measures.values().map(|m| m.hits).sum::<u64>();
         Closed {
-            reasoning: format!("{}; {}", self.duty_cycle.over, self.duty_cycle.reasoning),
+            reasoning: format!(
+                "{}; {} (links taken to detach after {:?})",
+                self.duty_cycle.over, self.duty_cycle.reasoning, closing.taken
+            ),
             took: closing.started.elapsed(),
             hits_meanwhile: hits(&after).saturating_sub(hits(&closing.before)),
         }
@@ -471,33 +487,29 @@ impl Windows {
 /// the window's runs (`runs` now, `at_open` when it opened), split between
 /// the links of a program; equal shares when the statistics are off.
 fn busiest_first(
-    links: Vec<(&'static str, u64, UProbeLink)>,
+    links: Vec<TakenLink>,
     runs: &HashMap<&'static str, u64>,
     at_open: &HashMap<&'static str, u64>,
-) -> Vec<(f64, u64, UProbeLink)> {
+) -> Vec<(f64, TakenLink)> {
     let window_runs = |program: &str| {
         runs.get(program)
             .copied()
             .unwrap_or(0)
             .saturating_sub(at_open.get(program).copied().unwrap_or(0))
     };
-    let links_of = |program: &str| links.iter().filter(|(p, _, _)| *p == program).count();
+    let links_of = |program: &str| links.iter().filter(|l| l.program == program).count();
     let total: u64 = runs.keys().map(|program| window_runs(program)).sum();
     let shares: Vec<f64> = links
         .iter()
-        .map(|(program, _, _)| {
+        .map(|link| {
             if total == 0 {
                 1.0 / links.len() as f64
             } else {
-                window_runs(program) as f64 / total as f64 / links_of(program) as f64
+                window_runs(link.program) as f64 / total as f64 / links_of(link.program) as f64
             }
         })
         .collect();
-    let mut ranked: Vec<(f64, u64, UProbeLink)> = shares
-        .into_iter()
-        .zip(links)
-        .map(|(share, (_, site, link))| (share, site, link))
-        .collect();
+    let mut ranked: Vec<(f64, TakenLink)> = shares.into_iter().zip(links).collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
     ranked
 }

@@ -337,6 +337,11 @@ impl Observer {
     /// Like [`Observer::attach`], with the gobpf-sched binary at `binary`
     /// (an installed one).
     pub fn attach_using(binary: &Path, pid: u32, args: &[&str]) -> Self {
+        Self::attach_with_env(binary, pid, args, &[])
+    }
+
+    /// Like [`Observer::attach_using`], with `env` set for the observer.
+    pub fn attach_with_env(binary: &Path, pid: u32, args: &[&str], env: &[(&str, &str)]) -> Self {
         let exact: &[&str] = if args.contains(&"--overhead-budget") {
             &[]
         } else {
@@ -346,6 +351,7 @@ impl Observer {
             .args(["attach", "--pid", &pid.to_string()])
             .args(exact)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
