@@ -422,6 +422,7 @@ impl Kernel {
                 .zip(tickets)
                 .map(|((_, link), ticket)| {
                     scope.spawn(move || {
+                        crate::sources::windows::prompt_thread();
                         let Some(ticket) = ticket else {
                             drop(link);
                             return started.elapsed();

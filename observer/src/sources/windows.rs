@@ -543,6 +543,7 @@ pub fn drive(windows: &Arc<Mutex<Windows>>, say_closes: bool) -> Result<()> {
     std::thread::Builder::new()
         .name("windows".to_owned())
         .spawn(move || {
+            prompt_thread();
             let mut warned = false;
             while let Some(due) = windows.upgrade().map(|w| lock(&w).due()) {
                 let wait = due.saturating_duration_since(Instant::now());
@@ -567,6 +568,15 @@ pub fn drive(windows: &Arc<Mutex<Windows>>, say_closes: bool) -> Result<()> {
         })
         .context("cannot start the thread of the windows")?;
     Ok(())
+}
+
+/// Makes the calling thread the first to run when it wakes (nice -20; it
+/// sleeps nearly all the time): a window's close must not wait behind the
+/// busy programs it watches (on a loaded machine a 10 ms look came 100 ms
+/// late, at the probes' full cost). Best effort.
+pub fn prompt_thread() {
+    // SAFETY: no memory preconditions; 0 is the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
 }
 
 /// The programs' mean run time per hit between two readings of their kernel
