@@ -182,6 +182,8 @@ pub fn read(pid: u32, layout: &GoroutinesLayout) -> Result<GoroutineList> {
     let mut goroutines = Vec::with_capacity(addresses.len());
     let ranges = layout.ranges(&addresses);
     let mut batch_start = 0;
+    // One buffer for every batch.
+    let mut data = Vec::new();
     while batch_start < ranges.len() {
         let mut batch_end = batch_start;
         let mut bytes = 0;
@@ -193,7 +195,7 @@ pub fn read(pid: u32, layout: &GoroutinesLayout) -> Result<GoroutineList> {
         }
         let batch = &ranges[batch_start..batch_end];
         let spans: Vec<(u64, usize)> = batch.iter().map(|r| (r.address, r.len)).collect();
-        let (data, read) = read_ranges(pid, &spans)?;
+        let read = read_ranges(pid, &spans, &mut data)?;
         let mut at = 0;
         for range in &batch[..read] {
             for &g in &range.gs {

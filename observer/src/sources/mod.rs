@@ -1,6 +1,7 @@
 //! How facts are collected from the target: the kernel programs, loaded once
 //! for every watched process (`kernel`: a slot per process), kernel probes
-//! (`probes`: which ones the watched facets need; attach them), the drain of their maps and
+//! (`probes`: which ones the watched facets need; attach them; the transition probes
+//! of a program on one uprobe_multi link: `uprobe_multi`), the drain of their maps and
 //! ring buffer (`drain`), when the transition probes are attached under the
 //! overhead budget (`windows`, which `duty_cycle` decides, with the cost of a
 //! hit measured at start by `calibration`), and the runtime's own bookkeeping read from the target's

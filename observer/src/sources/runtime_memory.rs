@@ -416,7 +416,8 @@ pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Resu
                 .map(move |&(offset, len)| (address.wrapping_add(offset), len))
         })
         .collect();
-    let (data, read) = read_ranges(pid, &ranges)?;
+    let mut data = Vec::new();
+    let read = read_ranges(pid, &ranges, &mut data)?;
     Ok(Records {
         data,
         starts,
@@ -428,14 +429,18 @@ pub fn read_pieces(pid: u32, addresses: &[u64], pieces: &[(u64, usize)]) -> Resu
 /// The kernel takes at most IOV_MAX (1024) pieces per `process_vm_readv`.
 const IOV_MAX: usize = 1024;
 
-/// The bytes of every `(address, len)` range, one after the other, and how
-/// many ranges were read: a range that cannot be read (an address reused or
-/// unmapped meanwhile) stops the reading there (the bytes after are zeros).
-pub fn read_ranges(pid: u32, ranges: &[(u64, usize)]) -> Result<(Vec<u8>, usize)> {
+/// Reads every `(address, len)` range into the start of `data`, one after
+/// the other (grown to fit: reused from one call to the next, it costs no
+/// new pages), and returns how many ranges were read: a range that cannot be
+/// read (an address reused or unmapped meanwhile) stops the reading there
+/// (the bytes after are stale).
+pub fn read_ranges(pid: u32, ranges: &[(u64, usize)], data: &mut Vec<u8>) -> Result<usize> {
     let total: usize = ranges.iter().map(|&(_, len)| len).sum();
-    let mut data = vec![0u8; total];
+    if data.len() < total {
+        data.resize(total, 0);
+    }
     let mut done = 0;
-    let mut rest = data.as_mut_slice();
+    let mut rest = &mut data[..total];
     for batch in ranges.chunks(IOV_MAX) {
         let mut local = Vec::with_capacity(batch.len());
         let mut remote = Vec::with_capacity(batch.len());
@@ -486,7 +491,7 @@ pub fn read_ranges(pid: u32, ranges: &[(u64, usize)]) -> Result<(Vec<u8>, usize)
             break;
         }
     }
-    Ok((data, done))
+    Ok(done)
 }
 
 /// `len` bytes at `address` in process `pid`, with one `process_vm_readv`: reads

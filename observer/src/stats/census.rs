@@ -8,7 +8,9 @@
 //! each time the goroutine stops running, stay the same); the earlier of the
 //! two is shown. Both are lower bounds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use serde::Serialize;
 
