@@ -90,6 +90,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 static WINDOW: Array<u64> = Array::with_max_entries(MAX_PROCESSES, 0);
 
+/// Per slot: hits left before the window's thread is woken (0: not armed).
+/// Userspace arms it at each stretch of a window that stays open with what
+/// the budget allows in the stretch; the hit that brings it to zero sends the
+/// slot to `WAKE`, and the window closes at once instead of at the next look
+/// (a quiet program that turns busy). Shared by the CPUs, decremented without
+/// an atomic: a decrement lost to a race only wakes a few hits late.
+#[map]
+static LOOK_COUNTDOWN: Array<u64> = Array::with_max_entries(MAX_PROCESSES, 0);
+
+/// The slots whose countdown ran out (u32 records), each with a wakeup.
+#[map]
+static WAKE: RingBuf = RingBuf::with_byte_size(4096, 0);
+
 /// Hits of the calibration probe, which userspace puts on a function of its own
 /// to measure what a uprobe hit costs on this machine.
 #[map]
@@ -125,6 +138,8 @@ static BLOCK_PROFILE: PerCpuHashMap<BlockKey, BlockCounts> =
 /// probe nothing (a wakeup per record cost ~1.4 µs inside the probe, measured on
 /// a 2-core VM with kernel 6.18).
 const BPF_RB_NO_WAKEUP: u64 = 1;
+/// ... and with: a countdown that ran out (at most one per stretch).
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const SIGURG: i32 = 23;
 
 // Helpers.
@@ -195,6 +210,15 @@ fn transition_hit(slot: u32) -> bool {
     let open = WINDOW.get(slot).is_some_and(|start| *start != u64::MAX);
     if !open {
         add(slot, counter::CLOSING_HITS, 1);
+    } else if let Some(left) = LOOK_COUNTDOWN.get_ptr_mut(slot) {
+        // SAFETY: a valid entry of the array (racy by design: see the map).
+        let left = unsafe { &mut *left };
+        if *left > 0 {
+            *left -= 1;
+            if *left == 0 {
+                let _ = WAKE.output::<u32>(&slot, BPF_RB_FORCE_WAKEUP);
+            }
+        }
     }
     open
 }

@@ -905,7 +905,7 @@ impl Image<'_> {
             .map_err(|e| target.explain(e))?;
         // The first decision, before the target goes on (`run`): probes at
         // once for a program they cost little.
-        windows::step(&windows).map_err(|e| target.explain(e))?;
+        windows::step(&windows, false).map_err(|e| target.explain(e))?;
         if args.verbose {
             for probe in &plan {
                 eprintln!(

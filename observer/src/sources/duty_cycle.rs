@@ -40,12 +40,12 @@ pub const WINDOW: Duration = Duration::from_millis(200);
 /// the longest (its windows come twice as often, the first one sooner). The
 /// detach (~16 ms of traps with uprobe_multi links) stays a small part of it.
 pub const SHORTEST_WINDOW: Duration = Duration::from_millis(100);
-/// How often an open window is judged ...
+/// How often an open window is judged. Between, a window that stays open
+/// has each process's hits looked at as soon as they pass what the budget
+/// allows in the stretch ([`DutyCycle::countdowns`]: the kernel programs count
+/// them down and wake the windows' thread): a program that turns busy closes
+/// its window at once, and a quiet one costs no wakeup.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
-/// ... and how often, between, the hits of a window that stays open are
-/// looked at (they alone: one map read per process): a program that turns
-/// busy pays the full cost of the probes for about this long.
-pub const QUICK_LOOK_EVERY: Duration = Duration::from_millis(10);
 /// How often the allowance is looked at while the probes are off (the rates
 /// it is predicted from may change meanwhile).
 const OFF_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -272,7 +272,6 @@ pub struct DutyCycle {
     /// looked at next.
     opened: Instant,
     stays: bool,
-    next_look: Instant,
     /// The processes, by pid.
     members: HashMap<u32, Member>,
     /// Time the probes were on, windows closed so far.
@@ -310,7 +309,6 @@ impl DutyCycle {
             until: now,
             opened: now,
             stays: budget.is_none(),
-            next_look: now,
             members: HashMap::new(),
             on_before: Duration::ZERO,
             detach: DETACH_UNSEEN,
@@ -355,16 +353,27 @@ impl DutyCycle {
         self.until
     }
 
-    /// When [`DutyCycle::quick_look`] is due, while a window stays open
-    /// under a budget.
-    pub fn next_look(&self) -> Option<Instant> {
-        (self.open && self.stays && self.budget.is_some()).then_some(self.next_look)
+    /// While a window stays open under a budget: the hits each process may
+    /// still make in the current stretch (past them, [`DutyCycle::quick_look`]
+    /// is due); None for a process that has no limit, or when none is.
+    pub fn countdowns(&self, hits: &HashMap<u32, u64>) -> Option<Vec<(u32, Option<u64>)>> {
+        (self.open && self.stays && self.budget.is_some()).then(|| {
+            self.members
+                .iter()
+                .map(|(pid, member)| {
+                    let left = member
+                        .hit_limit
+                        .zip(hits.get(pid))
+                        .map(|(limit, hits)| limit.saturating_sub(*hits).max(1));
+                    (*pid, left)
+                })
+                .collect()
+        })
     }
 
     /// Between checks of a window that stays open: each process's hits now.
     /// Returns whether one is past its limit: the decision is then due at once.
     pub fn quick_look(&mut self, now: Instant, hits: &HashMap<u32, u64>) -> bool {
-        self.next_look = now + QUICK_LOOK_EVERY;
         let past = self.members.iter().any(|(pid, member)| {
             member
                 .hit_limit
@@ -493,10 +502,9 @@ impl DutyCycle {
     }
 
     /// A stretch of a window that stays open begins `now`: judged at its
-    /// end, its hits looked at meanwhile.
+    /// end, its hits looked at once past their limit.
     fn next_stretch(&mut self, now: Instant, budget: f64, hit_ns: f64) {
         self.until = now + CHECK_EVERY;
-        self.next_look = now + QUICK_LOOK_EVERY;
         for member in self.members.values_mut() {
             member.start = member.last;
             member.hit_limit = Some(member.stretch_hit_limit(budget, CHECK_EVERY, hit_ns));
@@ -709,15 +717,16 @@ mod tests {
             cycle.decide(start, &one(at(1.0, 1.0, 100.0, 0)), COSTS),
             Action::Open
         );
-        let look = cycle
-            .next_look()
-            .expect("looks while open within the budget");
-        assert_eq!(look - start, QUICK_LOOK_EVERY);
-        // 100 hits in 10 ms: within the stretch's limit (1% of 100 ms of a core).
+        // The stretch allows 1% of 100 ms of a core (the probes' cost
+        // included: ÷ 0.99): 1,010 hits of 1 µs.
+        let countdowns = cycle.countdowns(&[(1, 0)].into());
+        assert_eq!(countdowns, Some(vec![(1, Some(1_010))]));
+        let look = start + Duration::from_millis(10);
+        // 100 hits in 10 ms: within it.
         assert!(!cycle.quick_look(look, &[(1, 100)].into()));
         assert_eq!(cycle.due() - start, CHECK_EVERY);
         // 2,000 hits 10 ms later: past it.
-        let later = look + QUICK_LOOK_EVERY;
+        let later = look + Duration::from_millis(10);
         assert!(cycle.quick_look(later, &[(1, 2_000)].into()));
         assert_eq!(cycle.due(), later);
         let mut measure = at(1.02, 1.0, 100.0, 2_000);

@@ -11,7 +11,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap, HashSet},
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
     sync::{
@@ -119,6 +119,13 @@ pub struct Kernel {
     multi_loaded: Mutex<HashMap<&'static str, Arc<OwnedFd>>>,
     /// `MULTI_UNTRIED`, `MULTI_WORKS` or `MULTI_REFUSED`.
     multi_state: AtomicU8,
+    /// The slots whose countdown ran out (`LOOK_COUNTDOWN`), not yet taken
+    /// by their windows' thread, and the signal of a new one ...
+    woken: Mutex<HashSet<u32>>,
+    wake: Condvar,
+    /// ... sent by a thread that waits on the programs' `WAKE` ring buffer
+    /// (here until it starts).
+    wake_ring: Mutex<Option<RingBuf<MapData>>>,
 }
 
 /// Links waiting to be detached: by rate of traps (the highest first), then
@@ -211,6 +218,10 @@ impl Kernel {
             ebpf.take_map("PROCESSES")
                 .context("the eBPF object has no map PROCESSES")?,
         )?;
+        let wake_ring: RingBuf<MapData> = RingBuf::try_from(
+            ebpf.take_map("WAKE")
+                .context("the eBPF object has no map WAKE")?,
+        )?;
         Ok(Self {
             loaded: Mutex::new(Loaded {
                 ebpf,
@@ -236,6 +247,9 @@ impl Kernel {
             }),
             multi_programs,
             multi_loaded: Mutex::default(),
+            woken: Mutex::default(),
+            wake: Condvar::new(),
+            wake_ring: Mutex::new(Some(wake_ring)),
         })
     }
 
@@ -303,6 +317,9 @@ impl Kernel {
         }
         if let Some(Ok(mut samples)) = self.samples.as_ref().map(Mutex::lock) {
             samples.by_slot.remove(&slot);
+        }
+        if let Ok(mut woken) = self.woken.lock() {
+            woken.remove(&slot);
         }
         let mut loaded = self.lock();
         // A slot that could not be emptied is not reused.
@@ -451,6 +468,74 @@ impl Kernel {
                 .map(|thread| thread.join().unwrap_or_else(|_| started.elapsed()))
                 .collect()
         })
+    }
+
+    /// Starts the thread that wakes the windows' threads when a countdown
+    /// runs out (once; later calls do nothing). It ends within a second of
+    /// the kernel programs' end.
+    pub fn start_waker(self: &Arc<Self>) -> Result<()> {
+        let Some(mut ring) = self
+            .wake_ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let kernel = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("wakes".to_owned())
+            .spawn(move || {
+                crate::sources::windows::prompt_thread();
+                let mut poll = libc::pollfd {
+                    fd: ring.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                loop {
+                    // SAFETY: one valid pollfd, alive during the call.
+                    unsafe { libc::poll(&mut poll, 1, 1000) };
+                    let Some(kernel) = kernel.upgrade() else {
+                        break;
+                    };
+                    let mut slots = Vec::new();
+                    while let Some(record) = ring.next() {
+                        if let Ok(bytes) = <[u8; 4]>::try_from(&record[..]) {
+                            slots.push(u32::from_ne_bytes(bytes));
+                        }
+                    }
+                    if !slots.is_empty() {
+                        let mut woken = kernel.woken.lock().unwrap_or_else(|e| e.into_inner());
+                        woken.extend(slots);
+                        kernel.wake.notify_all();
+                    }
+                }
+            })
+            .context("cannot start the thread of the wakes")?;
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for the countdown of one of `slots` to run
+    /// out; whether one did (taken: it wakes no one else).
+    pub fn wait_for_wake(&self, slots: &[u32], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let before = woken.len();
+            woken.retain(|slot| !slots.contains(slot));
+            if woken.len() < before {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            woken = self
+                .wake
+                .wait_timeout(woken, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// What `programs` have run in all (time, runs), by the kernel's
@@ -602,6 +687,7 @@ fn clear_slot(ebpf: &mut Ebpf, slot: u32, tgid: Option<u32>) -> Result<()> {
     zero_entry::<Histogram>(ebpf, "RUN_SLICES", slot, [0; _])?;
     zero_entry::<Histogram>(ebpf, "RUNQ_LATENCY", slot, [0; _])?;
     zero_entry::<ByReason>(ebpf, "BLOCKED_NS", slot, [0; _])?;
+    zero_entry_of::<u64>(ebpf, "LOOK_COUNTDOWN", slot)?;
     // No window is open: nothing recorded gives a duration.
     let mut window: Array<_, u64> = Array::try_from(
         ebpf.map_mut("WINDOW")
@@ -618,6 +704,16 @@ fn clear_slot(ebpf: &mut Ebpf, slot: u32, tgid: Option<u32>) -> Result<()> {
     if let Some(tgid) = tgid {
         delete_where::<u32, Running>(ebpf, "RUNNING", |_, running| running.tgid == tgid)?;
     }
+    Ok(())
+}
+
+/// Sets entry `slot` of array `name` to zero.
+fn zero_entry_of<V: aya::Pod + Default>(ebpf: &mut Ebpf, name: &str, slot: u32) -> Result<()> {
+    let mut array: Array<_, V> = Array::try_from(
+        ebpf.map_mut(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))?,
+    )?;
+    array.set(slot, V::default(), 0)?;
     Ok(())
 }
 

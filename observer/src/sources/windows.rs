@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use gobpf_sched_common::{Counters, counter};
 
 use crate::{
@@ -45,8 +45,13 @@ const SPANS_KEPT_NS: u64 = 10_000_000_000;
 
 /// What the programs add to a hit's trap before the kernel measured them run
 /// (the most seen here: 190–350 ns), so that the first window is not
-/// predicted cheaper than it is.
+/// predicted cheaper than it is ...
 const UNMEASURED_PROGRAM_NS: f64 = 400.0;
+/// ... and how many runs that guess weighs against what the kernel measured:
+/// the first runs are the slowest (cold caches, new entries in the maps), and
+/// a first window that closes within a few ms is made of them (1,170 ns a run
+/// over the 2,214 of a busy HTTP server's first window, ~200 ns later).
+const UNMEASURED_WEIGHT_RUNS: f64 = 10_000.0;
 
 /// A process the probes serve.
 struct Member {
@@ -66,6 +71,9 @@ pub struct Windows {
     members: HashMap<u32, Member>,
     /// The per-process counters (their uprobe hits).
     counters: PerCpuArray<MapData, Counters>,
+    /// The hits each process may still make before the windows' thread is
+    /// woken (the kernel programs count them down: see `LOOK_COUNTDOWN`).
+    countdowns: Array<MapData, u64>,
     /// How long the last window took to open.
     pub open_ns: Option<u64>,
     /// A window failed to open whole (said once).
@@ -203,6 +211,7 @@ impl Windows {
         }
         Ok(Self {
             counters: probes.kernel.open_map("COUNTERS")?,
+            countdowns: probes.kernel.open_map("LOOK_COUNTDOWN")?,
             probes,
             duty_cycle,
             members: HashMap::new(),
@@ -298,17 +307,36 @@ impl Windows {
             .collect()
     }
 
-    /// When [`Windows::step`] is due: a decision, or a look at the hits of
-    /// a window that stays open.
+    /// When [`Windows::step`] is due (sooner if the kernel wakes it:
+    /// [`Windows::slots`]).
     pub fn due(&self) -> Instant {
         if self.closing {
             // A session is detaching the window: look again later.
             return Instant::now() + CLOSING_RECHECK;
         }
-        let due = self.duty_cycle.due();
-        self.duty_cycle
-            .next_look()
-            .map_or(due, |look| look.min(due))
+        self.duty_cycle.due()
+    }
+
+    /// The slots of the processes served, whose countdowns wake the
+    /// windows' thread (`Kernel::wait_for_wake`).
+    pub fn slots(&self) -> Vec<u32> {
+        self.members.values().map(|member| member.slot).collect()
+    }
+
+    /// Arms each process's countdown to what the duty cycle allows it in the
+    /// current stretch (disarmed when no window stays open).
+    fn arm_countdowns(&mut self) {
+        let hits = self.hits();
+        let countdowns = self.duty_cycle.countdowns(&hits).unwrap_or_default();
+        for (pid, member) in &self.members {
+            let left = countdowns
+                .iter()
+                .find(|(p, _)| p == pid)
+                .and_then(|(_, left)| *left)
+                .unwrap_or(0);
+            // A process gone meanwhile: nothing to arm.
+            let _ = self.countdowns.set(member.slot, left, 0);
+        }
     }
 
     /// Time the transition probes were on, from attach to `at`.
@@ -366,27 +394,26 @@ impl Windows {
     }
 
     /// Opens or closes the window when the duty cycle says so (and it is
-    /// due). A window to close comes back with its links:
-    /// [`Closing::detach`], then [`Windows::closed`]; see [`step`].
-    pub fn step(&mut self) -> Result<Option<Closing>> {
+    /// due, or `woken`: a process's countdown ran out). A window to close
+    /// comes back with its links: [`Closing::detach`], then
+    /// [`Windows::closed`]; see [`step`].
+    pub fn step(&mut self, woken: bool) -> Result<Option<Closing>> {
         let now = Instant::now();
         if self.closing {
             return Ok(None);
         }
-        if now < self.duty_cycle.due() {
-            let look_due = self.duty_cycle.next_look().is_some_and(|look| now >= look);
-            if !(look_due && self.duty_cycle.quick_look(now, &self.hits())) {
-                return Ok(None);
-            }
+        if now < self.duty_cycle.due() && !(woken && self.duty_cycle.quick_look(now, &self.hits()))
+        {
+            return Ok(None);
         }
+        let (run_time, runs) = self
+            .probes
+            .kernel
+            .program_run_time(&self.transition_programs())
+            .unwrap_or_default();
         let hit_ns = self.trap_ns()
-            + mean_run_ns(
-                None,
-                self.probes
-                    .kernel
-                    .program_run_time(&self.transition_programs()),
-            )
-            .unwrap_or(UNMEASURED_PROGRAM_NS);
+            + (run_time.as_nanos() as f64 + UNMEASURED_PROGRAM_NS * UNMEASURED_WEIGHT_RUNS)
+                / (runs as f64 + UNMEASURED_WEIGHT_RUNS);
         let now = self.measures();
         // Every target gone (or going): nothing to decide; the sessions end.
         if now.is_empty() {
@@ -423,6 +450,7 @@ impl Windows {
                         }
                     }
                 }
+                self.arm_countdowns();
                 Ok(None)
             }
             Action::Close => {
@@ -452,7 +480,10 @@ impl Windows {
                     hit_ns,
                 }))
             }
-            Action::Keep => Ok(None),
+            Action::Keep => {
+                self.arm_countdowns();
+                Ok(None)
+            }
         }
     }
 
@@ -519,11 +550,12 @@ pub fn lock(windows: &Mutex<Windows>) -> MutexGuard<'_, Windows> {
     windows.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Opens or closes the window when due; what a close did. The uprobes are
-/// detached without holding the windows: the other processes of the
-/// executable go on meanwhile.
-pub fn step(windows: &Mutex<Windows>) -> Result<Option<Closed>> {
-    let closing = lock(windows).step()?;
+/// Opens or closes the window when due (or `woken`: see
+/// [`Windows::step`]); what a close did. The uprobes are detached without
+/// holding the windows: the other processes of the executable go on
+/// meanwhile.
+pub fn step(windows: &Mutex<Windows>, woken: bool) -> Result<Option<Closed>> {
+    let closing = lock(windows).step(woken)?;
     Ok(closing.map(|mut closing| {
         closing.detach();
         lock(windows).closed(closing)
@@ -532,27 +564,37 @@ pub fn step(windows: &Mutex<Windows>) -> Result<Option<Closed>> {
 
 /// Drives `windows` from a thread of their own (once: later calls do
 /// nothing) until no session holds them: each decision when due, and the
-/// hits of a window that stays open looked at every 10 ms, which no session's
-/// own work delays (a late look lets a program that turned busy pay the full
-/// cost meanwhile). `say_closes`: each close and why on stderr (`--verbose`).
+/// hits of a window that stays open looked at as soon as the kernel says a
+/// process's countdown ran out, which no session's own work delays (a late
+/// look lets a program that turned busy pay the full cost meanwhile).
+/// `say_closes`: each close and why on stderr (`--verbose`).
 pub fn drive(windows: &Arc<Mutex<Windows>>, say_closes: bool) -> Result<()> {
-    if std::mem::replace(&mut lock(windows).driven, true) {
-        return Ok(());
-    }
+    let kernel = {
+        let mut held = lock(windows);
+        if std::mem::replace(&mut held.driven, true) {
+            return Ok(());
+        }
+        held.probes.kernel.clone()
+    };
+    kernel.start_waker()?;
     let windows = Arc::downgrade(windows);
     std::thread::Builder::new()
         .name("windows".to_owned())
         .spawn(move || {
             prompt_thread();
             let mut warned = false;
-            while let Some(due) = windows.upgrade().map(|w| lock(&w).due()) {
+            while let Some((due, slots)) = windows.upgrade().map(|w| {
+                let held = lock(&w);
+                (held.due(), held.slots())
+            }) {
                 let wait = due.saturating_duration_since(Instant::now());
-                if !wait.is_zero() {
-                    std::thread::sleep(wait.min(LONGEST_SLEEP));
+                let woken =
+                    !wait.is_zero() && kernel.wait_for_wake(&slots, wait.min(LONGEST_SLEEP));
+                if !wait.is_zero() && !woken {
                     continue;
                 }
                 let Some(held) = windows.upgrade() else { break };
-                match step(&held) {
+                match step(&held, woken) {
                     Ok(Some(closed)) if say_closes => eprintln!(
                         "gobpf-sched: {} (closing took {:?}, {} hits meanwhile)",
                         closed.reasoning, closed.took, closed.hits_meanwhile
