@@ -7,7 +7,10 @@
 //! in windows judged for each process (`windows`, `duty_cycle`).
 //!
 //! The ring buffer and the CPU samples are shared: whoever drains them first
-//! sorts them by slot, and each process takes its own.
+//! sorts them by slot, and each process takes its own. So is the small ring
+//! buffer by which the programs wake the windows' threads (a process's hit
+//! countdown ran out): one thread waits on it ([`Kernel::start_waker`]) and
+//! wakes the windows that serve that slot ([`Kernel::wait_for_wake`]).
 
 use std::{
     cmp::Reverse,
@@ -28,12 +31,11 @@ use aya::{
     programs::{TracePoint, UProbe},
     util::nr_cpus,
 };
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 use gobpf_sched_common::{
     ByReason, Config, Counters, Event, GState, GoroutineStats, Histogram, MAX_PROCESSES, NO_SLOT,
     Running, event_kind, split_process_key, stream,
 };
-
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
 use crate::sources::{
     block_stacks::BlockStacks,
