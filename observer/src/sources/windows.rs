@@ -255,6 +255,9 @@ impl Windows {
             member.target.age(),
         );
         self.members.insert(member.target.pid, member);
+        // Its countdown, if the window stays open (the others' are re-armed
+        // as they are).
+        self.arm_countdowns();
         Ok(())
     }
 
