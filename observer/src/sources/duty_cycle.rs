@@ -48,7 +48,7 @@ pub const SHORTEST_WINDOW: Duration = Duration::from_millis(100);
 /// them down and wake the windows' thread): a program that turns busy closes
 /// its window at once. (Judged every second instead, the windows' thread cost
 /// a little less with 100k parked goroutines, ~0.1% of a core, but the node
-/// bench's worst process paid up to 2% instead of 0.7%.)
+/// bench's worst process paid up to 2% instead of 0.8%.)
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the allowance is looked at while the probes are off (the rates
 /// it is predicted from may change meanwhile).
