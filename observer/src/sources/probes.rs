@@ -439,16 +439,14 @@ impl Probes {
 
 impl Drop for Probes {
     fn drop(&mut self) {
-        let mut links = Vec::new();
-        let mut perf_links = Vec::new();
-        for link in std::mem::take(&mut self.window) {
-            match link {
-                WindowLink::Multi { fd, .. } => links.push(Detachable::Multi(fd)),
-                WindowLink::PerfEvent { program, id, .. } => perf_links.push((program, id)),
-            }
-        }
+        let mut links: Vec<Detachable> = self
+            .take_window(&[])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|taken| taken.link)
+            .collect();
         self.kernel.with_ebpf(|ebpf| {
-            for (program, id) in perf_links.into_iter().chain(self.fixed.drain(..)) {
+            for (program, id) in self.fixed.drain(..) {
                 if let Ok(program) = uprobe(ebpf, program)
                     && let Ok(link) = program.take_link(id)
                 {

@@ -257,7 +257,7 @@ impl Windows {
         self.members.insert(member.target.pid, member);
         // Its countdown, if the window stays open (the others' are re-armed
         // as they are).
-        self.arm_countdowns();
+        self.arm_countdowns(&self.hits());
         Ok(())
     }
 
@@ -327,10 +327,10 @@ impl Windows {
     }
 
     /// Arms each process's countdown to what the duty cycle allows it in the
-    /// current stretch (disarmed when no window stays open).
-    fn arm_countdowns(&mut self) {
-        let hits = self.hits();
-        let countdowns = self.duty_cycle.countdowns(&hits).unwrap_or_default();
+    /// current stretch, from its `hits` now (disarmed when no window stays
+    /// open).
+    fn arm_countdowns(&mut self, hits: &HashMap<u32, u64>) {
+        let countdowns = self.duty_cycle.countdowns(hits).unwrap_or_default();
         for (pid, member) in &self.members {
             let left = countdowns
                 .iter()
@@ -422,6 +422,7 @@ impl Windows {
         if now.is_empty() {
             return Ok(None);
         }
+        let hits: HashMap<u32, u64> = now.iter().map(|(pid, m)| (*pid, m.hits)).collect();
         let slots: Vec<u32> = self.members.values().map(|member| member.slot).collect();
         match self
             .duty_cycle
@@ -453,7 +454,7 @@ impl Windows {
                         }
                     }
                 }
-                self.arm_countdowns();
+                self.arm_countdowns(&hits);
                 Ok(None)
             }
             Action::Close => {
@@ -484,7 +485,7 @@ impl Windows {
                 }))
             }
             Action::Keep => {
-                self.arm_countdowns();
+                self.arm_countdowns(&hits);
                 Ok(None)
             }
         }
